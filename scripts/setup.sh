@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# One source of truth for what a machine needs to build and run this project:
+# used by the README's quick start, by .ci/run and by the Vagrant provisioning.
+# Idempotent: installs only what is missing, rebuilds only what is stale.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PKGS=(clang llvm libbpf-dev libelf-dev zlib1g-dev libmnl-dev bpftool iproute2 iptables
+      etcd-server etcd-client containernetworking-plugins iperf3 iputils-ping tcpdump
+      python3 make g++ pkg-config)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Debian's etcd-server package starts a system etcd on 127.0.0.1:2379; this project's tests and lab
+# start their own on other ports and never need it, so stop it rather than share state with it.
+if systemctl is-active --quiet etcd 2>/dev/null; then systemctl stop etcd || true; fi
+
+# node-gyp (through the package's install script) builds the addon; then TypeScript.
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund
+fi
+npx node-gyp build >/dev/null 2>&1 || npx node-gyp rebuild
+npx tsc -p tsconfig.json
+echo "setup: done"
