@@ -1,0 +1,31 @@
+// Choosing a free subnet, as flannel does: collect up to 100 free subnets from SubnetMin upwards and
+// pick one at random, so that agents starting together rarely race for the same key.
+import type { NetworkConfig } from './config.js';
+import { overlaps, size, type Subnet } from './ip4.js';
+
+export class NetworkExhaustedError extends Error {
+  constructor(cfg: NetworkConfig, taken: number) {
+    super(`no free subnet left: all /${cfg.subnetLen} subnets between SubnetMin and SubnetMax are leased (${taken} leases)`);
+    this.name = 'NetworkExhaustedError';
+  }
+}
+
+export function freeSubnets(cfg: NetworkConfig, taken: Subnet[], limit = 100): Subnet[] {
+  const sameLen = new Set<number>();
+  const others: Subnet[] = [];
+  for (const t of taken) (t.len === cfg.subnetLen ? sameLen.add(t.ip) : others.push(t));
+  const out: Subnet[] = [];
+  const step = size(cfg.subnetLen);
+  for (let ip = cfg.subnetMin; ip <= cfg.subnetMax && out.length < limit; ip += step) {
+    const sn = { ip, len: cfg.subnetLen };
+    if (sameLen.has(ip) || others.some((o) => overlaps(o, sn))) continue;
+    out.push(sn);
+  }
+  return out;
+}
+
+export function pickFreeSubnet(cfg: NetworkConfig, taken: Subnet[], random: () => number = Math.random): Subnet {
+  const free = freeSubnets(cfg, taken);
+  if (free.length === 0) throw new NetworkExhaustedError(cfg, taken.length);
+  return free[Math.floor(random() * free.length)]!;
+}

@@ -1,0 +1,113 @@
+// The network config at <prefix>/config, parsed and defaulted exactly as flannel does it
+// (pkg/subnet/config.go), with errors that name the field and the value.
+import { formatCidr, formatIp4, mask, parseCidr, parseIp4, contains, size, type Subnet } from './ip4.js';
+
+export class ConfigError extends Error {
+  constructor(
+    readonly field: string,
+    message: string,
+  ) {
+    super(`network config: ${field}: ${message}`);
+    this.name = 'ConfigError';
+  }
+}
+
+export interface BackendConfig {
+  Type: string;
+  [option: string]: unknown;
+}
+
+export interface NetworkConfig {
+  network: Subnet;
+  subnetLen: number;
+  subnetMin: number;
+  subnetMax: number;
+  enableIPv4: boolean;
+  enableIPv6: boolean;
+  backend: BackendConfig;
+  /** true when the config had no Backend and flannel's udp fallback applied */
+  backendDefaulted: boolean;
+  raw: Record<string, unknown>;
+}
+
+function ipField(raw: Record<string, unknown>, field: string): number | undefined {
+  const v = raw[field];
+  if (v === undefined || v === null || v === '') return undefined;
+  if (typeof v !== 'string') throw new ConfigError(field, `must be an IPv4 address string, got ${JSON.stringify(v)}`);
+  const ip = parseIp4(v);
+  if (ip === undefined) throw new ConfigError(field, `not an IPv4 address: ${JSON.stringify(v)}`);
+  return ip;
+}
+
+export function parseConfig(text: string): NetworkConfig {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new ConfigError('(json)', `not valid JSON: ${(e as Error).message}`);
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ConfigError('(json)', 'must be a JSON object');
+  const cfg = raw as Record<string, unknown>;
+
+  const enableIPv4 = cfg.EnableIPv4 === undefined ? true : cfg.EnableIPv4;
+  const enableIPv6 = cfg.EnableIPv6 === undefined ? false : cfg.EnableIPv6;
+  if (typeof enableIPv4 !== 'boolean') throw new ConfigError('EnableIPv4', `must be true or false, got ${JSON.stringify(enableIPv4)}`);
+  if (typeof enableIPv6 !== 'boolean') throw new ConfigError('EnableIPv6', `must be true or false, got ${JSON.stringify(enableIPv6)}`);
+  if (enableIPv6) throw new ConfigError('EnableIPv6', 'IPv6 is not supported by this agent yet');
+  if (!enableIPv4) throw new ConfigError('EnableIPv4', 'must be true: this agent runs IPv4 networks only');
+
+  if (typeof cfg.Network !== 'string') throw new ConfigError('Network', `required, an IPv4 CIDR string such as "10.244.0.0/16", got ${JSON.stringify(cfg.Network)}`);
+  const network = parseCidr(cfg.Network);
+  if (!network) throw new ConfigError('Network', `not an IPv4 CIDR: ${JSON.stringify(cfg.Network)}`);
+
+  let subnetLen: number;
+  if (cfg.SubnetLen !== undefined && cfg.SubnetLen !== 0) {
+    if (typeof cfg.SubnetLen !== 'number' || !Number.isInteger(cfg.SubnetLen) || cfg.SubnetLen < 0)
+      throw new ConfigError('SubnetLen', `must be a whole number, got ${JSON.stringify(cfg.SubnetLen)}`);
+    subnetLen = cfg.SubnetLen;
+    // each host needs room for a tunnel and a bridge address
+    if (subnetLen > 30) throw new ConfigError('SubnetLen', `${subnetLen} is too long: it must be at most 30`);
+    // the first subnet is never handed out, so the network must split into at least four
+    if (subnetLen < network.len + 2)
+      throw new ConfigError('SubnetLen', `${subnetLen} is too short for Network ${formatCidr(network)}: it must be at least /${network.len + 2} so the network holds four subnets`);
+  } else if (network.len > 28) {
+    throw new ConfigError('Network', `${formatCidr(network)} is too small: the minimum useful network is a /28`);
+  } else {
+    subnetLen = network.len <= 22 ? 24 : network.len + 2;
+  }
+
+  const step = size(subnetLen);
+  const netEnd = network.ip + size(network.len);
+  let subnetMin = ipField(cfg, 'SubnetMin');
+  let subnetMax = ipField(cfg, 'SubnetMax');
+  if (subnetMin === undefined) subnetMin = network.ip + step; // flannel skips the first subnet
+  else if (!contains(network, subnetMin)) throw new ConfigError('SubnetMin', `${formatIp4(subnetMin)} is not in Network ${formatCidr(network)}`);
+  if (subnetMax === undefined) subnetMax = netEnd - step;
+  else if (!contains(network, subnetMax)) throw new ConfigError('SubnetMax', `${formatIp4(subnetMax)} is not in Network ${formatCidr(network)}`);
+  if (((subnetMin & mask(subnetLen)) >>> 0) !== subnetMin)
+    throw new ConfigError('SubnetMin', `${formatIp4(subnetMin)} is not on a /${subnetLen} boundary`);
+  if (((subnetMax & mask(subnetLen)) >>> 0) !== subnetMax)
+    throw new ConfigError('SubnetMax', `${formatIp4(subnetMax)} is not on a /${subnetLen} boundary`);
+  if (subnetMin > subnetMax)
+    throw new ConfigError('SubnetMin', `${formatIp4(subnetMin)} is above SubnetMax ${formatIp4(subnetMax)}`);
+
+  let backend: BackendConfig;
+  let backendDefaulted = false;
+  if (cfg.Backend === undefined || cfg.Backend === null) {
+    // flannel's code (not its docs) falls back to udp; a mixed cluster must agree on the backend
+    backend = { Type: 'udp' };
+    backendDefaulted = true;
+  } else {
+    if (typeof cfg.Backend !== 'object' || Array.isArray(cfg.Backend)) throw new ConfigError('Backend', `must be an object such as {"Type":"vxlan"}, got ${JSON.stringify(cfg.Backend)}`);
+    const b = cfg.Backend as Record<string, unknown>;
+    if (typeof b.Type !== 'string' || b.Type === '') throw new ConfigError('Backend.Type', `required, one of "vxlan", "host-gw", "udp"; got ${JSON.stringify(b.Type)}`);
+    backend = { ...b, Type: b.Type };
+  }
+
+  return { network, subnetLen, subnetMin, subnetMax, enableIPv4, enableIPv6, backend, backendDefaulted, raw: cfg };
+}
+
+/** A subnet a node may hold under this config: inside [SubnetMin, SubnetMax] and of length SubnetLen. */
+export function isCompatible(cfg: NetworkConfig, s: Subnet): boolean {
+  return s.len === cfg.subnetLen && s.ip >= cfg.subnetMin && s.ip <= cfg.subnetMax && contains(cfg.network, s.ip);
+}

@@ -1,0 +1,139 @@
+// The etcd v3 side of the subnet manager: flannel's key layout under --etcd-prefix, nothing else.
+import { readFileSync } from 'node:fs';
+import { Etcd3, type IOptions, type Watcher } from 'etcd3';
+import type { Subnet } from './ip4.js';
+import { subnetKey } from './ip4.js';
+
+export interface EtcdOptions {
+  endpoints: string[];
+  prefix: string;
+  keyFile?: string;
+  certFile?: string;
+  caFile?: string;
+  username?: string;
+  password?: string;
+}
+
+export interface RawLease {
+  key: string;
+  value: string;
+  /** etcd lease ID, "0" when the key has no TTL (a reservation) */
+  lease: string;
+  modRevision: string;
+}
+
+export type RawEvent = { type: 'put'; key: string; value: string; lease: string } | { type: 'delete'; key: string };
+
+export interface WatchHandlers {
+  onEvents(events: RawEvent[], revision: string): void;
+  /** the watch ended for good (canceled, compacted): the caller re-lists and watches again */
+  onError(err: Error): void;
+  onDisconnect?(err: Error): void;
+}
+
+function clientOptions(o: EtcdOptions): IOptions {
+  const opts: IOptions = { hosts: o.endpoints, dialTimeout: 5000 };
+  if (o.caFile || o.certFile || o.keyFile) {
+    if (!o.caFile) throw new Error('--etcd-cafile is required when --etcd-certfile or --etcd-keyfile is given');
+    opts.credentials = {
+      rootCertificate: readFileSync(o.caFile),
+      ...(o.keyFile ? { privateKey: readFileSync(o.keyFile) } : {}),
+      ...(o.certFile ? { certChain: readFileSync(o.certFile) } : {}),
+    };
+  }
+  if (o.username) opts.auth = { username: o.username, password: o.password ?? '' };
+  return opts;
+}
+
+export class EtcdRegistry {
+  readonly client: Etcd3;
+  readonly prefix: string;
+
+  constructor(opts: EtcdOptions) {
+    this.prefix = opts.prefix.replace(/\/+$/, '');
+    this.client = new Etcd3(clientOptions(opts));
+  }
+
+  get configKey(): string {
+    return `${this.prefix}/config`;
+  }
+  get subnetsPrefix(): string {
+    return `${this.prefix}/subnets/`;
+  }
+  leaseKey(s: Subnet): string {
+    return this.subnetsPrefix + subnetKey(s);
+  }
+
+  /** The config text, or undefined when the operator has not written it yet. */
+  async getConfig(): Promise<string | undefined> {
+    return (await this.client.get(this.configKey).string()) ?? undefined;
+  }
+
+  async listLeases(): Promise<{ leases: RawLease[]; revision: string }> {
+    const res = await this.client.getAll().prefix(this.subnetsPrefix).exec();
+    return {
+      revision: res.header.revision,
+      leases: res.kvs.map((kv) => ({ key: kv.key.toString(), value: kv.value.toString(), lease: kv.lease, modRevision: kv.mod_revision })),
+    };
+  }
+
+  private async grant(ttlSeconds: number): Promise<string> {
+    return (await this.client.leaseClient.leaseGrant({ TTL: ttlSeconds, ID: 0 })).ID;
+  }
+
+  /** Creates the key only if it does not exist (create revision 0). false: somebody else has it. */
+  async createLease(s: Subnet, value: string, ttlSeconds: number): Promise<{ created: boolean; lease: string }> {
+    const key = this.leaseKey(s);
+    const lease = await this.grant(ttlSeconds);
+    const res = await this.client.if(key, 'Create', '==', 0).then(this.client.put(key).value(value).lease(lease)).commit();
+    if (!res.succeeded) {
+      await this.revoke(lease);
+      return { created: false, lease: '0' };
+    }
+    return { created: true, lease };
+  }
+
+  /** Rewrites the key with a fresh TTL (0: no TTL, a reservation stays a reservation). */
+  async updateLease(s: Subnet, value: string, ttlSeconds: number): Promise<string> {
+    const key = this.leaseKey(s);
+    if (ttlSeconds <= 0) {
+      await this.client.put(key).value(value);
+      return '0';
+    }
+    const lease = await this.grant(ttlSeconds);
+    await this.client.put(key).value(value).lease(lease);
+    return lease;
+  }
+
+  async deleteLease(s: Subnet): Promise<void> {
+    await this.client.delete().key(this.leaseKey(s));
+  }
+
+  async revoke(lease: string): Promise<void> {
+    if (lease === '0') return;
+    try {
+      await this.client.leaseClient.leaseRevoke({ ID: lease });
+    } catch {
+      // already expired or revoked: nothing to free
+    }
+  }
+
+  async watchLeases(fromRevision: string, h: WatchHandlers): Promise<Watcher> {
+    const w = await this.client.watch().prefix(this.subnetsPrefix).startRevision(fromRevision).create();
+    w.on('data', (res) => {
+      const events: RawEvent[] = (res.events ?? []).map((e) =>
+        e.type === 'Delete'
+          ? { type: 'delete', key: e.kv.key.toString() }
+          : { type: 'put', key: e.kv.key.toString(), value: e.kv.value.toString(), lease: e.kv.lease },
+      );
+      if (events.length) h.onEvents(events, res.header.revision);
+    });
+    w.on('error', (err) => h.onError(err));
+    w.on('disconnected', (err) => h.onDisconnect?.(err));
+    return w;
+  }
+
+  close(): void {
+    this.client.close();
+  }
+}

@@ -1,0 +1,77 @@
+// IPv4 addresses as unsigned 32-bit numbers and subnets as {ip, len}: the arithmetic of leases.
+
+export interface Subnet {
+  /** network address, host bits zero */
+  ip: number;
+  len: number;
+}
+
+const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
+
+export function parseIp4(s: string): number | undefined {
+  const m = IPV4.exec(s);
+  if (!m) return undefined;
+  let v = 0;
+  for (let i = 1; i <= 4; i++) {
+    const part = m[i]!;
+    if (part.length > 1 && part.startsWith('0')) return undefined; // "010" is ambiguous (octal in some parsers)
+    const o = Number(part);
+    if (o > 255) return undefined;
+    v = v * 256 + o;
+  }
+  return v;
+}
+
+export function formatIp4(v: number): string {
+  return `${(v >>> 24) & 255}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}`;
+}
+
+export function mask(len: number): number {
+  return len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
+}
+
+export function size(len: number): number {
+  return 2 ** (32 - len);
+}
+
+/** Parses "a.b.c.d/n". With strict, host bits must be zero. */
+export function parseCidr(s: string, strict = false): Subnet | undefined {
+  const slash = s.indexOf('/');
+  if (slash < 0) return undefined;
+  const ip = parseIp4(s.slice(0, slash));
+  const lenStr = s.slice(slash + 1);
+  if (ip === undefined || !/^\d{1,2}$/.test(lenStr)) return undefined;
+  const len = Number(lenStr);
+  if (len > 32) return undefined;
+  const net = (ip & mask(len)) >>> 0;
+  if (strict && net !== ip) return undefined;
+  return { ip: net, len };
+}
+
+export function formatCidr(s: Subnet): string {
+  return `${formatIp4(s.ip)}/${s.len}`;
+}
+
+export function contains(net: Subnet, ip: number): boolean {
+  return ((ip & mask(net.len)) >>> 0) === net.ip;
+}
+
+export function overlaps(a: Subnet, b: Subnet): boolean {
+  const len = Math.min(a.len, b.len);
+  return ((a.ip & mask(len)) >>> 0) === ((b.ip & mask(len)) >>> 0);
+}
+
+export function sameSubnet(a: Subnet, b: Subnet): boolean {
+  return a.ip === b.ip && a.len === b.len;
+}
+
+/** Flannel's etcd key suffix for a subnet: "10.244.3.0-24". */
+export function subnetKey(s: Subnet): string {
+  return `${formatIp4(s.ip)}-${s.len}`;
+}
+
+export function parseSubnetKey(k: string): Subnet | undefined {
+  const dash = k.lastIndexOf('-');
+  if (dash < 0) return undefined;
+  return parseCidr(`${k.slice(0, dash)}/${k.slice(dash + 1)}`, true);
+}

@@ -1,0 +1,83 @@
+// Lease values as flannel writes them in etcd, byte for byte:
+// {"PublicIP":"192.168.56.12","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"..."}}
+// Go's encoder omits BackendType and BackendData when empty (udp and host-gw leases), keeps PublicIPv6 as null.
+import { formatIp4, parseIp4, type Subnet } from './ip4.js';
+
+export interface LeaseAttrs {
+  publicIP: string;
+  publicIPv6: string | null;
+  backendType: string;
+  backendData?: unknown;
+}
+
+export interface Lease {
+  subnet: Subnet;
+  attrs: LeaseAttrs;
+  /** undefined: a reservation (key without TTL), never expires */
+  expiration?: Date;
+  /** the etcd lease ID bound to the key, "0" for none */
+  etcdLease?: string;
+}
+
+export class LeaseFormatError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'LeaseFormatError';
+  }
+}
+
+export function encodeAttrs(a: LeaseAttrs): string {
+  const o: Record<string, unknown> = { PublicIP: a.publicIP, PublicIPv6: a.publicIPv6 };
+  if (a.backendType) o.BackendType = a.backendType;
+  if (a.backendData !== undefined && a.backendData !== null) o.BackendData = a.backendData;
+  return JSON.stringify(o);
+}
+
+/** Lenient where flannel's older writers differ (no PublicIPv6, no VNI), strict where a value would be unusable. */
+export function decodeAttrs(text: string): LeaseAttrs {
+  if (text.length > 64 * 1024) throw new LeaseFormatError(`lease value is ${text.length} bytes, more than any lease can need`);
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new LeaseFormatError(`lease value is not JSON: ${(e as Error).message}`);
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new LeaseFormatError('lease value is not a JSON object');
+  const o = raw as Record<string, unknown>;
+  if (typeof o.PublicIP !== 'string' || parseIp4(o.PublicIP) === undefined)
+    throw new LeaseFormatError(`lease PublicIP is not an IPv4 address: ${JSON.stringify(o.PublicIP)?.slice(0, 64)}`);
+  const v6 = o.PublicIPv6 ?? null;
+  if (v6 !== null && typeof v6 !== 'string') throw new LeaseFormatError('lease PublicIPv6 is neither null nor a string');
+  const bt = o.BackendType ?? '';
+  if (typeof bt !== 'string') throw new LeaseFormatError('lease BackendType is not a string');
+  const attrs: LeaseAttrs = { publicIP: formatIp4(parseIp4(o.PublicIP)!), publicIPv6: v6, backendType: bt };
+  if (o.BackendData !== undefined && o.BackendData !== null) attrs.backendData = o.BackendData;
+  return attrs;
+}
+
+const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
+
+export interface VxlanBackendData {
+  vni: number;
+  vtepMAC: string;
+}
+
+/** The vxlan backend's part of a lease; older flannel versions omit VNI (meaning 1). */
+export function decodeVxlanData(attrs: LeaseAttrs): VxlanBackendData {
+  const d = attrs.backendData;
+  if (typeof d !== 'object' || d === null || Array.isArray(d)) throw new LeaseFormatError('vxlan lease has no BackendData object');
+  const o = d as Record<string, unknown>;
+  const vni = o.VNI ?? 1;
+  if (typeof vni !== 'number' || !Number.isInteger(vni) || vni < 0 || vni > 0xffffff) throw new LeaseFormatError(`vxlan lease VNI is invalid: ${JSON.stringify(vni)}`);
+  if (typeof o.VtepMAC !== 'string') throw new LeaseFormatError('vxlan lease has no VtepMAC');
+  const mac = o.VtepMAC.toLowerCase();
+  if (!MAC.test(mac)) throw new LeaseFormatError(`vxlan lease VtepMAC is not a MAC address: ${JSON.stringify(o.VtepMAC).slice(0, 64)}`);
+  const first = parseInt(mac.slice(0, 2), 16);
+  // a multicast or all-zero MAC cannot be a VTEP: programming it would flood or blackhole
+  if (first & 1 || mac === '00:00:00:00:00:00') throw new LeaseFormatError(`vxlan lease VtepMAC ${mac} is not a unicast address`);
+  return { vni, vtepMAC: mac };
+}
+
+export function encodeVxlanData(d: VxlanBackendData): { VNI: number; VtepMAC: string } {
+  return { VNI: d.vni, VtepMAC: d.vtepMAC };
+}

@@ -1,0 +1,362 @@
+// The subnet manager: network config, our lease (acquire, renew), and everyone else's leases as a
+// stream of added/removed events. It talks to etcd only, never to the kernel.
+import type { Logger } from '../log.js';
+import { pickFreeSubnet, NetworkExhaustedError } from './allocate.js';
+import { ConfigError, isCompatible, parseConfig, type NetworkConfig } from './config.js';
+import type { EtcdRegistry, RawEvent, RawLease } from './etcd-registry.js';
+import { contains, formatCidr, overlaps, parseSubnetKey, sameSubnet, type Subnet } from './ip4.js';
+import { decodeAttrs, encodeAttrs, type Lease, type LeaseAttrs } from './lease.js';
+
+export const DEFAULT_SUBNET_TTL_S = 24 * 3600;
+const RACE_RETRIES = 10;
+
+export type LeaseEvent = { type: 'added'; lease: Lease } | { type: 'removed'; lease: Lease };
+
+export interface SubnetManagerOptions {
+  registry: EtcdRegistry;
+  log: Logger;
+  /** TTL of our lease key; flannel uses 24 h */
+  subnetTTLSeconds?: number;
+  /** renew this long before expiry (--subnet-lease-renew-margin, flannel default 60 min) */
+  renewMarginMs?: number;
+  /** wait between failed attempts to reach etcd (renewal: flannel retries every minute) */
+  retryMs?: number;
+  random?: () => number;
+}
+
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
+  });
+
+export class SubnetManager {
+  readonly registry: EtcdRegistry;
+  private readonly log: Logger;
+  private readonly ttl: number;
+  private readonly renewMarginMs: number;
+  private readonly retryMs: number;
+  private readonly random: () => number;
+  private renewTimer?: NodeJS.Timeout;
+
+  constructor(o: SubnetManagerOptions) {
+    this.registry = o.registry;
+    this.log = o.log;
+    this.ttl = o.subnetTTLSeconds ?? DEFAULT_SUBNET_TTL_S;
+    this.renewMarginMs = o.renewMarginMs ?? 60 * 60_000;
+    this.retryMs = o.retryMs ?? 60_000;
+    this.random = o.random ?? Math.random;
+  }
+
+  /**
+   * Waits until the operator has written <prefix>/config and etcd answers. A config that is there but
+   * invalid is a ConfigError: retrying would not fix it.
+   */
+  async waitForConfig(signal?: AbortSignal, pollMs = 1000): Promise<NetworkConfig> {
+    let warned = false;
+    for (;;) {
+      signal?.throwIfAborted();
+      let text: string | undefined;
+      try {
+        text = await this.registry.getConfig();
+      } catch (e) {
+        this.log.warn({ err: (e as Error).message }, 'cannot reach etcd to read the network config, retrying');
+        await sleep(pollMs, signal);
+        continue;
+      }
+      if (text === undefined) {
+        if (!warned) this.log.warn({ key: this.registry.configKey }, 'network config not found in etcd yet, waiting for it');
+        warned = true;
+        await sleep(pollMs, signal);
+        continue;
+      }
+      const cfg = parseConfig(text);
+      if (cfg.backendDefaulted)
+        this.log.warn('the network config has no Backend: using udp as flannel does (slow); set "Backend": {"Type": "vxlan"}');
+      return cfg;
+    }
+  }
+
+  /**
+   * Flannel's order: our PublicIP's existing lease, then the subnet of the previous run (subnet file),
+   * then a random free one; created with create-if-absent so two nodes never share a subnet.
+   */
+  async acquireLease(cfg: NetworkConfig, attrs: LeaseAttrs, previous?: Subnet, signal?: AbortSignal): Promise<Lease> {
+    const value = encodeAttrs(attrs);
+    for (let attempt = 1; ; attempt++) {
+      signal?.throwIfAborted();
+      try {
+        const lease = await this.tryAcquire(cfg, attrs, value, previous);
+        if (lease) return lease;
+        if (attempt >= RACE_RETRIES) throw new Error(`could not acquire a subnet after ${RACE_RETRIES} attempts: other agents kept taking the chosen subnets`);
+        this.log.info({ attempt }, 'lost a race for a subnet, trying again');
+      } catch (e) {
+        if (e instanceof NetworkExhaustedError || e instanceof ConfigError || (e as Error).message.startsWith('could not acquire')) throw e;
+        this.log.warn({ err: (e as Error).message }, 'failed to acquire a lease (etcd unreachable?), retrying');
+        await sleep(Math.min(this.retryMs, 1000), signal);
+      }
+    }
+  }
+
+  private async tryAcquire(cfg: NetworkConfig, attrs: LeaseAttrs, value: string, previous?: Subnet): Promise<Lease | undefined> {
+    const { leases } = await this.registry.listLeases();
+    const parsed = leases.map((l) => ({ raw: l, subnet: parseSubnetKey(l.key.slice(this.registry.subnetsPrefix.length)) }));
+
+    for (const { raw, subnet } of parsed) {
+      if (!subnet) continue;
+      let a: LeaseAttrs;
+      try {
+        a = decodeAttrs(raw.value);
+      } catch {
+        continue;
+      }
+      if (a.publicIP !== attrs.publicIP) continue;
+      if (isCompatible(cfg, subnet)) {
+        const reservation = raw.lease === '0';
+        this.log.info({ subnet: formatCidr(subnet), reservation }, 'found a lease for our public IP, reusing it');
+        const etcdLease = await this.registry.updateLease(subnet, value, reservation ? 0 : this.ttl);
+        if (!reservation) await this.registry.revoke(raw.lease);
+        return this.lease(subnet, attrs, etcdLease);
+      }
+      this.log.info({ subnet: formatCidr(subnet) }, 'found a lease for our public IP that no longer fits the network config, deleting it');
+      await this.registry.deleteLease(subnet);
+    }
+
+    const taken = parsed.flatMap((p) => (p.subnet ? [p.subnet] : []));
+    let chosen: Subnet | undefined;
+    if (previous) {
+      if (!isCompatible(cfg, previous)) this.log.warn({ subnet: formatCidr(previous) }, 'the subnet of the previous run does not fit the network config, ignoring it');
+      else if (taken.some((t) => overlaps(t, previous))) this.log.warn({ subnet: formatCidr(previous) }, 'the subnet of the previous run is taken, ignoring it');
+      else chosen = previous;
+    }
+    chosen ??= pickFreeSubnet(cfg, taken, this.random);
+
+    const res = await this.registry.createLease(chosen, value, this.ttl);
+    if (!res.created) return undefined;
+    this.log.info({ subnet: formatCidr(chosen) }, 'acquired a new lease');
+    return this.lease(chosen, attrs, res.lease);
+  }
+
+  private lease(subnet: Subnet, attrs: LeaseAttrs, etcdLease: string): Lease {
+    return {
+      subnet,
+      attrs,
+      etcdLease,
+      ...(etcdLease === '0' ? {} : { expiration: new Date(Date.now() + this.ttl * 1000) }),
+    };
+  }
+
+  /** Rewrites our key with a fresh TTL (flannel grants a new etcd lease and writes the key again). */
+  async renewLease(l: Lease): Promise<Lease> {
+    const old = l.etcdLease ?? '0';
+    const etcdLease = await this.registry.updateLease(l.subnet, encodeAttrs(l.attrs), this.ttl);
+    await this.registry.revoke(old);
+    return this.lease(l.subnet, l.attrs, etcdLease);
+  }
+
+  /** Keeps our lease alive until stopRenewal(); reservations never expire and are left alone. */
+  startRenewal(l: Lease, onRenewed?: (l: Lease) => void): void {
+    if (!l.expiration) return;
+    const schedule = (lease: Lease, delay: number) => {
+      this.renewTimer = setTimeout(async () => {
+        try {
+          const next = await this.renewLease(lease);
+          this.log.info({ subnet: formatCidr(next.subnet), expiration: next.expiration }, 'renewed our lease');
+          onRenewed?.(next);
+          schedule(next, next.expiration!.getTime() - Date.now() - this.renewMarginMs);
+        } catch (e) {
+          this.log.error({ err: (e as Error).message, retryInMs: this.retryMs }, 'failed to renew our lease');
+          schedule(lease, this.retryMs);
+        }
+      }, Math.max(0, delay));
+      this.renewTimer.unref?.();
+    };
+    schedule(l, l.expiration.getTime() - Date.now() - this.renewMarginMs);
+  }
+
+  stopRenewal(): void {
+    clearTimeout(this.renewTimer);
+  }
+
+  watchLeases(cfg: NetworkConfig, own: Lease, sink: (events: LeaseEvent[]) => Promise<void>, onOwnLeaseLost: (why: string) => void): LeaseWatch {
+    const w = new LeaseWatch(this.registry, this.log, cfg, own, sink, onOwnLeaseLost);
+    void w.run();
+    return w;
+  }
+}
+
+/**
+ * Everyone else's leases. Keeps the valid ones in a cache keyed by etcd key so that a delete without
+ * the old value, a re-list after compaction or an etcd outage, all turn into exact added/removed events.
+ */
+export class LeaseWatch {
+  private readonly cache = new Map<string, Lease>();
+  private chain: Promise<void> = Promise.resolve();
+  private stopped = false;
+  private abort = new AbortController();
+  private endWatch?: (err?: Error) => void;
+  private readonly ownKey: string;
+  private firstSync!: () => void;
+  /** resolves once the first listing has been handed to the sink */
+  readonly synced = new Promise<void>((r) => (this.firstSync = r));
+  /** counters an operator can read (metrics, status) */
+  readonly stats = { relists: 0, events: 0, rejected: 0, lastEventAt: 0, disconnects: 0 };
+
+  constructor(
+    private readonly registry: EtcdRegistry,
+    private readonly log: Logger,
+    private readonly cfg: NetworkConfig,
+    private readonly own: Lease,
+    private readonly sink: (events: LeaseEvent[]) => Promise<void>,
+    private readonly onOwnLeaseLost: (why: string) => void,
+  ) {
+    this.ownKey = registry.leaseKey(own.subnet);
+  }
+
+  peers(): Lease[] {
+    return [...this.cache.values()];
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.abort.abort();
+    this.endWatch?.();
+    await this.chain;
+  }
+
+  /** Waits until every event received so far has been applied by the sink. */
+  async drain(): Promise<void> {
+    await this.chain;
+  }
+
+  async run(): Promise<void> {
+    while (!this.stopped) {
+      let listing: { leases: RawLease[]; revision: string };
+      try {
+        listing = await this.registry.listLeases();
+      } catch (e) {
+        this.log.warn({ err: (e as Error).message }, 'cannot list leases in etcd, retrying');
+        await sleep(1000, this.abort.signal);
+        continue;
+      }
+      this.stats.relists++;
+      this.applyListing(listing.leases);
+      this.firstSync();
+      const ended = new Promise<Error | undefined>((resolve) => (this.endWatch = resolve));
+      let watcher;
+      try {
+        watcher = await this.registry.watchLeases((BigInt(listing.revision) + 1n).toString(), {
+          onEvents: (events) => this.applyEvents(events),
+          onError: (err) => this.endWatch?.(err),
+          onDisconnect: (err) => {
+            this.stats.disconnects++;
+            this.log.warn({ err: err.message }, 'lost the etcd lease watch, reconnecting (the data plane keeps forwarding)');
+          },
+        });
+      } catch (e) {
+        this.log.warn({ err: (e as Error).message }, 'cannot watch leases in etcd, retrying');
+        await sleep(1000, this.abort.signal);
+        continue;
+      }
+      if (this.stopped) this.endWatch?.();
+      const err = await ended;
+      // etcd3 already dropped a watcher that ended in error; cancelling it again would wait forever
+      // for an 'end' event, so only a live watcher is cancelled, and never for more than a second.
+      if (this.stopped) await Promise.race([watcher.cancel().catch(() => undefined), sleep(1000)]);
+      else this.log.warn({ err: err?.message }, 'the lease watch ended (compaction?): listing all leases again');
+    }
+  }
+
+  private validate(key: string, value: string): Lease | string {
+    const subnet = parseSubnetKey(key.slice(this.registry.subnetsPrefix.length));
+    if (!subnet) return 'key does not name a subnet';
+    let attrs: LeaseAttrs;
+    try {
+      attrs = decodeAttrs(value);
+    } catch (e) {
+      return (e as Error).message;
+    }
+    // peers outside [SubnetMin, SubnetMax] are fine (operator reservations), outside Network or of another size are not
+    if (subnet.len !== this.cfg.subnetLen || !contains(this.cfg.network, subnet.ip))
+      return `subnet ${formatCidr(subnet)} is outside Network ${formatCidr(this.cfg.network)} or not a /${this.cfg.subnetLen}`;
+    if (overlaps(subnet, this.own.subnet)) return `subnet ${formatCidr(subnet)} overlaps our own ${formatCidr(this.own.subnet)}`;
+    if (attrs.publicIP === this.own.attrs.publicIP) return `lease claims our own public IP ${attrs.publicIP}`;
+    for (const [k, other] of this.cache) {
+      if (k !== key && overlaps(other.subnet, subnet)) return `subnet ${formatCidr(subnet)} overlaps the lease of ${other.attrs.publicIP}`;
+    }
+    return { subnet, attrs };
+  }
+
+  private put(key: string, value: string, out: LeaseEvent[]): void {
+    const res = this.validate(key, value);
+    const old = this.cache.get(key);
+    if (typeof res === 'string') {
+      this.stats.rejected++;
+      this.log.warn({ key, reason: res }, 'ignoring a malformed or conflicting lease written by someone else');
+      if (old) {
+        this.cache.delete(key);
+        out.push({ type: 'removed', lease: old });
+      }
+      return;
+    }
+    if (old && sameSubnet(old.subnet, res.subnet) && encodeAttrs(old.attrs) === encodeAttrs(res.attrs)) return; // a renewal
+    this.cache.set(key, res);
+    out.push({ type: 'added', lease: res });
+  }
+
+  private applyListing(leases: RawLease[]): void {
+    const events: LeaseEvent[] = [];
+    const seen = new Set<string>();
+    let ownSeen = false;
+    for (const l of leases) {
+      if (l.key === this.ownKey) {
+        ownSeen = true;
+        continue;
+      }
+      seen.add(l.key);
+    }
+    for (const [key, lease] of this.cache) {
+      if (!seen.has(key)) {
+        this.cache.delete(key);
+        events.push({ type: 'removed', lease });
+      }
+    }
+    for (const l of leases) if (l.key !== this.ownKey) this.put(l.key, l.value, events);
+    if (!ownSeen) this.onOwnLeaseLost(`our lease ${this.ownKey} is no longer in etcd`);
+    this.emit(events);
+  }
+
+  private applyEvents(raw: RawEvent[]): void {
+    const events: LeaseEvent[] = [];
+    for (const e of raw) {
+      this.stats.events++;
+      if (e.key === this.ownKey) {
+        if (e.type === 'delete') this.onOwnLeaseLost(`our lease ${this.ownKey} was deleted or expired`);
+        continue;
+      }
+      if (e.type === 'put') {
+        this.put(e.key, e.value, events);
+      } else {
+        const old = this.cache.get(e.key);
+        if (old) {
+          this.cache.delete(e.key);
+          events.push({ type: 'removed', lease: old });
+        }
+      }
+    }
+    this.stats.lastEventAt = Date.now();
+    this.emit(events);
+  }
+
+  private emit(events: LeaseEvent[]): void {
+    this.chain = this.chain.then(async () => {
+      if (events.length === 0 || this.stopped) return;
+      try {
+        await this.sink(events);
+      } catch (e) {
+        // a backend failing to program one batch must not stop the watch; the reconcile loop repairs it
+        this.log.error({ err: (e as Error).message }, 'backend failed to apply lease events');
+      }
+    });
+  }
+}

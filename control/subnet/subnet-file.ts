@@ -1,0 +1,57 @@
+// /run/flannel/subnet.env, the contract with the CNI plugin. Written atomically (temp file + rename in
+// the same directory) so a plugin never reads half a file.
+import { mkdir, open, readFile, rename } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { formatCidr, formatIp4, parseCidr, type Subnet } from './ip4.js';
+
+export interface SubnetFileContent {
+  network: Subnet;
+  subnet: Subnet;
+  mtu: number;
+  ipMasq: boolean;
+}
+
+export function renderSubnetFile(c: SubnetFileContent): string {
+  // FLANNEL_SUBNET is the first usable address (the bridge's), not the network address
+  return (
+    `FLANNEL_NETWORK=${formatCidr(c.network)}\n` +
+    `FLANNEL_SUBNET=${formatIp4(c.subnet.ip + 1)}/${c.subnet.len}\n` +
+    `FLANNEL_MTU=${c.mtu}\n` +
+    `FLANNEL_IPMASQ=${c.ipMasq}\n`
+  );
+}
+
+export async function writeSubnetFile(path: string, c: SubnetFileContent): Promise<void> {
+  const dir = dirname(path);
+  await mkdir(dir, { recursive: true, mode: 0o755 });
+  const tmp = join(dir, `.${basename(path)}.${process.pid}`);
+  const fh = await open(tmp, 'w', 0o644);
+  try {
+    await fh.writeFile(renderSubnetFile(c));
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, path);
+}
+
+export function parseSubnetFile(text: string): Record<string, string> {
+  const vars: Record<string, string> = {};
+  for (const line of text.split('\n')) {
+    const m = /^\s*([A-Z0-9_]+)=(.*?)\s*$/.exec(line);
+    if (m) vars[m[1]!] = m[2]!;
+  }
+  return vars;
+}
+
+/** The subnet a previous run of this node held, from FLANNEL_SUBNET; undefined when absent or unreadable. */
+export async function readPreviousSubnet(path: string): Promise<Subnet | undefined> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const v = parseSubnetFile(text).FLANNEL_SUBNET;
+  return v ? parseCidr(v) : undefined;
+}

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The README's test command runs this (after scripts/setup.sh). Root is required: the end-to-end
+# tests create network namespaces, links and BPF state, and remove them again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ]; then echo "tests need root (network namespaces, netlink)"; exit 1; fi
+mapfile -t files < <(find test -name '*.test.ts' | sort)
+# one file at a time: the end-to-end files each build a whole lab of namespaces
+exec node --import tsx --test --test-concurrency=1 "${files[@]}"

@@ -1,0 +1,139 @@
+// A real etcd server (Debian's etcd-server) for tests: its own data dir and free ports, stopped and
+// removed afterwards even when a test fails.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, openSync, closeSync } from 'node:fs';
+import { createServer, type Server, type Socket, connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Etcd3 } from 'etcd3';
+
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, host, () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export interface EtcdServer {
+  endpoint: string;
+  dataDir: string;
+  client: Etcd3;
+  stop(): Promise<void>;
+  start(): Promise<void>;
+  /** stops etcd and removes its data dir */
+  destroy(): Promise<void>;
+}
+
+const live = new Set<EtcdServer>();
+process.once('exit', () => {
+  for (const e of live) void e.destroy();
+});
+
+export async function startEtcd(opts: { netns?: string; host?: string; clientPort?: number } = {}): Promise<EtcdServer> {
+  const host = opts.host ?? '127.0.0.1';
+  const dataDir = mkdtempSync(join(tmpdir(), 'flannel-test-etcd-'));
+  const clientPort = opts.clientPort ?? (await freePort());
+  const peerPort = await freePort();
+  const endpoint = `http://${host}:${clientPort}`;
+  const peer = `http://127.0.0.1:${peerPort}`;
+  const args = [
+    '--name', 'test', '--data-dir', dataDir,
+    '--listen-client-urls', endpoint, '--advertise-client-urls', endpoint,
+    '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer,
+    '--initial-cluster', `test=${peer}`, '--log-outputs', join(dataDir, 'etcd.log'), '--logger', 'zap',
+  ];
+  let proc: ChildProcess | undefined;
+  const client = new Etcd3({ hosts: endpoint, dialTimeout: 2000 });
+
+  const server: EtcdServer = {
+    endpoint,
+    dataDir,
+    client,
+    async start() {
+      const log = openSync(join(dataDir, 'stdout.log'), 'a');
+      const cmd = opts.netns ? 'ip' : 'etcd';
+      const argv = opts.netns ? ['netns', 'exec', opts.netns, 'etcd', ...args] : args;
+      proc = spawn(cmd, argv, { stdio: ['ignore', log, log] });
+      closeSync(log);
+      const deadline = Date.now() + 20_000;
+      for (;;) {
+        if (proc.exitCode !== null) throw new Error(`etcd exited with ${proc.exitCode}; see ${dataDir}`);
+        try {
+          await client.get('health-probe').string();
+          return;
+        } catch {
+          if (Date.now() > deadline) throw new Error(`etcd at ${endpoint} did not answer within 20 s`);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
+    },
+    async stop() {
+      const p = proc;
+      proc = undefined;
+      if (!p || p.exitCode !== null) return;
+      const exited = new Promise((r) => p.once('exit', r));
+      p.kill('SIGTERM');
+      const t = setTimeout(() => p.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(t);
+    },
+    async destroy() {
+      live.delete(server);
+      client.close();
+      await server.stop();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+  live.add(server);
+  await server.start();
+  return server;
+}
+
+/** A TCP proxy in front of etcd that a test can cut (every connection closed, new ones refused). */
+export interface Proxy {
+  endpoint: string;
+  cut(): void;
+  restore(): void;
+  close(): Promise<void>;
+}
+
+export async function startProxy(target: string): Promise<Proxy> {
+  const u = new URL(target);
+  const port = await freePort();
+  const sockets = new Set<Socket>();
+  let open = true;
+  const srv: Server = createServer((c) => {
+    if (!open) return c.destroy();
+    const up = connect(Number(u.port), u.hostname);
+    sockets.add(c).add(up);
+    const drop = () => {
+      c.destroy();
+      up.destroy();
+      sockets.delete(c);
+      sockets.delete(up);
+    };
+    c.on('error', drop).on('close', drop);
+    up.on('error', drop).on('close', drop);
+    c.pipe(up).pipe(c);
+  });
+  await new Promise<void>((r) => srv.listen(port, '127.0.0.1', r));
+  return {
+    endpoint: `http://127.0.0.1:${port}`,
+    cut() {
+      open = false;
+      for (const s of sockets) s.destroy();
+      sockets.clear();
+    },
+    restore() {
+      open = true;
+    },
+    async close() {
+      this.cut();
+      await new Promise((r) => srv.close(r));
+    },
+  };
+}

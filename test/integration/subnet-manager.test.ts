@@ -1,0 +1,261 @@
+// The subnet manager against a real etcd server: flannel's key layout, JSON, TTLs and races.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startEtcd, startProxy, type EtcdServer } from '../helpers/etcd.ts';
+import { EtcdRegistry } from '../../control/subnet/etcd-registry.ts';
+import { SubnetManager, type LeaseEvent } from '../../control/subnet/manager.ts';
+import { parseConfig } from '../../control/subnet/config.ts';
+import { formatCidr, parseCidr } from '../../control/subnet/ip4.ts';
+import { readPreviousSubnet, writeSubnetFile } from '../../control/subnet/subnet-file.ts';
+import { silentLogger } from '../../control/log.ts';
+import type { LeaseAttrs } from '../../control/subnet/lease.ts';
+
+let etcd: EtcdServer;
+const registries: EtcdRegistry[] = [];
+const tmp = mkdtempSync(join(tmpdir(), 'flannel-test-sm-'));
+
+before(async () => {
+  etcd = await startEtcd();
+});
+after(async () => {
+  for (const r of registries) r.close();
+  await etcd.destroy();
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+const CONFIG = '{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}';
+
+async function setup(config = CONFIG, endpoint = etcd.endpoint) {
+  const prefix = `/t-${randomBytes(4).toString('hex')}/network`;
+  await etcd.client.put(`${prefix}/config`).value(config);
+  const mk = (o: Partial<ConstructorParameters<typeof SubnetManager>[0]> = {}, ep = endpoint) => {
+    const registry = new EtcdRegistry({ endpoints: [ep], prefix });
+    registries.push(registry);
+    return new SubnetManager({ registry, log: silentLogger, retryMs: 200, ...o });
+  };
+  return { prefix, mk, cfg: parseConfig(config) };
+}
+
+const attrs = (ip: string, mac = 'aa:bb:cc:dd:ee:01'): LeaseAttrs => ({
+  publicIP: ip,
+  publicIPv6: null,
+  backendType: 'vxlan',
+  backendData: { VNI: 1, VtepMAC: mac },
+});
+
+async function ttlOf(key: string): Promise<{ lease: string; ttl: number }> {
+  const res = await etcd.client.getAll().prefix(key).exec();
+  const lease = res.kvs[0]!.lease;
+  if (lease === '0') return { lease, ttl: 0 };
+  const t = await etcd.client.leaseClient.leaseTimeToLive({ ID: lease });
+  return { lease, ttl: Number(t.TTL) };
+}
+
+test('acquire writes flannel-exact JSON under <prefix>/subnets/<ip>-<len> with a 24 h TTL', async () => {
+  const { prefix, mk } = await setup();
+  const sm = mk();
+  const cfg = await sm.waitForConfig();
+  const lease = await sm.acquireLease(cfg, attrs('192.168.56.12', 'c6:d2:32:6f:8f:44'));
+  const key = `${prefix}/subnets/${formatCidr(lease.subnet).replace('/', '-')}`;
+  assert.equal(
+    await etcd.client.get(key).string(),
+    '{"PublicIP":"192.168.56.12","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}',
+  );
+  const { ttl } = await ttlOf(key);
+  assert.ok(ttl > 86000 && ttl <= 86400, `ttl ${ttl}`);
+  assert.notEqual(formatCidr(lease.subnet), '10.244.0.0/24', 'the first subnet is never handed out');
+});
+
+test('an agent restarting with the same PublicIP gets its lease back (and a fresh TTL)', async () => {
+  const { mk, cfg } = await setup();
+  const first = await mk().acquireLease(cfg, attrs('10.0.0.1'));
+  const second = await mk().acquireLease(cfg, attrs('10.0.0.1', 'aa:bb:cc:dd:ee:99'));
+  assert.equal(formatCidr(second.subnet), formatCidr(first.subnet));
+  assert.notEqual(second.etcdLease, first.etcdLease);
+});
+
+test('the subnet of the previous run (subnet file) is reused when free', async () => {
+  const { mk, cfg } = await setup();
+  const file = join(tmp, 'prev.env');
+  await writeSubnetFile(file, { network: cfg.network, subnet: parseCidr('10.244.77.0/24')!, mtu: 1450, ipMasq: false });
+  const prev = await readPreviousSubnet(file);
+  assert.equal(formatCidr(prev!), '10.244.77.0/24');
+  const l = await mk().acquireLease(cfg, attrs('10.0.0.2'), prev);
+  assert.equal(formatCidr(l.subnet), '10.244.77.0/24');
+  // and a taken previous subnet is not stolen
+  const other = await mk().acquireLease(cfg, attrs('10.0.0.3'), prev);
+  assert.notEqual(formatCidr(other.subnet), '10.244.77.0/24');
+});
+
+test('a reservation (key without TTL) is honoured: its owner keeps it without TTL, nobody else gets it', async () => {
+  const { prefix, mk } = await setup('{"Network":"10.9.0.0/28","Backend":{"Type":"vxlan"}}');
+  const cfg = parseConfig('{"Network":"10.9.0.0/28","Backend":{"Type":"vxlan"}}');
+  // three usable /30s; reserve two of them for other hosts, one for us
+  await etcd.client.put(`${prefix}/subnets/10.9.0.4-30`).value('{"PublicIP":"10.0.0.50","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"aa:aa:aa:aa:aa:01"}}');
+  await etcd.client.put(`${prefix}/subnets/10.9.0.8-30`).value('{"PublicIP":"10.0.0.51","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"aa:aa:aa:aa:aa:02"}}');
+  const mine = await mk().acquireLease(cfg, attrs('10.0.0.51'));
+  assert.equal(formatCidr(mine.subnet), '10.9.0.8/30');
+  assert.equal(mine.expiration, undefined);
+  assert.equal((await ttlOf(`${prefix}/subnets/10.9.0.8-30`)).lease, '0', 'still a reservation');
+  const other = await mk().acquireLease(cfg, attrs('10.0.0.60'));
+  assert.equal(formatCidr(other.subnet), '10.9.0.12/30');
+  await assert.rejects(mk().acquireLease(cfg, attrs('10.0.0.61')), /no free subnet left/);
+});
+
+test('ten agents starting at the same instant get ten distinct subnets', async () => {
+  const { prefix, mk } = await setup('{"Network":"10.10.0.0/24","SubnetLen":28,"Backend":{"Type":"vxlan"}}');
+  const cfg = parseConfig('{"Network":"10.10.0.0/24","SubnetLen":28,"Backend":{"Type":"vxlan"}}');
+  const leases = await Promise.all(Array.from({ length: 10 }, (_, i) => mk().acquireLease(cfg, attrs(`10.1.0.${i + 1}`))));
+  const subnets = new Set(leases.map((l) => formatCidr(l.subnet)));
+  assert.equal(subnets.size, 10);
+  const keys = await etcd.client.getAll().prefix(`${prefix}/subnets/`).keys();
+  assert.equal(keys.length, 10);
+});
+
+test('renewal rewrites the key with a new etcd lease before expiry', async () => {
+  const { prefix, mk, cfg } = await setup();
+  const sm = mk({ subnetTTLSeconds: 4, renewMarginMs: 2500 });
+  const l = await sm.acquireLease(cfg, attrs('10.0.1.1'));
+  const key = `${prefix}/subnets/${formatCidr(l.subnet).replace('/', '-')}`;
+  const renewed: string[] = [];
+  sm.startRenewal(l, (n) => renewed.push(n.etcdLease!));
+  await new Promise((r) => setTimeout(r, 6000));
+  sm.stopRenewal();
+  assert.ok(renewed.length >= 2, `renewed ${renewed.length} times`);
+  const now = await ttlOf(key);
+  assert.equal(now.lease, renewed.at(-1));
+  assert.ok(await etcd.client.get(key).string(), 'key survived beyond its original 4 s TTL');
+});
+
+function collector() {
+  const events: LeaseEvent[] = [];
+  const peers = new Map<string, string>();
+  return {
+    events,
+    peers,
+    sink: async (ev: LeaseEvent[]) => {
+      for (const e of ev) {
+        events.push(e);
+        if (e.type === 'added') peers.set(formatCidr(e.lease.subnet), e.lease.attrs.publicIP);
+        else peers.delete(formatCidr(e.lease.subnet));
+      }
+    },
+  };
+}
+
+async function until(cond: () => boolean, ms = 10_000, what = 'condition') {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+test('watch: peers added and removed, malformed leases skipped, own-key deletion reported', async () => {
+  const { prefix, mk, cfg } = await setup();
+  const sm = mk();
+  const own = await sm.acquireLease(cfg, attrs('10.0.2.1'));
+  const c = collector();
+  let lost = '';
+  const w = sm.watchLeases(cfg, own, c.sink, (why) => (lost = why));
+  await w.synced;
+  const peer = await mk().acquireLease(cfg, attrs('10.0.2.2', 'aa:bb:cc:dd:ee:02'));
+  await until(() => c.peers.size === 1, 10_000, 'peer added');
+  assert.equal(c.peers.get(formatCidr(peer.subnet)), '10.0.2.2');
+  // garbage from another writer: logged and skipped, never fatal
+  await etcd.client.put(`${prefix}/subnets/10.244.200.0-24`).value('{not json');
+  await etcd.client.put(`${prefix}/subnets/10.99.0.0-24`).value('{"PublicIP":"10.0.2.9","PublicIPv6":null}');
+  await etcd.client.put(`${prefix}/subnets/nonsense`).value('{"PublicIP":"10.0.2.9","PublicIPv6":null}');
+  await etcd.client.put(`${prefix}/subnets/10.244.201.0-24`).value('{"PublicIP":"10.0.2.1","PublicIPv6":null}');
+  await until(() => w.stats.rejected >= 4, 10_000, 'rejections');
+  assert.equal(c.peers.size, 1);
+  await mk().registry.deleteLease(peer.subnet);
+  await until(() => c.peers.size === 0, 10_000, 'peer removed');
+  await etcd.client.delete().key(`${prefix}/subnets/${formatCidr(own.subnet).replace('/', '-')}`);
+  await until(() => lost !== '', 10_000, 'own lease lost');
+  assert.match(lost, /deleted or expired/);
+  await w.stop();
+});
+
+test('etcd restarted mid-watch: no event is lost', async () => {
+  const server = await startEtcd();
+  try {
+    const { mk, cfg } = await setupOn(server);
+    const sm = mk();
+    const own = await sm.acquireLease(cfg, attrs('10.0.3.1'));
+    const c = collector();
+    const w = sm.watchLeases(cfg, own, c.sink, () => undefined);
+    await w.synced;
+    await mk().acquireLease(cfg, attrs('10.0.3.2', 'aa:bb:cc:dd:ee:02'));
+    await until(() => c.peers.size === 1);
+    await server.stop();
+    await server.start();
+    // written the moment etcd is back, before the watch has necessarily reconnected
+    await Promise.all(Array.from({ length: 20 }, (_, i) => mk().acquireLease(cfg, attrs(`10.0.4.${i + 1}`, 'aa:bb:cc:dd:ee:03'))));
+    await until(() => c.peers.size === 21, 20_000, '21 peers after restart');
+    await w.stop();
+  } finally {
+    await server.destroy();
+  }
+});
+
+async function setupOn(server: EtcdServer, endpoint = server.endpoint) {
+  const prefix = `/t-${randomBytes(4).toString('hex')}/network`;
+  await server.client.put(`${prefix}/config`).value(CONFIG);
+  const mk = () => {
+    const registry = new EtcdRegistry({ endpoints: [endpoint], prefix });
+    registries.push(registry);
+    return new SubnetManager({ registry, log: silentLogger, retryMs: 200 });
+  };
+  return { prefix, mk, cfg: parseConfig(CONFIG) };
+}
+
+test('compaction of the revision the watch needs: re-list, resume, nothing lost or duplicated', async () => {
+  const proxy = await startProxy(etcd.endpoint);
+  try {
+    const { prefix, cfg } = await setupOn(etcd);
+    const watching = new SubnetManager({ registry: new EtcdRegistry({ endpoints: [proxy.endpoint], prefix }), log: silentLogger, retryMs: 200 });
+    registries.push(watching.registry);
+    const direct = () => {
+      const r = new EtcdRegistry({ endpoints: [etcd.endpoint], prefix });
+      registries.push(r);
+      return new SubnetManager({ registry: r, log: silentLogger });
+    };
+    const own = await watching.acquireLease(cfg, attrs('10.0.5.1'));
+    const gone = await direct().acquireLease(cfg, attrs('10.0.5.2', 'aa:bb:cc:dd:ee:02'));
+    const c = collector();
+    const w = watching.watchLeases(cfg, own, c.sink, () => undefined);
+    await w.synced;
+    await until(() => c.peers.size === 1);
+    // the watcher is cut off while leases change and history is compacted away
+    proxy.cut();
+    await direct().registry.deleteLease(gone.subnet);
+    for (let i = 0; i < 5; i++) await direct().acquireLease(cfg, attrs(`10.0.6.${i + 1}`, 'aa:bb:cc:dd:ee:04'));
+    const rev = (await etcd.client.getAll().prefix(prefix).exec()).header.revision;
+    await etcd.client.kv.compact({ revision: rev, physical: true });
+    proxy.restore();
+    await until(() => c.peers.size === 5 && !c.peers.has(formatCidr(gone.subnet)), 30_000, 'resync after compaction');
+    assert.ok(w.stats.relists >= 2, `relists ${w.stats.relists}`);
+    const added = c.events.filter((e) => e.type === 'added').map((e) => formatCidr(e.lease.subnet));
+    assert.equal(new Set(added).size, added.length, 'no duplicate added events');
+    await w.stop();
+  } finally {
+    await proxy.close();
+  }
+});
+
+test('a missing config is waited for; a bad one is a ConfigError naming the field', async () => {
+  const { prefix, mk } = await setup();
+  await etcd.client.delete().key(`${prefix}/config`);
+  const sm = mk();
+  const p = sm.waitForConfig(undefined, 100);
+  await new Promise((r) => setTimeout(r, 300));
+  await etcd.client.put(`${prefix}/config`).value('{"Network":"10.50.0.0/16","Backend":{"Type":"host-gw"}}');
+  assert.equal((await p).backend.Type, 'host-gw');
+  await etcd.client.put(`${prefix}/config`).value('{"Network":"10.50.0.0/16","SubnetLen":40}');
+  await assert.rejects(sm.waitForConfig(), /SubnetLen: 40 is too long/);
+});

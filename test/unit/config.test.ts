@@ -1,0 +1,65 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseConfig, ConfigError, isCompatible } from '../../control/subnet/config.ts';
+import { formatIp4, parseCidr } from '../../control/subnet/ip4.ts';
+
+test('flannel defaults for a /16: SubnetLen 24, SubnetMin skips the first subnet, SubnetMax is the last', () => {
+  const c = parseConfig('{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}');
+  assert.equal(c.subnetLen, 24);
+  assert.equal(formatIp4(c.subnetMin), '10.244.1.0');
+  assert.equal(formatIp4(c.subnetMax), '10.244.255.0');
+  assert.equal(c.backend.Type, 'vxlan');
+  assert.equal(c.backendDefaulted, false);
+});
+
+test('small networks get prefix + 2; a /22 still gets /24', () => {
+  assert.equal(parseConfig('{"Network":"10.0.0.0/22"}').subnetLen, 24);
+  const c = parseConfig('{"Network":"10.0.0.0/26"}');
+  assert.equal(c.subnetLen, 28);
+  assert.equal(formatIp4(c.subnetMin), '10.0.0.16');
+  assert.equal(formatIp4(c.subnetMax), '10.0.0.48');
+});
+
+test('a missing Backend falls back to udp as flannel code does, and says so', () => {
+  const c = parseConfig('{"Network":"10.1.0.0/16"}');
+  assert.equal(c.backend.Type, 'udp');
+  assert.equal(c.backendDefaulted, true);
+});
+
+test('explicit SubnetLen, SubnetMin and SubnetMax are honoured', () => {
+  const c = parseConfig('{"Network":"10.5.0.0/16","SubnetLen":26,"SubnetMin":"10.5.1.0","SubnetMax":"10.5.2.192","Backend":{"Type":"host-gw"}}');
+  assert.equal(c.subnetLen, 26);
+  assert.equal(formatIp4(c.subnetMin), '10.5.1.0');
+  assert.equal(formatIp4(c.subnetMax), '10.5.2.192');
+  assert.ok(isCompatible(c, parseCidr('10.5.1.64/26')!));
+  assert.ok(!isCompatible(c, parseCidr('10.5.0.0/26')!), 'below SubnetMin');
+  assert.ok(!isCompatible(c, parseCidr('10.5.1.0/24')!), 'wrong length');
+});
+
+const bad: [string, string, RegExp][] = [
+  ['not json', '(json)', /not valid JSON/],
+  ['[]', '(json)', /object/],
+  ['{}', 'Network', /required/],
+  ['{"Network":"10.0.0.0/33"}', 'Network', /not an IPv4 CIDR: "10.0.0.0\/33"/],
+  ['{"Network":"banana"}', 'Network', /banana/],
+  ['{"Network":"10.0.0.0/29"}', 'Network', /too small.*\/28/],
+  ['{"Network":"10.0.0.0/16","SubnetLen":31}', 'SubnetLen', /at most 30/],
+  ['{"Network":"10.0.0.0/16","SubnetLen":17}', 'SubnetLen', /at least \/18/],
+  ['{"Network":"10.0.0.0/16","SubnetLen":"24"}', 'SubnetLen', /whole number, got "24"/],
+  ['{"Network":"10.0.0.0/16","SubnetMin":"10.1.0.0"}', 'SubnetMin', /10\.1\.0\.0 is not in Network/],
+  ['{"Network":"10.0.0.0/16","SubnetMax":"10.0.3.5"}', 'SubnetMax', /boundary/],
+  ['{"Network":"10.0.0.0/16","SubnetMin":"10.0.9.0","SubnetMax":"10.0.3.0"}', 'SubnetMin', /above SubnetMax/],
+  ['{"Network":"10.0.0.0/16","Backend":"vxlan"}', 'Backend', /must be an object/],
+  ['{"Network":"10.0.0.0/16","Backend":{}}', 'Backend.Type', /required/],
+  ['{"Network":"10.0.0.0/16","EnableIPv6":true}', 'EnableIPv6', /not supported/],
+];
+for (const [text, field, msg] of bad) {
+  test(`bad config ${text} is a ConfigError naming ${field}`, () => {
+    assert.throws(() => parseConfig(text), (e: unknown) => {
+      assert.ok(e instanceof ConfigError);
+      assert.equal(e.field, field);
+      assert.match(e.message, msg);
+      return true;
+    });
+  });
+}
