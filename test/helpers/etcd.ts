@@ -6,6 +6,10 @@ import { createServer, type Server, type Socket, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Etcd3 } from 'etcd3';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
 
 export async function freePort(host = '127.0.0.1'): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -21,16 +25,21 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
 export interface EtcdServer {
   endpoint: string;
   dataDir: string;
+  /** a client from this process; only when etcd runs in this process's namespace */
   client: Etcd3;
+  /** runs etcdctl against this server (inside its namespace), returns stdout */
+  ctl(...args: string[]): Promise<string>;
   stop(): Promise<void>;
   start(): Promise<void>;
   /** stops etcd and removes its data dir */
   destroy(): Promise<void>;
+  /** for process 'exit' handlers: SIGKILL and remove the data dir, synchronously */
+  killSync(): void;
 }
 
 const live = new Set<EtcdServer>();
 process.once('exit', () => {
-  for (const e of live) void e.destroy();
+  for (const e of live) e.killSync();
 });
 
 export async function startEtcd(opts: { netns?: string; host?: string; clientPort?: number } = {}): Promise<EtcdServer> {
@@ -48,11 +57,17 @@ export async function startEtcd(opts: { netns?: string; host?: string; clientPor
   ];
   let proc: ChildProcess | undefined;
   const client = new Etcd3({ hosts: endpoint, dialTimeout: 2000 });
+  const ctl = async (...a: string[]) => {
+    const argv = ['etcdctl', `--endpoints=${endpoint}`, ...a];
+    const { stdout } = opts.netns ? await run('ip', ['netns', 'exec', opts.netns, ...argv]) : await run(argv[0]!, argv.slice(1));
+    return stdout;
+  };
 
   const server: EtcdServer = {
     endpoint,
     dataDir,
     client,
+    ctl,
     async start() {
       const log = openSync(join(dataDir, 'stdout.log'), 'a');
       const cmd = opts.netns ? 'ip' : 'etcd';
@@ -63,7 +78,8 @@ export async function startEtcd(opts: { netns?: string; host?: string; clientPor
       for (;;) {
         if (proc.exitCode !== null) throw new Error(`etcd exited with ${proc.exitCode}; see ${dataDir}`);
         try {
-          await client.get('health-probe').string();
+          if (opts.netns) await ctl('get', 'health-probe');
+          else await client.get('health-probe').string();
           return;
         } catch {
           if (Date.now() > deadline) throw new Error(`etcd at ${endpoint} did not answer within 20 s`);
@@ -80,6 +96,11 @@ export async function startEtcd(opts: { netns?: string; host?: string; clientPor
       const t = setTimeout(() => p.kill('SIGKILL'), 5000);
       await exited;
       clearTimeout(t);
+    },
+    killSync() {
+      live.delete(server);
+      proc?.kill('SIGKILL');
+      rmSync(dataDir, { recursive: true, force: true });
     },
     async destroy() {
       live.delete(server);

@@ -1,0 +1,17 @@
+import type { Backend, BackendContext } from './types.js';
+import { ClassicVxlanBackend } from './vxlan/classic.js';
+import { HostGwBackend } from './hostgw/hostgw.js';
+
+export function createBackend(ctx: BackendContext): Backend {
+  const type = ctx.cfg.backend.Type;
+  switch (type) {
+    case 'vxlan':
+      return new ClassicVxlanBackend(ctx);
+    case 'host-gw':
+      return new HostGwBackend(ctx);
+    case 'udp':
+      throw new Error('backend udp is not implemented yet in this agent; use "vxlan" or "host-gw"');
+    default:
+      throw new Error(`unknown backend type ${JSON.stringify(type)} in the network config: use "vxlan", "host-gw" or "udp"`);
+  }
+}

@@ -1,0 +1,137 @@
+// Where lease events become kernel entries. Each backend says which entries a peer lease needs
+// (routes, neighbours, FDB entries) and what the kernel holds now; this turns lease events and
+// periodic reconciles into one netlink batch, and rolls a peer back when any of its entries fails,
+// so a peer is either fully programmed or not at all.
+import type { Logger } from '../log.js';
+import { execBatch, isNetlinkError, type NetlinkOp } from '../kernel/netlink.js';
+import { formatCidr } from '../subnet/ip4.js';
+import type { Lease } from '../subnet/lease.js';
+import type { LeaseEvent } from '../subnet/manager.js';
+import type { ReconcileResult } from './types.js';
+
+export interface Entry {
+  /** the kernel's identity of the entry: what a delete matches (e.g. "route 10.244.3.0/24") */
+  key: string;
+  /** everything else that must match (e.g. "via 10.244.3.0 dev 5 onlink") */
+  value: string;
+  add: NetlinkOp;
+  del: NetlinkOp;
+}
+
+export interface PeerDriver {
+  /** Entries for one peer, in the order they must be added. Throws when the lease is unusable. */
+  entriesFor(lease: Lease): Entry[];
+  /** The entries this backend owns in the kernel now. */
+  currentEntries(): Promise<Entry[]>;
+}
+
+type Tagged = { op: NetlinkOp; peer: string; kind: 'add' | 'del'; entry: Entry };
+
+const gone = (e: unknown) => isNetlinkError(e, 'ENOENT') || isNetlinkError(e, 'ESRCH') || isNetlinkError(e, 'EADDRNOTAVAIL');
+
+export class PeerProgrammer {
+  /** subnet -> the entries programmed for it */
+  private readonly programmed = new Map<string, Entry[]>();
+  readonly stats = { reconciles: 0, corrections: 0, failures: 0, rejected: 0 };
+
+  constructor(
+    private readonly driver: PeerDriver,
+    private readonly log: Logger,
+  ) {}
+
+  peerCount(): number {
+    return this.programmed.size;
+  }
+
+  private desired(lease: Lease): Entry[] | undefined {
+    try {
+      return this.driver.entriesFor(lease);
+    } catch (e) {
+      this.stats.rejected++;
+      this.log.warn({ subnet: formatCidr(lease.subnet), publicIP: lease.attrs.publicIP, reason: (e as Error).message }, 'ignoring a lease this backend cannot use');
+      return undefined;
+    }
+  }
+
+  async handle(events: LeaseEvent[]): Promise<void> {
+    // coalesce: only the last state of each subnet in this batch matters
+    const target = new Map<string, Lease | null>();
+    for (const e of events) target.set(formatCidr(e.lease.subnet), e.type === 'added' ? e.lease : null);
+    const ops: Tagged[] = [];
+    const next = new Map<string, Entry[]>();
+    for (const [peer, lease] of target) {
+      const old = this.programmed.get(peer) ?? [];
+      const want = lease ? (this.desired(lease) ?? []) : [];
+      next.set(peer, want);
+      const wantKeys = new Map(want.map((e) => [e.key, e]));
+      // deletes first, routes before the neighbours they resolve through
+      for (const o of [...old].reverse()) if (!wantKeys.has(o.key)) ops.push({ op: o.del, peer, kind: 'del', entry: o });
+      const oldByKey = new Map(old.map((e) => [e.key, e.value]));
+      for (const w of want) if (oldByKey.get(w.key) !== w.value) ops.push({ op: w.add, peer, kind: 'add', entry: w });
+    }
+    await this.run(ops, next);
+  }
+
+  async reconcile(peers: Lease[]): Promise<ReconcileResult> {
+    this.stats.reconciles++;
+    const want = new Map<string, { peer: string; entry: Entry }>();
+    const next = new Map<string, Entry[]>();
+    for (const lease of peers) {
+      const peer = formatCidr(lease.subnet);
+      const entries = this.desired(lease) ?? [];
+      next.set(peer, entries);
+      for (const entry of entries) want.set(entry.key, { peer, entry });
+    }
+    const current = await this.driver.currentEntries();
+    const have = new Map<string, Entry[]>();
+    for (const c of current) have.set(c.key, [...(have.get(c.key) ?? []), c]);
+    const ops: Tagged[] = [];
+    for (const [key, list] of have) {
+      const w = want.get(key);
+      for (const c of list) {
+        if (!w) ops.push({ op: c.del, peer: '(stale)', kind: 'del', entry: c });
+        else if (list.length > 1 && c.value !== w.entry.value) ops.push({ op: c.del, peer: w.peer, kind: 'del', entry: c });
+      }
+    }
+    for (const [peer, entries] of next) {
+      for (const e of entries) {
+        const cur = have.get(e.key);
+        if (!cur || !cur.some((c) => c.value === e.value)) ops.push({ op: e.add, peer, kind: 'add', entry: e });
+      }
+    }
+    // the kernel wants a peer's entries in order (neighbour before route); keep peers together
+    ops.sort((a, b) => (a.kind === b.kind ? 0 : a.kind === 'del' ? -1 : 1));
+    this.programmed.clear();
+    const result = await this.run(ops, next);
+    if (result.added || result.removed) this.log.info(result, 'reconcile corrected the kernel state');
+    this.stats.corrections += result.added + result.removed;
+    return result;
+  }
+
+  private async run(ops: Tagged[], next: Map<string, Entry[]>): Promise<ReconcileResult> {
+    const res = await execBatch(ops.map((o) => o.op));
+    const failedPeers = new Map<string, Error>();
+    let added = 0;
+    let removed = 0;
+    res.forEach((err, i) => {
+      const o = ops[i]!;
+      if (!err) return o.kind === 'add' ? added++ : removed++;
+      if (o.kind === 'del' && gone(err)) return removed++;
+      if (o.kind === 'add' && !failedPeers.has(o.peer)) failedPeers.set(o.peer, err);
+      if (o.kind === 'del') this.log.warn({ err: err.message }, 'could not remove a kernel entry');
+    });
+    for (const [peer, entries] of next) if (!failedPeers.has(peer)) (entries.length ? this.programmed.set(peer, entries) : this.programmed.delete(peer));
+    if (failedPeers.size) {
+      // roll back what did get in for those peers, so none is half-programmed; the next reconcile retries
+      const rollback = ops.filter((o, i) => o.kind === 'add' && failedPeers.has(o.peer) && res[i] === null).reverse();
+      await execBatch(rollback.map((o) => o.entry.del));
+      for (const [peer, err] of failedPeers) {
+        this.stats.failures++;
+        this.programmed.delete(peer);
+        this.log.error({ peer, err: err.message }, 'failed to program a peer; rolled it back, the next reconcile retries');
+      }
+      added -= rollback.length;
+    }
+    return { added, removed };
+  }
+}

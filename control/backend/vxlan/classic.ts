@@ -1,0 +1,129 @@
+// The classic vxlan backend, exactly as flannel programs the kernel: per peer a permanent neighbour
+// (peer subnet's .0 -> peer VtepMAC), an FDB entry (VtepMAC -> peer public IP) and an onlink route
+// (peer subnet via its .0), added in that order so the kernel never has to ARP on flannel.1.
+import { LeaseFormatError, decodeVxlanData, encodeVxlanData, type Lease } from '../../subnet/lease.js';
+import { formatCidr, formatIp4 } from '../../subnet/ip4.js';
+import { RTNH_F_ONLINK, NUD_PERMANENT, listFdb, listNeighs, listRoutes, type Link } from '../../kernel/netlink.js';
+import { PeerProgrammer, type Entry } from '../peer-programmer.js';
+import type { Backend, BackendContext } from '../types.js';
+import { ensureDeviceAddress, ensureVxlanDevice } from './device.js';
+
+const RTPROT_KERNEL = 2;
+export const DEFAULT_VXLAN_PORT = 8472;
+
+export interface VxlanOptions {
+  vni: number;
+  port: number;
+  learning: boolean;
+  mtu?: number;
+}
+
+export function vxlanOptions(backend: Record<string, unknown>): VxlanOptions {
+  const num = (k: string, def: number, max: number) => {
+    const v = backend[k] ?? def;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max) throw new LeaseFormatError(`Backend.${k} must be a whole number from 0 to ${max}, got ${JSON.stringify(v)}`);
+    return v;
+  };
+  const vni = num('VNI', 1, 0xffffff);
+  const port = num('Port', 0, 65535) || DEFAULT_VXLAN_PORT; // 0 means the kernel default, 8472 on Linux
+  const mtu = num('MTU', 0, 65535);
+  if (backend.DirectRouting === true) throw new LeaseFormatError('Backend.DirectRouting is not supported by this agent yet');
+  return { vni, port, learning: backend.Learning === true, ...(mtu ? { mtu } : {}) };
+}
+
+export class ClassicVxlanBackend implements Backend {
+  readonly leaseType = 'vxlan';
+  private dev!: Link;
+  private readonly programmer: PeerProgrammer;
+  private readonly opts: VxlanOptions;
+
+  constructor(private readonly ctx: BackendContext) {
+    this.opts = vxlanOptions(ctx.cfg.backend);
+    this.programmer = new PeerProgrammer({ entriesFor: (l) => this.entriesFor(l), currentEntries: () => this.currentEntries() }, ctx.log);
+  }
+
+  async prepare() {
+    const { ext } = this.ctx;
+    this.dev = await ensureVxlanDevice(
+      {
+        name: `flannel.${this.opts.vni}`,
+        vni: this.opts.vni,
+        local: ext.ifaceAddr,
+        link: ext.iface.index,
+        port: this.opts.port,
+        learning: this.opts.learning,
+        external: false,
+        mtu: this.opts.mtu ?? ext.iface.mtu - 50, // outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
+      },
+      this.ctx.log,
+    );
+    return {
+      attrs: { publicIP: ext.publicIP, publicIPv6: null, backendType: 'vxlan', backendData: encodeVxlanData({ vni: this.opts.vni, vtepMAC: this.dev.mac }) },
+      mtu: this.dev.mtu,
+    };
+  }
+
+  async start(own: Lease) {
+    await ensureDeviceAddress(this.dev, own.subnet);
+  }
+
+  handle = (events: Parameters<Backend['handle']>[0]) => this.programmer.handle(events);
+  reconcile = (peers: Lease[]) => this.programmer.reconcile(peers);
+
+  describe() {
+    return { backend: 'vxlan', mode: 'classic', device: this.dev?.name, vni: this.opts.vni, port: this.opts.port, peers: this.programmer.peerCount(), ...this.programmer.stats };
+  }
+
+  private entriesFor(lease: Lease): Entry[] {
+    if (lease.attrs.backendType !== 'vxlan') throw new LeaseFormatError(`peer runs backend ${JSON.stringify(lease.attrs.backendType)}, not vxlan`);
+    const { vni, vtepMAC } = decodeVxlanData(lease.attrs);
+    if (vni !== this.opts.vni) throw new LeaseFormatError(`peer uses VNI ${vni}, this network uses ${this.opts.vni}`);
+    const dev = this.dev.index;
+    const gw = formatIp4(lease.subnet.ip);
+    const dst = lease.attrs.publicIP;
+    return [
+      {
+        key: `neigh ${gw}`,
+        value: vtepMAC,
+        add: { type: 'neigh', action: 'replace', dev, dst: gw, lladdr: vtepMAC },
+        del: { type: 'neigh', action: 'delete', dev, dst: gw },
+      },
+      {
+        key: `fdb ${vtepMAC}`,
+        value: dst,
+        add: { type: 'fdb', action: 'replace', dev, lladdr: vtepMAC, dst },
+        del: { type: 'fdb', action: 'delete', dev, lladdr: vtepMAC, dst },
+      },
+      {
+        key: `route ${formatCidr(lease.subnet)}`,
+        value: `via ${gw} dev ${dev} onlink`,
+        add: { type: 'route', action: 'replace', dst: gw, dstLen: lease.subnet.len, gateway: gw, dev, onlink: true },
+        del: { type: 'route', action: 'delete', dst: gw, dstLen: lease.subnet.len, dev },
+      },
+    ];
+  }
+
+  private async currentEntries(): Promise<Entry[]> {
+    const dev = this.dev.index;
+    const [routes, neighs, fdb] = await Promise.all([listRoutes(undefined, { dev }), listNeighs(dev), listFdb(dev)]);
+    const out: Entry[] = [];
+    for (const r of routes) {
+      if (r.protocol === RTPROT_KERNEL) continue;
+      out.push({
+        key: `route ${r.dst}/${r.dstLen}`,
+        value: `via ${r.gateway} dev ${r.dev}${r.flags & RTNH_F_ONLINK ? ' onlink' : ''}`,
+        add: { type: 'route', action: 'replace', dst: r.dst, dstLen: r.dstLen },
+        del: { type: 'route', action: 'delete', dst: r.dst, dstLen: r.dstLen, dev },
+      });
+    }
+    for (const n of neighs) {
+      if (!(n.state & NUD_PERMANENT) || !n.dst) continue;
+      out.push({ key: `neigh ${n.dst}`, value: n.lladdr ?? '', add: { type: 'neigh', action: 'replace', dev, dst: n.dst }, del: { type: 'neigh', action: 'delete', dev, dst: n.dst } });
+    }
+    for (const f of fdb) {
+      if (!f.lladdr || !f.dst) continue;
+      out.push({ key: `fdb ${f.lladdr}`, value: f.dst, add: { type: 'fdb', action: 'replace', dev, lladdr: f.lladdr }, del: { type: 'fdb', action: 'delete', dev, lladdr: f.lladdr, dst: f.dst } });
+    }
+    return out;
+  }
+}

@@ -1,0 +1,63 @@
+// flannel.<VNI>: created as flannel creates it, reused when compatible, recreated when not (a stale
+// device with another VNI, port or local address would silently blackhole traffic).
+import type { Logger } from '../../log.js';
+import { AF_INET, exec, getLink, listAddrs, type Link, type VxlanSpec } from '../../kernel/netlink.js';
+import { formatIp4, type Subnet } from '../../subnet/ip4.js';
+
+export interface VxlanDeviceSpec {
+  name: string;
+  vni: number;
+  local: string;
+  link: number;
+  port: number;
+  learning: boolean;
+  external: boolean;
+  mtu: number;
+}
+
+function compatible(l: Link, s: VxlanDeviceSpec): string | undefined {
+  if (l.kind !== 'vxlan' || !l.vxlan) return `it is a ${l.kind || 'non-vxlan'} device`;
+  const v = l.vxlan;
+  if (v.external !== s.external) return s.external ? 'it is not in external mode' : 'it is in external mode';
+  if (!s.external && v.vni !== s.vni) return `its VNI is ${v.vni}, not ${s.vni}`;
+  if ((v.local ?? '') !== s.local) return `its local address is ${v.local}, not ${s.local}`;
+  if (v.link !== s.link) return `its underlay device is #${v.link}, not #${s.link}`;
+  if (v.port !== s.port) return `its port is ${v.port}, not ${s.port}`;
+  if (v.learning !== s.learning) return `its learning flag is ${v.learning}`;
+  return undefined;
+}
+
+export async function ensureVxlanDevice(s: VxlanDeviceSpec, log: Logger): Promise<Link> {
+  const existing = await getLink(s.name);
+  if (existing) {
+    const why = compatible(existing, s);
+    if (!why) {
+      if (existing.mtu !== s.mtu) await exec({ type: 'link', action: 'set', index: existing.index, mtu: s.mtu });
+      await exec({ type: 'link', action: 'set', index: existing.index, up: true });
+      log.info({ device: s.name, index: existing.index }, 'reusing the existing VXLAN device');
+      return (await getLink(s.name))!;
+    }
+    log.warn({ device: s.name, reason: why }, 'existing VXLAN device is incompatible, recreating it');
+    await exec({ type: 'link', action: 'delete', index: existing.index });
+  }
+  const vxlan: VxlanSpec = { local: s.local, link: s.link, port: s.port, learning: s.learning, external: s.external };
+  if (!s.external) vxlan.vni = s.vni;
+  await exec({ type: 'link', action: 'add', name: s.name, kind: 'vxlan', mtu: s.mtu, vxlan });
+  const link = await getLink(s.name);
+  if (!link) throw new Error(`created ${s.name} but cannot find it`);
+  await exec({ type: 'link', action: 'set', index: link.index, up: true });
+  log.info({ device: s.name, index: link.index, mac: link.mac, mtu: link.mtu }, 'created the VXLAN device');
+  return link;
+}
+
+/** Our subnet's network address as <ip>/32 on the device, and no other IPv4 address, as flannel does. */
+export async function ensureDeviceAddress(link: Link, subnet: Subnet): Promise<void> {
+  const want = formatIp4(subnet.ip);
+  const addrs = await listAddrs(AF_INET, link.index);
+  for (const a of addrs) {
+    if (a.address !== want || a.prefixLen !== 32)
+      await exec({ type: 'addr', action: 'delete', dev: link.index, address: a.address, prefixLen: a.prefixLen });
+  }
+  if (!addrs.some((a) => a.address === want && a.prefixLen === 32))
+    await exec({ type: 'addr', action: 'replace', dev: link.index, address: want, prefixLen: 32 });
+}

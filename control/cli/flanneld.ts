@@ -1,0 +1,152 @@
+#!/usr/bin/env node
+// flanneld: parses flannel's flags (and FLANNELD_* variables), then hands over to the agent.
+import { realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { Agent } from '../agent/agent.js';
+import { createLogger } from '../log.js';
+import { ConfigError } from '../subnet/config.js';
+import { parseIp4 } from '../subnet/ip4.js';
+
+/**
+ * flannel is a Go program: its flags also come as -flag and -flag=value (and -v=N).
+ * Turn those into commander's --flag forms so existing unit files keep working.
+ */
+export function normalizeGoFlags(argv: string[]): string[] {
+  const out: string[] = [];
+  for (const a of argv) {
+    let arg = a;
+    if (/^-[a-z][a-z0-9-]+/.test(arg) && !arg.startsWith('--')) arg = '-' + arg;
+    if (/^-v=\d+$/.test(arg)) {
+      out.push('-v', arg.slice(3));
+      continue;
+    }
+    out.push(arg);
+  }
+  return out;
+}
+
+const collect = (v: string, prev: string[]) => [...prev, ...v.split(',').map((s) => s.trim()).filter(Boolean)];
+const int = (name: string, min: number, max: number) => (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`${name} must be a whole number from ${min} to ${max}`);
+  return n;
+};
+const bool = (v: string) => {
+  if (/^(1|t|true)$/i.test(v)) return true;
+  if (/^(0|f|false)$/i.test(v)) return false;
+  throw new InvalidArgumentError('must be true or false');
+};
+const ipv4 = (v: string) => {
+  if (parseIp4(v) === undefined) throw new InvalidArgumentError('not an IPv4 address');
+  return v;
+};
+
+export function buildCommand(): Command {
+  const opt = (flags: string, desc: string, env: string) => new Option(flags, desc).env(env);
+  return new Command('flanneld')
+    .description(
+      'Node agent of a flannel-compatible overlay network: takes the network config and a subnet lease from etcd (v3),\n' +
+        'writes the subnet file for the CNI plugin and programs this node so pods reach pods on every other node.\n' +
+        'Every flag can also be set as FLANNELD_<FLAG> (e.g. FLANNELD_ETCD_ENDPOINTS). Go-style -flag=value works too.',
+    )
+    .addOption(opt('--etcd-endpoints <urls>', 'etcd endpoints, comma-separated', 'FLANNELD_ETCD_ENDPOINTS').default('http://127.0.0.1:2379'))
+    .addOption(opt('--etcd-prefix <path>', 'etcd key prefix: the config is <prefix>/config, leases <prefix>/subnets/', 'FLANNELD_ETCD_PREFIX').default('/coreos.com/network'))
+    .addOption(opt('--etcd-keyfile <file>', 'TLS client key for etcd', 'FLANNELD_ETCD_KEYFILE'))
+    .addOption(opt('--etcd-certfile <file>', 'TLS client certificate for etcd', 'FLANNELD_ETCD_CERTFILE'))
+    .addOption(opt('--etcd-cafile <file>', 'CA bundle that signed the etcd server certificate', 'FLANNELD_ETCD_CAFILE'))
+    .addOption(opt('--etcd-username <name>', 'etcd user name (password authentication)', 'FLANNELD_ETCD_USERNAME'))
+    .addOption(opt('--etcd-password <password>', 'etcd password', 'FLANNELD_ETCD_PASSWORD'))
+    .addOption(opt('--iface <name-or-ip>', 'interface (name or IPv4) for inter-host traffic; repeatable, first match wins', 'FLANNELD_IFACE').argParser(collect).default([]))
+    .addOption(opt('--iface-regex <regex>', 'regex matched against interface IPs, then names; repeatable; used when no --iface matches', 'FLANNELD_IFACE_REGEX').argParser(collect).default([]))
+    .addOption(opt('--public-ip <ip>', 'IPv4 address other nodes use to reach this one (default: the interface address)', 'FLANNELD_PUBLIC_IP').argParser(ipv4))
+    .addOption(opt('--subnet-file <file>', 'where to write the subnet environment for the CNI plugin', 'FLANNELD_SUBNET_FILE').default('/run/flannel/subnet.env'))
+    .addOption(opt('--subnet-lease-renew-margin <minutes>', 'renew the 24 h lease this many minutes before it expires (1-1439)', 'FLANNELD_SUBNET_LEASE_RENEW_MARGIN').argParser(int('--subnet-lease-renew-margin', 1, 1439)).default(60))
+    .addOption(opt('--ip-masq [bool]', 'masquerade traffic leaving the overlay network (sets FLANNEL_IPMASQ)', 'FLANNELD_IP_MASQ').argParser(bool).preset(true).default(false))
+    .addOption(opt('--healthz-ip <ip>', 'address of the health endpoint', 'FLANNELD_HEALTHZ_IP').default('0.0.0.0'))
+    .addOption(opt('--healthz-port <port>', 'port of the health endpoint (0 = off)', 'FLANNELD_HEALTHZ_PORT').argParser(int('--healthz-port', 0, 65535)).default(0))
+    .addOption(opt('--reconcile-interval <seconds>', 'how often the kernel state is checked against the leases (not in flannel)', 'FLANNELD_RECONCILE_INTERVAL').argParser(int('--reconcile-interval', 1, 3600)).default(10))
+    .addOption(new Option('-v, --verbosity <level>', 'log verbosity: 0 info, 1 debug, 3 trace').env('FLANNELD_V').argParser(int('-v', 0, 10)).default(0))
+    .showHelpAfterError('(flanneld --help lists every flag)')
+    .allowExcessArguments(false);
+}
+
+export interface FlanneldFlags {
+  etcdEndpoints: string;
+  etcdPrefix: string;
+  etcdKeyfile?: string;
+  etcdCertfile?: string;
+  etcdCafile?: string;
+  etcdUsername?: string;
+  etcdPassword?: string;
+  iface: string[];
+  ifaceRegex: string[];
+  publicIp?: string;
+  subnetFile: string;
+  subnetLeaseRenewMargin: number;
+  ipMasq: boolean;
+  healthzIp: string;
+  healthzPort: number;
+  reconcileInterval: number;
+  verbosity: number;
+}
+
+/** Checks what commander cannot: combinations of flags. Returns an error message or undefined. */
+export function checkFlags(f: FlanneldFlags): string | undefined {
+  if ((f.etcdCertfile && !f.etcdKeyfile) || (f.etcdKeyfile && !f.etcdCertfile)) return '--etcd-certfile and --etcd-keyfile go together';
+  if ((f.etcdCertfile || f.etcdKeyfile) && !f.etcdCafile) return '--etcd-cafile is required with --etcd-certfile/--etcd-keyfile';
+  if (f.etcdPassword && !f.etcdUsername) return '--etcd-password needs --etcd-username';
+  for (const e of f.etcdEndpoints.split(',')) {
+    try {
+      const u = new URL(e.trim());
+      if (u.protocol !== 'http:' && u.protocol !== 'https:') return `--etcd-endpoints: ${e} must be http:// or https://`;
+    } catch {
+      return `--etcd-endpoints: ${JSON.stringify(e)} is not a URL`;
+    }
+  }
+  return undefined;
+}
+
+async function main(): Promise<void> {
+  const cmd = buildCommand();
+  cmd.parse(normalizeGoFlags(process.argv.slice(2)), { from: 'user' });
+  const f = cmd.opts<FlanneldFlags>();
+  const bad = checkFlags(f);
+  if (bad) cmd.error(`error: ${bad}`, { exitCode: 2 });
+
+  const log = createLogger(f.verbosity);
+  const agent = new Agent({
+    etcd: {
+      endpoints: f.etcdEndpoints.split(',').map((s) => s.trim()),
+      prefix: f.etcdPrefix,
+      keyFile: f.etcdKeyfile,
+      certFile: f.etcdCertfile,
+      caFile: f.etcdCafile,
+      username: f.etcdUsername,
+      password: f.etcdPassword,
+    },
+    iface: { iface: f.iface, ifaceRegex: f.ifaceRegex, publicIP: f.publicIp },
+    subnetFile: f.subnetFile,
+    renewMarginMinutes: f.subnetLeaseRenewMargin,
+    ipMasq: f.ipMasq,
+    reconcileIntervalMs: f.reconcileInterval * 1000,
+    log,
+  });
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+    process.once(sig, () => {
+      log.info({ signal: sig }, 'stopping; the data plane stays programmed');
+      void agent.stop(0);
+    });
+  }
+  agent.start().catch((e: unknown) => {
+    const err = e as Error;
+    if (err.name === 'AbortError') return;
+    log.fatal({ err: err.message, ...(e instanceof ConfigError ? { field: e.field } : {}) }, err instanceof ConfigError ? 'bad network config in etcd' : 'failed to start');
+    void agent.stop(1);
+  });
+  const code = await agent.finished;
+  log.flush?.();
+  process.exit(code);
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === realpathSync(process.argv[1])) void main();
