@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then echo "tests need root (network namespaces, netlink)"; exit 1; fi
+# the end-to-end tests run the built agent (dist/), as an operator would
+npx tsc -p tsconfig.json
 mapfile -t files < <(find test -name '*.test.ts' | sort)
 # one file at a time: the end-to-end files each build a whole lab of namespaces
 exec node --import tsx --test --test-concurrency=1 "${files[@]}"

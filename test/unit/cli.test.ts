@@ -1,0 +1,57 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { buildCommand, checkFlags, normalizeGoFlags, type FlanneldFlags } from '../../control/cli/flanneld.ts';
+
+function parse(argv: string[], env: Record<string, string> = {}) {
+  const saved = { ...process.env };
+  Object.assign(process.env, env);
+  try {
+    const cmd = buildCommand().exitOverride().configureOutput({ writeErr: () => undefined });
+    cmd.parse(normalizeGoFlags(argv), { from: 'user' });
+    return cmd.opts<FlanneldFlags>();
+  } finally {
+    process.env = saved;
+  }
+}
+
+test('flannel defaults', () => {
+  const f = parse([]);
+  assert.equal(f.etcdEndpoints, 'http://127.0.0.1:2379');
+  assert.equal(f.etcdPrefix, '/coreos.com/network');
+  assert.equal(f.subnetFile, '/run/flannel/subnet.env');
+  assert.equal(f.subnetLeaseRenewMargin, 60);
+  assert.equal(f.ipMasq, false);
+  assert.equal(f.healthzPort, 0);
+  assert.deepEqual(f.iface, []);
+});
+
+test('Go-style single-dash flags and -v=N, as in existing flannel unit files', () => {
+  const f = parse(['-etcd-endpoints=http://10.0.0.1:2379', '-iface=eth1', '-iface', 'eth2', '-ip-masq', '-v=2']);
+  assert.equal(f.etcdEndpoints, 'http://10.0.0.1:2379');
+  assert.deepEqual(f.iface, ['eth1', 'eth2']);
+  assert.equal(f.ipMasq, true);
+  assert.equal(f.verbosity, 2);
+  assert.equal(parse(['--ip-masq=false']).ipMasq, false);
+});
+
+test('FLANNELD_* environment variables', () => {
+  const f = parse([], { FLANNELD_ETCD_PREFIX: '/x/network', FLANNELD_IP_MASQ: 'true', FLANNELD_IFACE: 'eth3', FLANNELD_SUBNET_LEASE_RENEW_MARGIN: '30' });
+  assert.equal(f.etcdPrefix, '/x/network');
+  assert.equal(f.ipMasq, true);
+  assert.deepEqual(f.iface, ['eth3']);
+  assert.equal(f.subnetLeaseRenewMargin, 30);
+  assert.equal(parse([], { FLANNELD_IP_MASQ: 'false' }).ipMasq, false);
+});
+
+test('bad and conflicting flags are clear errors', () => {
+  assert.throws(() => parse(['--bogus']), /unknown option '--bogus'/);
+  assert.throws(() => parse(['--subnet-lease-renew-margin', '1440']), /from 1 to 1439/);
+  assert.throws(() => parse(['--public-ip', '1.2.3']), /not an IPv4 address/);
+  assert.throws(() => parse(['--healthz-port', 'x']), /from 0 to 65535/);
+  const base = parse([]);
+  assert.match(checkFlags({ ...base, etcdCertfile: '/c' })!, /go together/);
+  assert.match(checkFlags({ ...base, etcdCertfile: '/c', etcdKeyfile: '/k' })!, /--etcd-cafile is required/);
+  assert.match(checkFlags({ ...base, etcdPassword: 'p' })!, /needs --etcd-username/);
+  assert.match(checkFlags({ ...base, etcdEndpoints: 'localhost:2379' })!, /must be http/);
+  assert.equal(checkFlags(base), undefined);
+});

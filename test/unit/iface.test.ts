@@ -1,0 +1,44 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { chooseInterface } from '../../control/iface/select.ts';
+import type { Addr, Link, Route } from '../../control/kernel/netlink.ts';
+
+const link = (index: number, name: string): Link => ({ index, name, kind: '', mtu: 1500, mac: '02:00:00:00:00:0' + index, flags: 1, master: 0, parent: 0, operstate: 6 });
+const addr = (index: number, address: string): Addr => ({ index, family: 2, address, prefixLen: 24, scope: 0 });
+const links = [link(1, 'lo'), link(2, 'eth0'), link(3, 'eth1'), link(4, 'bond0')];
+const addrs = [addr(1, '127.0.0.1'), addr(2, '10.0.0.5'), addr(3, '192.168.56.12'), addr(4, '172.16.0.9')];
+const routes: Route[] = [{ family: 2, dst: '0.0.0.0', dstLen: 0, gateway: '10.0.0.1', dev: 2, table: 254, protocol: 3, scope: 0, type: 1, flags: 0, priority: 0 }];
+const choose = (o: Partial<Parameters<typeof chooseInterface>[3]>) => chooseInterface(links, addrs, routes, { iface: [], ifaceRegex: [], ...o });
+
+test('default: the interface of the default route and its first IPv4 address', () => {
+  const c = choose({});
+  assert.equal(c.iface.name, 'eth0');
+  assert.equal(c.ifaceAddr, '10.0.0.5');
+  assert.equal(c.publicIP, '10.0.0.5');
+});
+
+test('--iface by name or by IP, first match wins, missing entries skipped', () => {
+  assert.equal(choose({ iface: ['nope', 'eth1'] }).iface.name, 'eth1');
+  const byIp = choose({ iface: ['172.16.0.9'] });
+  assert.equal(byIp.iface.name, 'bond0');
+  assert.equal(byIp.ifaceAddr, '172.16.0.9');
+});
+
+test('--iface-regex matches IPs first, then names', () => {
+  assert.equal(choose({ ifaceRegex: ['^192\\.168\\.'] }).iface.name, 'eth1');
+  assert.equal(choose({ ifaceRegex: ['^bond'] }).iface.name, 'bond0');
+  assert.equal(choose({ iface: ['nope'], ifaceRegex: ['^bond'] }).iface.name, 'bond0', 'regex used when no --iface matches');
+});
+
+test('--public-ip overrides only the published address', () => {
+  const c = choose({ iface: ['eth1'], publicIP: '203.0.113.4' });
+  assert.equal(c.ifaceAddr, '192.168.56.12');
+  assert.equal(c.publicIP, '203.0.113.4');
+});
+
+test('clear errors when nothing matches', () => {
+  assert.throws(() => choose({ iface: ['wlan9'] }), /no interface matches --iface \["wlan9"\]/);
+  assert.throws(() => choose({ ifaceRegex: ['('] }), /not a valid regular expression/);
+  assert.throws(() => chooseInterface(links, addrs, [], { iface: [], ifaceRegex: [] }), /no default route/);
+  assert.throws(() => chooseInterface([...links, link(5, 'eth9')], addrs, [], { iface: ['eth9'], ifaceRegex: [] }), /eth9 has no IPv4 address/);
+});
