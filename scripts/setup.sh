@@ -24,10 +24,13 @@ fi
 # start their own on other ports and never need it, so stop it rather than share state with it.
 if systemctl is-active --quiet etcd 2>/dev/null; then systemctl stop etcd || true; fi
 
-# node-gyp (through the package's install script) builds the addon; then TypeScript.
+# npm ci runs the package's install script (node-gyp rebuild, npm's bundled node-gyp) for the addon.
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm ci --no-audit --no-fund
+  npm ci --no-audit --no-fund --loglevel=error
 fi
-npx node-gyp build >/dev/null 2>&1 || npx node-gyp rebuild
+addon=build/Release/flannel_native.node
+if [ ! -f "$addon" ] || [ -n "$(find native binding.gyp -newer "$addon" 2>/dev/null | head -1)" ]; then
+  npm run --silent build:native
+fi
 npx tsc -p tsconfig.json
 echo "setup: done"
