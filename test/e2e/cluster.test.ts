@@ -111,6 +111,25 @@ describe('classic vxlan, three nodes', { timeout: 240_000 }, () => {
     assert.deepEqual(await lab.pingAll(), []);
   });
 
+  test('an incompatible flannel.1 is recreated; peers swap to the new VTEP MAC and drop the old FDB entry', async () => {
+    const n3 = lab.node(3);
+    const before = (await lab.leases()).get(`${formatIp4(subnets.get(n3)!.ip)}-24`)!.BackendData!.VtepMAC;
+    await lab.stopAgent(n3);
+    await inNs(n3.ns, 'ip', 'link', 'del', 'flannel.1');
+    await inNs(n3.ns, 'ip', 'link', 'add', 'flannel.1', 'type', 'vxlan', 'id', '7', 'dstport', '4789', 'dev', 'eth0');
+    lab.startAgent(n3);
+    await lab.waitReady(n3);
+    const dev = await json<{ linkinfo: { info_data: { id: number; port: number } } }[]>(n3.ns, 'ip', '-d', 'link', 'show', 'flannel.1');
+    assert.deepEqual([dev[0]!.linkinfo.info_data.id, dev[0]!.linkinfo.info_data.port], [1, 8472]);
+    const after = (await lab.leases()).get(`${formatIp4(subnets.get(n3)!.ip)}-24`)!.BackendData!.VtepMAC;
+    assert.notEqual(after, before, 'the recreated device has a new MAC, published in the lease');
+    for (const n of [lab.node(1), lab.node(2)]) {
+      await until(`${n.ns} follows the MAC change`, async () => JSON.stringify(await vxlanState(n)) === JSON.stringify(await expectedVxlan(lab, n)) || undefined);
+      assert.ok(!(await vxlanState(n)).fdb.some((f) => f.startsWith(before)), 'old FDB entry removed');
+    }
+    assert.deepEqual(await lab.pingAll(), []);
+  });
+
   test('deleting a running node\'s own lease makes its agent exit non-zero, as flannel does', async () => {
     const n2 = lab.node(2);
     const sn2 = subnets.get(n2)!;

@@ -3,7 +3,7 @@
 // Everything carries a random id, so two runs never collide, and destroy() removes all of it.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, existsSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, existsSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -30,6 +30,8 @@ export interface LabNode {
   subnetFile: string;
   logFile: string;
   agent?: ChildProcess;
+  /** when the current agent was started: a subnet file older than this is the previous run's */
+  startedAt?: number;
   exited?: Promise<number | null>;
   pods: Pod[];
 }
@@ -110,6 +112,7 @@ export class Lab {
     const log = openSync(node.logFile, 'a');
     const args = ['netns', 'exec', node.ns, process.execPath, FLANNELD, `--etcd-endpoints=http://${UNDERLAY_GW}:2379`,
       `--subnet-file=${node.subnetFile}`, '--reconcile-interval=1', ...extra];
+    node.startedAt = Date.now();
     node.agent = spawn('ip', args, { stdio: ['ignore', log, log] });
     closeSync(log);
     const child = node.agent;
@@ -131,7 +134,7 @@ export class Lab {
   async waitReady(node: LabNode, ms = 20_000): Promise<{ subnet: Subnet; mtu: number; env: Record<string, string> }> {
     return until(`subnet file of ${node.ns}`, async () => {
       if (node.agent?.exitCode !== null && node.agent?.exitCode !== undefined) throw new Error(`agent exited ${node.agent.exitCode}: ${this.logs(node)}`);
-      if (!existsSync(node.subnetFile)) return undefined;
+      if (!existsSync(node.subnetFile) || statSync(node.subnetFile).mtimeMs < (node.startedAt ?? 0)) return undefined;
       const env = parseSubnetFile(readFileSync(node.subnetFile, 'utf8'));
       return { subnet: parseCidr(env.FLANNEL_SUBNET!)!, mtu: Number(env.FLANNEL_MTU), env };
     }, ms).catch((e: Error) => {
