@@ -6,6 +6,8 @@
 #include "common.h"
 #include "netlink.h"
 
+void InitBpf(Napi::Env env, Napi::Object exports);
+
 namespace {
 
 Napi::Value NetlinkExec(const Napi::CallbackInfo& info) {
@@ -151,6 +153,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   c.Set("NUD_PERMANENT", NUD_PERMANENT);
   c.Set("NTF_SELF", NTF_SELF);
   exports.Set("constants", c);
+  InitBpf(env, exports);
   return exports;
 }
 

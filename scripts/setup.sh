@@ -32,5 +32,6 @@ addon=build/Release/flannel_native.node
 if [ ! -f "$addon" ] || [ -n "$(find native binding.gyp -newer "$addon" 2>/dev/null | head -1)" ]; then
   npm run --silent build:native
 fi
+make -s -C bpf
 npx tsc -p tsconfig.json
 echo "setup: done"

@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then echo "tests need root (network namespaces, netlink)"; exit 1; fi
-# the end-to-end tests run the built agent (dist/), as an operator would
+# the end-to-end tests run the built agent and BPF objects (dist/), as an operator would
+make -s -C bpf
 npx tsc -p tsconfig.json
 mapfile -t files < <(find test -name '*.test.ts' | sort)
 # one file at a time: the end-to-end files each build a whole lab of namespaces

@@ -30,7 +30,42 @@ export interface NativeAddon {
   netlinkAddrs(family: number): Promise<unknown[]>;
   netlinkRoutes(family: number): Promise<unknown[]>;
   netlinkNeighs(family: number): Promise<unknown[]>;
+  bpfObjectOpen(path: string, pinRoot: string): Promise<{ id: number; programs: BpfProgramDesc[]; maps: BpfMapDesc[] }>;
+  bpfObjectClose(id: number): void;
+  bpfMapUpdate(fd: number, key: Buffer, value: Buffer, flags?: number): void;
+  bpfMapUpdateMany(fd: number, keys: Buffer, values: Buffer, keySize: number, valueSize: number): Int32Array;
+  bpfMapDeleteMany(fd: number, keys: Buffer, keySize: number): Int32Array;
+  bpfMapLookup(fd: number, key: Buffer, valueSize: number): Buffer | null;
+  bpfMapKeys(fd: number, keySize: number): Buffer[];
+  bpfMapInfo(fd: number): { id: number; name: string; type: number; keySize: number; valueSize: number; maxEntries: number };
+  bpfProgInfo(fd: number): { id: number; name: string };
+  bpfObjGet(path: string): number;
+  closeFd(fd: number): void;
+  tcAttach(ifindex: number, direction: 'ingress' | 'egress', progFd: number, handle: number, priority: number): number;
+  tcDetach(ifindex: number, direction: 'ingress' | 'egress', handle: number, priority: number): boolean;
+  tcQuery(ifindex: number, direction: 'ingress' | 'egress', handle: number, priority: number): number | null;
+  xdpAttach(ifindex: number, progFd: number, mode: 'native' | 'generic'): void;
+  xdpDetach(ifindex: number, mode: 'native' | 'generic'): void;
+  xdpQuery(ifindex: number): { attachMode: number; progId: number; driverProgId: number; genericProgId: number };
+  bpfProgTestRun(fd: number, data: Buffer, repeat: number): Promise<{ retval: number; durationNs: number; data: Buffer }>;
+  libbpfDrainLog(): string[];
+  numPossibleCpus: number;
   constants: Record<'AF_UNSPEC' | 'AF_INET' | 'AF_INET6' | 'AF_BRIDGE' | 'NUD_PERMANENT' | 'NTF_SELF', number>;
+}
+
+export interface BpfProgramDesc {
+  name: string;
+  section: string;
+  fd: number;
+  type: number;
+}
+export interface BpfMapDesc {
+  name: string;
+  fd: number;
+  type: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
 }
 
 let cached: NativeAddon | undefined;

@@ -1,0 +1,90 @@
+/* The pinned maps. Every object file includes this; LIBBPF_PIN_BY_NAME makes them one set of maps
+ * under the agent's pin root, reused across agent restarts so the data plane never empties. */
+#ifndef FLANNEL_MAPS_H
+#define FLANNEL_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "flannel.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, FL_MAX_PEERS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct fl_subnet_key);
+	__type(value, struct fl_subnet_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fl_subnets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, FL_MAX_PEERS);
+	__type(key, struct fl_vtep_key);
+	__type(value, struct fl_vtep_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fl_vteps SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, FL_MAX_PEERS);
+	__type(key, struct fl_member_key);
+	__type(value, struct fl_member_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fl_members SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fl_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fl_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FL_REASON_MAX);
+	__type(key, __u32);
+	__type(value, struct fl_counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fl_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, FL_MAX_PEERS);
+	__type(key, struct fl_member_key);
+	__type(value, struct fl_peer_stats);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fl_peer_stats SEC(".maps");
+
+static __always_inline void fl_count(__u32 reason, __u64 bytes)
+{
+	struct fl_counter *c = bpf_map_lookup_elem(&fl_stats, &reason);
+
+	if (c) {
+		c->packets++;
+		c->bytes += bytes;
+	}
+}
+
+static __always_inline struct fl_peer_stats *fl_peer(const __u8 ip[4])
+{
+	struct fl_member_key k = { .ip = { ip[0], ip[1], ip[2], ip[3] } };
+	struct fl_peer_stats *s = bpf_map_lookup_elem(&fl_peer_stats, &k);
+
+	if (!s) {
+		struct fl_peer_stats zero = {};
+
+		bpf_map_update_elem(&fl_peer_stats, &k, &zero, BPF_NOEXIST);
+		s = bpf_map_lookup_elem(&fl_peer_stats, &k);
+	}
+	return s;
+}
+
+static __always_inline struct fl_config *fl_cfg(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&fl_config, &zero);
+}
+
+#endif

@@ -1,0 +1,79 @@
+// SPDX-License-Identifier: GPL-2.0
+/* tc egress on flannel.1 in external (collect-metadata) mode. The kernel's vxlan device does the
+ * encapsulation, but only for packets that carry a tunnel key: this program decides where each packet
+ * goes, replacing flannel's per-peer route, neighbour and FDB entries with two map lookups. */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_endian.h>
+#include "maps.h"
+
+SEC("tc")
+int fl_vxlan_egress(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = data + sizeof(*eth);
+	struct fl_config *cfg = fl_cfg();
+
+	if (!cfg || (void *)(ip + 1) > data_end) {
+		fl_count(FL_MALFORMED, skb->len);
+		return TC_ACT_SHOT;
+	}
+	if (eth->h_proto != bpf_htons(ETH_P_IP)) {
+		fl_count(FL_NOT_IPV4, skb->len);
+		return TC_ACT_SHOT;
+	}
+	if (ip->version != 4 || ip->ihl < 5) {
+		fl_count(FL_MALFORMED, skb->len);
+		return TC_ACT_SHOT;
+	}
+
+	struct fl_subnet_key sk = { .prefixlen = 32 };
+	__builtin_memcpy(sk.addr, &ip->daddr, 4);
+	struct fl_subnet_val *sub = bpf_map_lookup_elem(&fl_subnets, &sk);
+	if (!sub) {
+		fl_count(FL_NO_ROUTE, skb->len);
+		return TC_ACT_SHOT;
+	}
+	struct fl_vtep_key vk = {};
+	__builtin_memcpy(vk.mac, sub->vtep_mac, 6);
+	struct fl_vtep_val *vtep = bpf_map_lookup_elem(&fl_vteps, &vk);
+	if (!vtep) {
+		fl_count(FL_UNKNOWN_VTEP, skb->len);
+		return TC_ACT_SHOT;
+	}
+
+	/* The receiving vxlan device delivers the inner frame up its own stack: unless the destination MAC
+	 * is its own (the peer's VtepMAC) the frame is PACKET_OTHERHOST and dropped. With ARP off our
+	 * kernel wrote our own MAC here, so it must be replaced. */
+	__builtin_memcpy(eth->h_dest, sub->vtep_mac, 6);
+	__builtin_memcpy(eth->h_source, cfg->local_mac, 6);
+
+	struct bpf_tunnel_key key = {};
+	__u32 remote;
+	__builtin_memcpy(&remote, vtep->remote_ip, 4);
+	key.remote_ipv4 = bpf_ntohl(remote);	/* the helper wants host byte order */
+	key.tunnel_id = cfg->vni;
+	key.tunnel_ttl = cfg->ttl ? cfg->ttl : 64;
+	__u64 flags = (cfg->flags & FL_CFG_KEEP_UDP_CSUM) ? 0 : BPF_F_ZERO_CSUM_TX;
+	if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), flags) < 0) {
+		fl_count(FL_MALFORMED, skb->len);
+		return TC_ACT_SHOT;
+	}
+	/* A mark set on the pod's packet (kube-proxy's 0x4000 masquerade mark) would otherwise ride on
+	 * the outer packet and send it through the node's masquerade rules: the 63-second connect delay. */
+	skb->mark = 0;
+
+	struct fl_peer_stats *ps = fl_peer(vtep->remote_ip);
+	if (ps) {
+		ps->tx_packets++;
+		ps->tx_bytes += skb->len;
+	}
+	fl_count(FL_FORWARDED, skb->len);
+	return TC_ACT_OK;
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,40 @@
+// SPDX-License-Identifier: GPL-2.0
+/* tc ingress on flannel.1 (external mode). An external vxlan device accepts every VNI on its port,
+ * so this program enforces what a classic device with "id 1" did implicitly: VNI 1 only, and only
+ * from cluster members. */
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_endian.h>
+#include "maps.h"
+
+SEC("tc")
+int fl_vxlan_ingress(struct __sk_buff *skb)
+{
+	struct fl_config *cfg = fl_cfg();
+	struct bpf_tunnel_key key = {};
+
+	if (!cfg || bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) < 0) {
+		fl_count(FL_MALFORMED, skb->len);
+		return TC_ACT_SHOT;
+	}
+	if (key.tunnel_id != cfg->vni) {
+		fl_count(FL_WRONG_VNI, skb->len);
+		return TC_ACT_SHOT;
+	}
+	struct fl_member_key mk;
+	__u32 remote = bpf_htonl(key.remote_ipv4);
+	__builtin_memcpy(mk.ip, &remote, 4);
+	if (!bpf_map_lookup_elem(&fl_members, &mk)) {
+		fl_count(FL_SPOOFED, skb->len);
+		return TC_ACT_SHOT;
+	}
+	struct fl_peer_stats *ps = fl_peer(mk.ip);
+	if (ps) {
+		ps->rx_packets++;
+		ps->rx_bytes += skb->len;
+	}
+	fl_count(FL_RECEIVED, skb->len);
+	return TC_ACT_OK;
+}
+
+char LICENSE[] SEC("license") = "GPL";

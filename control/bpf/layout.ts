@@ -1,0 +1,105 @@
+// Byte-for-byte mirror of bpf/flannel.h: the one place the agent encodes and decodes map entries.
+import { formatIp4, parseIp4 } from '../subnet/ip4.js';
+
+export const REASONS = ['forwarded', 'no_route', 'unknown_vtep', 'spoofed', 'wrong_vni', 'malformed', 'not_ipv4', 'received', 'guard_passed'] as const;
+export type Reason = (typeof REASONS)[number];
+export const CFG_KEEP_UDP_CSUM = 1;
+
+function ipBytes(ip: string): Buffer {
+  const v = parseIp4(ip);
+  if (v === undefined) throw new Error(`not an IPv4 address: ${ip}`);
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(v);
+  return b;
+}
+function macBytes(mac: string): Buffer {
+  const b = Buffer.from(mac.split(':').map((x) => parseInt(x, 16)));
+  if (b.length !== 6) throw new Error(`not a MAC address: ${mac}`);
+  return b;
+}
+const macStr = (b: Buffer) => [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
+
+/** struct fl_subnet_key { u32 prefixlen; u8 addr[4]; } (prefixlen in host order, as LPM tries want) */
+export function subnetKey(ip: string, len: number): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeUInt32LE(len, 0);
+  ipBytes(ip).copy(b, 4);
+  return b;
+}
+export function decodeSubnetKey(b: Buffer): { ip: string; len: number } {
+  return { len: b.readUInt32LE(0), ip: formatIp4(b.readUInt32BE(4)) };
+}
+
+/** struct fl_subnet_val { u8 vtep_mac[6]; u16 flags; } */
+export function subnetVal(mac: string): Buffer {
+  const b = Buffer.alloc(8);
+  macBytes(mac).copy(b, 0);
+  return b;
+}
+export const decodeSubnetVal = (b: Buffer) => ({ vtepMAC: macStr(b.subarray(0, 6)) });
+
+/** struct fl_vtep_key { u8 mac[6]; u16 pad; } */
+export function vtepKey(mac: string): Buffer {
+  const b = Buffer.alloc(8);
+  macBytes(mac).copy(b, 0);
+  return b;
+}
+export const decodeVtepKey = (b: Buffer) => macStr(b.subarray(0, 6));
+
+/** struct fl_vtep_val { u8 remote_ip[4]; u32 flags; } */
+export function vtepVal(ip: string): Buffer {
+  const b = Buffer.alloc(8);
+  ipBytes(ip).copy(b, 0);
+  return b;
+}
+export const decodeVtepVal = (b: Buffer) => ({ remoteIP: formatIp4(b.readUInt32BE(0)) });
+
+/** struct fl_member_key { u8 ip[4]; } */
+export const memberKey = (ip: string) => ipBytes(ip);
+export const decodeMemberKey = (b: Buffer) => formatIp4(b.readUInt32BE(0));
+/** struct fl_member_val { u32 flags; } */
+export const memberVal = () => Buffer.alloc(4);
+
+export interface FlConfig {
+  vni: number;
+  port: number;
+  ttl: number;
+  flags: number;
+  localMAC: string;
+}
+/** struct fl_config { u32 vni; u16 port; u8 ttl; u8 flags; u8 local_mac[6]; u16 pad; } (host order) */
+export function configVal(c: FlConfig): Buffer {
+  const b = Buffer.alloc(16);
+  b.writeUInt32LE(c.vni, 0);
+  b.writeUInt16LE(c.port, 4);
+  b.writeUInt8(c.ttl, 6);
+  b.writeUInt8(c.flags, 7);
+  macBytes(c.localMAC).copy(b, 8);
+  return b;
+}
+export function decodeConfig(b: Buffer): FlConfig {
+  return { vni: b.readUInt32LE(0), port: b.readUInt16LE(4), ttl: b.readUInt8(6), flags: b.readUInt8(7), localMAC: macStr(b.subarray(8, 14)) };
+}
+
+export const u32Key = (n: number) => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n);
+  return b;
+};
+
+/** struct fl_counter { u64 packets; u64 bytes; } summed over CPUs */
+export function sumCounters(perCpu: Buffer[]): { packets: number; bytes: number } {
+  let packets = 0n, bytes = 0n;
+  for (const c of perCpu) {
+    packets += c.readBigUInt64LE(0);
+    bytes += c.readBigUInt64LE(8);
+  }
+  return { packets: Number(packets), bytes: Number(bytes) };
+}
+
+/** struct fl_peer_stats { u64 tx_packets, tx_bytes, rx_packets, rx_bytes; } summed over CPUs */
+export function sumPeerStats(perCpu: Buffer[]) {
+  const s = [0n, 0n, 0n, 0n];
+  for (const c of perCpu) for (let i = 0; i < 4; i++) s[i]! += c.readBigUInt64LE(i * 8);
+  return { txPackets: Number(s[0]), txBytes: Number(s[1]), rxPackets: Number(s[2]), rxBytes: Number(s[3]) };
+}

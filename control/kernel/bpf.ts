@@ -1,0 +1,134 @@
+// The typed libbpf layer: objects loaded with a pin root (maps pinned by name and reused), map access
+// with Buffers, tc/XDP attachment and BPF_PROG_TEST_RUN. libbpf's own messages go to the logger.
+import { mkdirSync, statfsSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import type { Logger } from '../log.js';
+import { addon, type BpfMapDesc, type BpfProgramDesc } from './addon.js';
+
+const BPF_FS_MAGIC = 0xcafe4a11;
+export const BPF_MAP_TYPE_PERCPU_HASH = 5;
+export const BPF_MAP_TYPE_PERCPU_ARRAY = 6;
+
+export function drainLibbpfLog(log?: Logger): string[] {
+  const lines = addon().libbpfDrainLog();
+  if (log) for (const l of lines) (l.startsWith('warn') ? log.warn({ libbpf: l.slice(6) }, 'libbpf') : log.debug({ libbpf: l.slice(6) }, 'libbpf'));
+  return lines;
+}
+
+/** Makes sure dir is on a bpffs, mounting one there if needed (pins elsewhere fail with EINVAL). */
+export function ensureBpffs(dir: string): void {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  if (statfsSync(dir).type === BPF_FS_MAGIC) return;
+  execFileSync('mount', ['-t', 'bpf', 'bpf', dir]);
+}
+
+export function isBpffs(dir: string): boolean {
+  try {
+    return statfsSync(dir).type === BPF_FS_MAGIC;
+  } catch {
+    return false;
+  }
+}
+
+export class BpfMap {
+  readonly percpu: boolean;
+  /** bytes of one lookup result: per-CPU maps return one 8-byte-aligned value per possible CPU */
+  readonly lookupSize: number;
+
+  constructor(readonly desc: Omit<BpfMapDesc, 'fd'> & { fd: number }) {
+    this.percpu = desc.type === BPF_MAP_TYPE_PERCPU_HASH || desc.type === BPF_MAP_TYPE_PERCPU_ARRAY;
+    this.lookupSize = this.percpu ? Math.ceil(desc.valueSize / 8) * 8 * addon().numPossibleCpus : desc.valueSize;
+  }
+
+  get fd(): number {
+    return this.desc.fd;
+  }
+
+  static openPinned(path: string): BpfMap {
+    const fd = addon().bpfObjGet(path);
+    const info = addon().bpfMapInfo(fd);
+    return new BpfMap({ ...info, fd });
+  }
+
+  update(key: Buffer, value: Buffer): void {
+    addon().bpfMapUpdate(this.fd, key, value);
+  }
+
+  /** One native call for many entries; returns the errno of each (0 = stored). */
+  updateMany(entries: [Buffer, Buffer][]): number[] {
+    if (entries.length === 0) return [];
+    const keys = Buffer.concat(entries.map((e) => e[0]));
+    const values = Buffer.concat(entries.map((e) => e[1]));
+    return [...addon().bpfMapUpdateMany(this.fd, keys, values, this.desc.keySize, this.desc.valueSize)];
+  }
+
+  deleteMany(keys: Buffer[]): number[] {
+    if (keys.length === 0) return [];
+    return [...addon().bpfMapDeleteMany(this.fd, Buffer.concat(keys), this.desc.keySize)];
+  }
+
+  lookup(key: Buffer): Buffer | null {
+    return addon().bpfMapLookup(this.fd, key, this.lookupSize);
+  }
+
+  keys(): Buffer[] {
+    return addon().bpfMapKeys(this.fd, this.desc.keySize);
+  }
+
+  /** Per-CPU values split into one Buffer per CPU. */
+  perCpu(value: Buffer): Buffer[] {
+    const stride = Math.ceil(this.desc.valueSize / 8) * 8;
+    const out: Buffer[] = [];
+    for (let off = 0; off + this.desc.valueSize <= value.length; off += stride) out.push(value.subarray(off, off + this.desc.valueSize));
+    return out;
+  }
+
+  close(): void {
+    addon().closeFd(this.fd);
+  }
+}
+
+export class BpfObject {
+  private constructor(
+    readonly id: number,
+    readonly path: string,
+    readonly programs: Map<string, BpfProgramDesc>,
+    readonly maps: Map<string, BpfMap>,
+  ) {}
+
+  static async open(path: string, pinRoot: string, log?: Logger): Promise<BpfObject> {
+    try {
+      const o = await addon().bpfObjectOpen(path, pinRoot);
+      return new BpfObject(o.id, path, new Map(o.programs.map((p) => [p.name, p])), new Map(o.maps.map((m) => [m.name, new BpfMap(m)])));
+    } finally {
+      drainLibbpfLog(log);
+    }
+  }
+
+  program(name: string): BpfProgramDesc {
+    const p = this.programs.get(name);
+    if (!p) throw new Error(`${this.path} has no program ${name}`);
+    return p;
+  }
+
+  map(name: string): BpfMap {
+    const m = this.maps.get(name);
+    if (!m) throw new Error(`${this.path} has no map ${name}`);
+    return m;
+  }
+
+  close(): void {
+    addon().bpfObjectClose(this.id);
+  }
+}
+
+export type TcDirection = 'ingress' | 'egress';
+
+export const tcAttach = (ifindex: number, dir: TcDirection, progFd: number, handle: number, priority: number) => addon().tcAttach(ifindex, dir, progFd, handle, priority);
+export const tcDetach = (ifindex: number, dir: TcDirection, handle: number, priority: number) => addon().tcDetach(ifindex, dir, handle, priority);
+export const tcQuery = (ifindex: number, dir: TcDirection, handle: number, priority: number) => addon().tcQuery(ifindex, dir, handle, priority);
+export const xdpAttach = (ifindex: number, progFd: number, mode: 'native' | 'generic') => addon().xdpAttach(ifindex, progFd, mode);
+export const xdpDetach = (ifindex: number, mode: 'native' | 'generic') => addon().xdpDetach(ifindex, mode);
+export const xdpQuery = (ifindex: number) => addon().xdpQuery(ifindex);
+export const progInfo = (fd: number) => addon().bpfProgInfo(fd);
+export const testRun = (progFd: number, data: Buffer, repeat = 1) => addon().bpfProgTestRun(progFd, data, repeat);
