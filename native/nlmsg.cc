@@ -216,9 +216,16 @@ NlRequest encodeLink(Napi::Env env, const Napi::Object& op, char* buf) {
     ifi->ifi_index = u32(op, "index");
     what += " #" + std::to_string(ifi->ifi_index);
     if (has(op, "up")) {
-      ifi->ifi_change = IFF_UP;
-      ifi->ifi_flags = boolean(op, "up", false) ? IFF_UP : 0;
-      what += ifi->ifi_flags ? " up" : " down";
+      bool up = boolean(op, "up", false);
+      ifi->ifi_change |= IFF_UP;
+      ifi->ifi_flags |= up ? IFF_UP : 0;
+      what += up ? " up" : " down";
+    }
+    if (has(op, "noarp")) {
+      bool noarp = boolean(op, "noarp", false);
+      ifi->ifi_change |= IFF_NOARP;
+      ifi->ifi_flags |= noarp ? IFF_NOARP : 0;
+      what += noarp ? " arp off" : " arp on";
     }
   } else {
     nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;

@@ -9,4 +9,5 @@ make -s -C bpf
 npx tsc -p tsconfig.json
 mapfile -t files < <(find test -name '*.test.ts' | sort)
 # one file at a time: the end-to-end files each build a whole lab of namespaces
-exec node --import tsx --test --test-concurrency=1 "${files[@]}"
+# --test-force-exit: a handle leaked by a test process (an etcd client retry timer, say) must never hang CI
+exec node --import tsx --test --test-concurrency=1 --test-force-exit --test-timeout=600000 "${files[@]}"

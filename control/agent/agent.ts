@@ -4,6 +4,7 @@
 import type { Logger } from '../log.js';
 import { createBackend } from '../backend/index.js';
 import type { Backend } from '../backend/types.js';
+import type { VxlanModeOptions } from '../backend/vxlan/index.js';
 import { lookupExternalInterface, type IfaceOptions } from '../iface/select.js';
 import { EtcdRegistry, type EtcdOptions } from '../subnet/etcd-registry.js';
 import { formatCidr } from '../subnet/ip4.js';
@@ -17,6 +18,7 @@ export interface AgentOptions {
   renewMarginMinutes: number;
   ipMasq: boolean;
   reconcileIntervalMs: number;
+  bpf: VxlanModeOptions;
   log: Logger;
 }
 
@@ -52,7 +54,7 @@ export class Agent {
     const ext = await lookupExternalInterface(this.o.iface);
     log.info({ iface: ext.iface.name, ifaceAddr: ext.ifaceAddr, publicIP: ext.publicIP, mtu: ext.iface.mtu }, 'using interface');
 
-    const backend = createBackend({ cfg, ext, log });
+    const backend = createBackend({ cfg, ext, log }, this.o.bpf);
     this.backend = backend;
     const { attrs, mtu } = await backend.prepare();
 

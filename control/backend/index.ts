@@ -1,12 +1,12 @@
 import type { Backend, BackendContext } from './types.js';
-import { ClassicVxlanBackend } from './vxlan/classic.js';
+import { VxlanBackend, type VxlanModeOptions } from './vxlan/index.js';
 import { HostGwBackend } from './hostgw/hostgw.js';
 
-export function createBackend(ctx: BackendContext): Backend {
+export function createBackend(ctx: BackendContext, bpf: VxlanModeOptions): Backend {
   const type = ctx.cfg.backend.Type;
   switch (type) {
     case 'vxlan':
-      return new ClassicVxlanBackend(ctx);
+      return new VxlanBackend(ctx, bpf);
     case 'host-gw':
       return new HostGwBackend(ctx);
     case 'udp':

@@ -1,41 +1,43 @@
 // Where lease events become kernel entries. Each backend says which entries a peer lease needs
-// (routes, neighbours, FDB entries) and what the kernel holds now; this turns lease events and
-// periodic reconciles into one netlink batch, and rolls a peer back when any of its entries fails,
-// so a peer is either fully programmed or not at all.
+// (routes, neighbours and FDB entries, or BPF map entries), what the kernel holds now, and how to
+// apply a list of operations; this turns lease events and periodic reconciles into one batch, and
+// rolls a peer back when any of its entries fails, so a peer is either fully programmed or not at all.
 import type { Logger } from '../log.js';
-import { execBatch, isNetlinkError, type NetlinkOp } from '../kernel/netlink.js';
+import { isNetlinkError } from '../kernel/netlink.js';
 import { formatCidr } from '../subnet/ip4.js';
 import type { Lease } from '../subnet/lease.js';
 import type { LeaseEvent } from '../subnet/manager.js';
 import type { ReconcileResult } from './types.js';
 
-export interface Entry {
+type Tagged<Op> = { op: Op; peer: string; kind: 'add' | 'del'; entry: Entry<Op> };
+
+export interface Entry<Op = unknown> {
   /** the kernel's identity of the entry: what a delete matches (e.g. "route 10.244.3.0/24") */
   key: string;
   /** everything else that must match (e.g. "via 10.244.3.0 dev 5 onlink") */
   value: string;
-  add: NetlinkOp;
-  del: NetlinkOp;
+  add: Op;
+  del: Op;
 }
 
-export interface PeerDriver {
+export interface PeerDriver<Op> {
   /** Entries for one peer, in the order they must be added. Throws when the lease is unusable. */
-  entriesFor(lease: Lease): Entry[];
+  entriesFor(lease: Lease): Entry<Op>[];
   /** The entries this backend owns in the kernel now. */
-  currentEntries(): Promise<Entry[]>;
+  currentEntries(): Promise<Entry<Op>[]>;
+  /** Runs the operations in order; one result per operation (null = done), never throws for one. */
+  apply(ops: Op[]): Promise<(Error | null)[]>;
 }
-
-type Tagged = { op: NetlinkOp; peer: string; kind: 'add' | 'del'; entry: Entry };
 
 const gone = (e: unknown) => isNetlinkError(e, 'ENOENT') || isNetlinkError(e, 'ESRCH') || isNetlinkError(e, 'EADDRNOTAVAIL');
 
-export class PeerProgrammer {
+export class PeerProgrammer<Op> {
   /** subnet -> the entries programmed for it */
-  private readonly programmed = new Map<string, Entry[]>();
+  private readonly programmed = new Map<string, Entry<Op>[]>();
   readonly stats = { reconciles: 0, corrections: 0, failures: 0, rejected: 0 };
 
   constructor(
-    private readonly driver: PeerDriver,
+    private readonly driver: PeerDriver<Op>,
     private readonly log: Logger,
   ) {}
 
@@ -43,7 +45,7 @@ export class PeerProgrammer {
     return this.programmed.size;
   }
 
-  private desired(lease: Lease): Entry[] | undefined {
+  private desired(lease: Lease): Entry<Op>[] | undefined {
     try {
       return this.driver.entriesFor(lease);
     } catch (e) {
@@ -57,8 +59,8 @@ export class PeerProgrammer {
     // coalesce: only the last state of each subnet in this batch matters
     const target = new Map<string, Lease | null>();
     for (const e of events) target.set(formatCidr(e.lease.subnet), e.type === 'added' ? e.lease : null);
-    const ops: Tagged[] = [];
-    const next = new Map<string, Entry[]>();
+    const ops: Tagged<Op>[] = [];
+    const next = new Map<string, Entry<Op>[]>();
     for (const [peer, lease] of target) {
       const old = this.programmed.get(peer) ?? [];
       const want = lease ? (this.desired(lease) ?? []) : [];
@@ -74,8 +76,8 @@ export class PeerProgrammer {
 
   async reconcile(peers: Lease[]): Promise<ReconcileResult> {
     this.stats.reconciles++;
-    const want = new Map<string, { peer: string; entry: Entry }>();
-    const next = new Map<string, Entry[]>();
+    const want = new Map<string, { peer: string; entry: Entry<Op> }>();
+    const next = new Map<string, Entry<Op>[]>();
     for (const lease of peers) {
       const peer = formatCidr(lease.subnet);
       const entries = this.desired(lease) ?? [];
@@ -83,9 +85,9 @@ export class PeerProgrammer {
       for (const entry of entries) want.set(entry.key, { peer, entry });
     }
     const current = await this.driver.currentEntries();
-    const have = new Map<string, Entry[]>();
+    const have = new Map<string, Entry<Op>[]>();
     for (const c of current) have.set(c.key, [...(have.get(c.key) ?? []), c]);
-    const ops: Tagged[] = [];
+    const ops: Tagged<Op>[] = [];
     for (const [key, list] of have) {
       const w = want.get(key);
       for (const c of list) {
@@ -108,8 +110,8 @@ export class PeerProgrammer {
     return result;
   }
 
-  private async run(ops: Tagged[], next: Map<string, Entry[]>): Promise<ReconcileResult> {
-    const res = await execBatch(ops.map((o) => o.op));
+  private async run(ops: Tagged<Op>[], next: Map<string, Entry<Op>[]>): Promise<ReconcileResult> {
+    const res = await this.driver.apply(ops.map((o) => o.op));
     const failedPeers = new Map<string, Error>();
     let added = 0;
     let removed = 0;
@@ -124,7 +126,7 @@ export class PeerProgrammer {
     if (failedPeers.size) {
       // roll back what did get in for those peers, so none is half-programmed; the next reconcile retries
       const rollback = ops.filter((o, i) => o.kind === 'add' && failedPeers.has(o.peer) && res[i] === null).reverse();
-      await execBatch(rollback.map((o) => o.entry.del));
+      await this.driver.apply(rollback.map((o) => o.entry.del));
       for (const [peer, err] of failedPeers) {
         this.stats.failures++;
         this.programmed.delete(peer);

@@ -66,6 +66,9 @@ export function buildCommand(): Command {
     .addOption(opt('--healthz-ip <ip>', 'address of the health endpoint', 'FLANNELD_HEALTHZ_IP').default('0.0.0.0'))
     .addOption(opt('--healthz-port <port>', 'port of the health endpoint (0 = off)', 'FLANNELD_HEALTHZ_PORT').argParser(int('--healthz-port', 0, 65535)).default(0))
     .addOption(opt('--reconcile-interval <seconds>', 'how often the kernel state is checked against the leases (not in flannel)', 'FLANNELD_RECONCILE_INTERVAL').argParser(int('--reconcile-interval', 1, 3600)).default(10))
+    .addOption(opt('--no-bpf', 'vxlan: run the classic flannel.1 data plane (routes, neighbours, FDB) instead of BPF (not in flannel)', 'FLANNELD_NO_BPF'))
+    .addOption(opt('--bpf-pin-root <dir>', 'where the BPF maps are pinned; a bpffs is mounted there if needed (not in flannel)', 'FLANNELD_BPF_PIN_ROOT').default('/sys/fs/bpf/flannel'))
+    .addOption(opt('--underlay-hook <hook>', 'where the guard against VXLAN from non-members runs: auto (native XDP on NICs that support it, tc on virtual devices), xdp, xdp-generic, tc, none (not in flannel)', 'FLANNELD_UNDERLAY_HOOK').choices(['auto', 'xdp', 'xdp-generic', 'tc', 'none']).default('auto'))
     .addOption(new Option('-v, --verbosity <level>', 'log verbosity: 0 info, 1 debug, 3 trace').env('FLANNELD_V').argParser(int('-v', 0, 10)).default(0))
     .showHelpAfterError('(flanneld --help lists every flag)')
     .allowExcessArguments(false);
@@ -88,6 +91,9 @@ export interface FlanneldFlags {
   healthzIp: string;
   healthzPort: number;
   reconcileInterval: number;
+  bpf: boolean;
+  bpfPinRoot: string;
+  underlayHook: 'auto' | 'xdp' | 'xdp-generic' | 'tc' | 'none';
   verbosity: number;
 }
 
@@ -130,6 +136,7 @@ async function main(): Promise<void> {
     renewMarginMinutes: f.subnetLeaseRenewMargin,
     ipMasq: f.ipMasq,
     reconcileIntervalMs: f.reconcileInterval * 1000,
+    bpf: { enabled: f.bpf, pinRoot: f.bpfPinRoot, underlayHook: f.underlayHook },
     log,
   });
   for (const sig of ['SIGTERM', 'SIGINT'] as const) {

@@ -2,6 +2,7 @@
 // with Buffers, tc/XDP attachment and BPF_PROG_TEST_RUN. libbpf's own messages go to the logger.
 import { mkdirSync, statfsSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
+import { resolve } from 'node:path';
 import type { Logger } from '../log.js';
 import { addon, type BpfMapDesc, type BpfProgramDesc } from './addon.js';
 
@@ -15,9 +16,26 @@ export function drainLibbpfLog(log?: Logger): string[] {
   return lines;
 }
 
+/**
+ * mkdir -p, one component at a time: Node's recursive mkdirSync never returns for a path under /proc
+ * (seen on Node 20), and a mistyped --bpf-pin-root must fail, not hang.
+ */
+function mkdirs(dir: string): void {
+  const parts = resolve(dir).split('/').filter(Boolean);
+  let cur = '';
+  for (const p of parts) {
+    cur += `/${p}`;
+    try {
+      mkdirSync(cur, { mode: 0o700 });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+  }
+}
+
 /** Makes sure dir is on a bpffs, mounting one there if needed (pins elsewhere fail with EINVAL). */
 export function ensureBpffs(dir: string): void {
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  mkdirs(dir);
   if (statfsSync(dir).type === BPF_FS_MAGIC) return;
   execFileSync('mount', ['-t', 'bpf', 'bpf', dir]);
 }

@@ -10,6 +10,7 @@ export const NUD_PERMANENT = 0x80;
 export const NTF_SELF = 0x02;
 export const RTNH_F_ONLINK = 0x04;
 export const IFF_UP = 0x1;
+export const IFF_NOARP = 0x80;
 export const RT_TABLE_MAIN = 254;
 
 export interface VxlanInfo {
@@ -85,7 +86,7 @@ export type AddrOp = { type: 'addr'; action: Action; dev: number; address: strin
 export type VxlanSpec = { vni?: number; local?: string; link?: number; port?: number; learning?: boolean; external?: boolean; ttl?: number };
 export type LinkOp =
   | { type: 'link'; action: 'add'; name: string; kind: 'vxlan' | 'bridge'; mtu?: number; mac?: string; vxlan?: VxlanSpec }
-  | { type: 'link'; action: 'set'; index: number; up?: boolean; mtu?: number; mac?: string }
+  | { type: 'link'; action: 'set'; index: number; up?: boolean; noarp?: boolean; mtu?: number; mac?: string }
   | { type: 'link'; action: 'delete'; index: number };
 
 export type NetlinkOp = RouteOp | NeighOp | FdbOp | AddrOp | LinkOp;

@@ -28,6 +28,7 @@ export interface LabNode {
   ip: string;
   dir: string;
   subnetFile: string;
+  pinRoot: string;
   logFile: string;
   agent?: ChildProcess;
   /** when the current agent was started: a subnet file older than this is the previous run's */
@@ -47,11 +48,16 @@ export class Lab {
   readonly underlay = `${this.prefix}u`;
   readonly tmp = mkdtempSync(join(tmpdir(), `flannel-lab-${this.id}-`));
   readonly nodes: LabNode[] = [];
+  /** one bpffs for the lab, mounted in the root mount namespace: a mount made under `ip netns exec`
+   * would live in the agent's private mount namespace and vanish with it, pins included */
+  readonly bpffs = join(this.tmp, 'bpf');
+  agentArgs: string[] = [];
   etcd!: EtcdServer;
 
   /** Builds the lab; on failure everything built so far is removed before the error propagates. */
-  static async create(o: { nodes: number; config: string }): Promise<Lab> {
+  static async create(o: { nodes: number; config: string; agentArgs?: string[] }): Promise<Lab> {
     const lab = new Lab();
+    lab.agentArgs = o.agentArgs ?? [];
     live.add(lab);
     try {
       await lab.build(o.nodes, o.config);
@@ -75,6 +81,8 @@ export class Lab {
   }
 
   private async build(n: number, config: string) {
+    mkdirSync(this.bpffs);
+    execFileSync('mount', ['-t', 'bpf', 'bpf', this.bpffs]);
     await ip('netns', 'add', this.underlay);
     await inNs(this.underlay, 'ip', 'link', 'set', 'lo', 'up');
     await inNs(this.underlay, 'ip', 'link', 'add', 'br0', 'type', 'bridge');
@@ -98,7 +106,7 @@ export class Lab {
     await ip('-n', ns, 'link', 'set', 'eth0', 'up');
     await ip('-n', ns, 'route', 'add', 'default', 'via', UNDERLAY_GW);
     await inNs(ns, 'sysctl', '-qw', 'net.ipv4.ip_forward=1');
-    this.nodes.push({ index: i, ns, ip: nodeIp, dir, subnetFile: join(dir, 'subnet.env'), logFile: join(dir, 'flanneld.log'), pods: [] });
+    this.nodes.push({ index: i, ns, ip: nodeIp, dir, subnetFile: join(dir, 'subnet.env'), logFile: join(dir, 'flanneld.log'), pinRoot: join(this.bpffs, `n${i}`), pods: [] });
   }
 
   node(i: number): LabNode {
@@ -106,12 +114,12 @@ export class Lab {
   }
 
   startAgent(node: LabNode, extra: string[] = []): void {
-    if (node.agent && node.agent.exitCode === null) throw new Error(`agent of ${node.ns} is already running`);
+    if (node.agent && node.agent.exitCode === null && node.agent.signalCode === null) throw new Error(`agent of ${node.ns} is already running`);
     rmSync(node.logFile, { force: true });
     mkdirSync(node.dir, { recursive: true });
     const log = openSync(node.logFile, 'a');
     const args = ['netns', 'exec', node.ns, process.execPath, FLANNELD, `--etcd-endpoints=http://${UNDERLAY_GW}:2379`,
-      `--subnet-file=${node.subnetFile}`, '--reconcile-interval=1', ...extra];
+      `--subnet-file=${node.subnetFile}`, '--reconcile-interval=1', `--bpf-pin-root=${node.pinRoot}`, ...this.agentArgs, ...extra];
     node.startedAt = Date.now();
     node.agent = spawn('ip', args, { stdio: ['ignore', log, log] });
     closeSync(log);
@@ -133,7 +141,7 @@ export class Lab {
   /** Waits for the agent's subnet file and returns its lease subnet. */
   async waitReady(node: LabNode, ms = 20_000): Promise<{ subnet: Subnet; mtu: number; env: Record<string, string> }> {
     return until(`subnet file of ${node.ns}`, async () => {
-      if (node.agent?.exitCode !== null && node.agent?.exitCode !== undefined) throw new Error(`agent exited ${node.agent.exitCode}: ${this.logs(node)}`);
+      if (node.agent && (node.agent.exitCode !== null || node.agent.signalCode !== null)) throw new Error(`agent exited (${node.agent.exitCode ?? node.agent.signalCode})`);
       if (!existsSync(node.subnetFile) || statSync(node.subnetFile).mtimeMs < (node.startedAt ?? 0)) return undefined;
       const env = parseSubnetFile(readFileSync(node.subnetFile, 'utf8'));
       return { subnet: parseCidr(env.FLANNEL_SUBNET!)!, mtu: Number(env.FLANNEL_MTU), env };
@@ -195,7 +203,16 @@ export class Lab {
     await Promise.all(this.nodes.map((n) => this.stopAgent(n, 'SIGKILL').catch(() => undefined)));
     await this.etcd?.destroy().catch(() => undefined);
     await deleteNamespaces(this.prefix);
+    this.unmountBpffs();
     rmSync(this.tmp, { recursive: true, force: true });
+  }
+
+  private unmountBpffs(): void {
+    try {
+      execFileSync('umount', [this.bpffs], { stdio: 'ignore' });
+    } catch {
+      /* never mounted */
+    }
   }
 
   /** Last-resort cleanup from a process 'exit' handler (no async work possible there). */
@@ -207,6 +224,7 @@ export class Lab {
       const name = line.split(' ')[0];
       if (name?.startsWith(this.prefix)) execFileSync('ip', ['netns', 'del', name]);
     }
+    this.unmountBpffs();
     rmSync(this.tmp, { recursive: true, force: true });
   }
 }

@@ -2,17 +2,17 @@
 // node on one L2 segment, so a node behind NAT (public IP not on the interface) is refused.
 import { LeaseFormatError, type Lease } from '../../subnet/lease.js';
 import { contains, formatCidr, formatIp4, overlaps, parseIp4, type Subnet } from '../../subnet/ip4.js';
-import { listRoutes } from '../../kernel/netlink.js';
+import { execBatch, listRoutes, type NetlinkOp } from '../../kernel/netlink.js';
 import { PeerProgrammer, type Entry } from '../peer-programmer.js';
 import type { Backend, BackendContext } from '../types.js';
 
 export class HostGwBackend implements Backend {
   readonly leaseType = 'host-gw';
-  private readonly programmer: PeerProgrammer;
+  private readonly programmer: PeerProgrammer<NetlinkOp>;
   private own?: Subnet;
 
   constructor(private readonly ctx: BackendContext) {
-    this.programmer = new PeerProgrammer({ entriesFor: (l) => this.entriesFor(l), currentEntries: () => this.currentEntries() }, ctx.log);
+    this.programmer = new PeerProgrammer({ entriesFor: (l) => this.entriesFor(l), currentEntries: () => this.currentEntries(), apply: execBatch }, ctx.log);
   }
 
   async prepare() {
@@ -33,7 +33,7 @@ export class HostGwBackend implements Backend {
     return { backend: 'host-gw', device: this.ctx.ext.iface.name, peers: this.programmer.peerCount(), ...this.programmer.stats };
   }
 
-  private entriesFor(lease: Lease): Entry[] {
+  private entriesFor(lease: Lease): Entry<NetlinkOp>[] {
     if (lease.attrs.backendType !== 'host-gw') throw new LeaseFormatError(`peer runs backend ${JSON.stringify(lease.attrs.backendType)}, not host-gw`);
     const dev = this.ctx.ext.iface.index;
     const via = lease.attrs.publicIP;
@@ -49,10 +49,10 @@ export class HostGwBackend implements Backend {
   }
 
   /** Routes that look like host-gw's: a gateway, on our interface, a SubnetLen-sized subnet of Network. */
-  private async currentEntries(): Promise<Entry[]> {
+  private async currentEntries(): Promise<Entry<NetlinkOp>[]> {
     const dev = this.ctx.ext.iface.index;
     const { network, subnetLen } = this.ctx.cfg;
-    const out: Entry[] = [];
+    const out: Entry<NetlinkOp>[] = [];
     for (const r of await listRoutes(undefined, { dev })) {
       const ip = parseIp4(r.dst);
       if (!r.gateway || ip === undefined || r.dstLen !== subnetLen || !contains(network, ip)) continue;

@@ -3,7 +3,7 @@
 // (peer subnet via its .0), added in that order so the kernel never has to ARP on flannel.1.
 import { LeaseFormatError, decodeVxlanData, encodeVxlanData, type Lease } from '../../subnet/lease.js';
 import { formatCidr, formatIp4 } from '../../subnet/ip4.js';
-import { RTNH_F_ONLINK, NUD_PERMANENT, listFdb, listNeighs, listRoutes, type Link } from '../../kernel/netlink.js';
+import { RTNH_F_ONLINK, NUD_PERMANENT, execBatch, listFdb, listNeighs, listRoutes, type Link, type NetlinkOp } from '../../kernel/netlink.js';
 import { PeerProgrammer, type Entry } from '../peer-programmer.js';
 import type { Backend, BackendContext } from '../types.js';
 import { ensureDeviceAddress, ensureVxlanDevice } from './device.js';
@@ -34,12 +34,12 @@ export function vxlanOptions(backend: Record<string, unknown>): VxlanOptions {
 export class ClassicVxlanBackend implements Backend {
   readonly leaseType = 'vxlan';
   private dev!: Link;
-  private readonly programmer: PeerProgrammer;
+  private readonly programmer: PeerProgrammer<NetlinkOp>;
   private readonly opts: VxlanOptions;
 
   constructor(private readonly ctx: BackendContext) {
     this.opts = vxlanOptions(ctx.cfg.backend);
-    this.programmer = new PeerProgrammer({ entriesFor: (l) => this.entriesFor(l), currentEntries: () => this.currentEntries() }, ctx.log);
+    this.programmer = new PeerProgrammer({ entriesFor: (l) => this.entriesFor(l), currentEntries: () => this.currentEntries(), apply: execBatch }, ctx.log);
   }
 
   async prepare() {
@@ -74,7 +74,7 @@ export class ClassicVxlanBackend implements Backend {
     return { backend: 'vxlan', mode: 'classic', device: this.dev?.name, vni: this.opts.vni, port: this.opts.port, peers: this.programmer.peerCount(), ...this.programmer.stats };
   }
 
-  private entriesFor(lease: Lease): Entry[] {
+  private entriesFor(lease: Lease): Entry<NetlinkOp>[] {
     if (lease.attrs.backendType !== 'vxlan') throw new LeaseFormatError(`peer runs backend ${JSON.stringify(lease.attrs.backendType)}, not vxlan`);
     const { vni, vtepMAC } = decodeVxlanData(lease.attrs);
     if (vni !== this.opts.vni) throw new LeaseFormatError(`peer uses VNI ${vni}, this network uses ${this.opts.vni}`);
@@ -103,10 +103,10 @@ export class ClassicVxlanBackend implements Backend {
     ];
   }
 
-  private async currentEntries(): Promise<Entry[]> {
+  private async currentEntries(): Promise<Entry<NetlinkOp>[]> {
     const dev = this.dev.index;
     const [routes, neighs, fdb] = await Promise.all([listRoutes(undefined, { dev }), listNeighs(dev), listFdb(dev)]);
-    const out: Entry[] = [];
+    const out: Entry<NetlinkOp>[] = [];
     for (const r of routes) {
       if (r.protocol === RTPROT_KERNEL) continue;
       out.push({

@@ -40,7 +40,10 @@ export async function ensureVxlanDevice(s: VxlanDeviceSpec, log: Logger): Promis
     log.warn({ device: s.name, reason: why }, 'existing VXLAN device is incompatible, recreating it');
     await exec({ type: 'link', action: 'delete', index: existing.index });
   }
-  const vxlan: VxlanSpec = { local: s.local, link: s.link, port: s.port, learning: s.learning, external: s.external };
+  // an external device takes the remote (and may take the source) from each packet's tunnel key
+  const vxlan: VxlanSpec = { port: s.port, learning: s.learning, external: s.external };
+  if (s.local) vxlan.local = s.local;
+  if (s.link) vxlan.link = s.link;
   if (!s.external) vxlan.vni = s.vni;
   await exec({ type: 'link', action: 'add', name: s.name, kind: 'vxlan', mtu: s.mtu, vxlan });
   const link = await getLink(s.name);
