@@ -78,6 +78,23 @@ describe('BPF vxlan, three nodes', { timeout: 300_000 }, () => {
     }
   });
 
+  test('flannelctl maps decodes the maps (subnet, VTEP MAC, host IP, counters) as JSON and as a table', async () => {
+    const n1 = lab.node(1);
+    const CTL = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist', 'control', 'cli', 'flannelctl.js');
+    const view = JSON.parse(await sh(process.execPath, [CTL, 'maps', '--json', `--bpf-pin-root=${n1.pinRoot}`]));
+    const leases = [...(await lab.leases())].filter(([, v]) => v.PublicIP !== n1.ip);
+    assert.deepEqual(
+      view.peers.map((p: { subnet: string; vtepMAC: string; hostIP: string }) => `${p.subnet} ${p.vtepMAC} ${p.hostIP}`).sort(),
+      leases.map(([k, v]) => `${k.replace('-', '/')} ${v.BackendData!.VtepMAC} ${v.PublicIP}`).sort(),
+    );
+    assert.ok(view.peers.every((p: { txPackets: number; rxPackets: number }) => p.txPackets > 0 && p.rxPackets > 0), 'the pings were counted per peer');
+    assert.ok(view.counters.forwarded.packets > 0);
+    assert.equal(view.config.vni, 1);
+    const table = await sh(process.execPath, [CTL, 'maps', `--bpf-pin-root=${n1.pinRoot}`]);
+    assert.match(table, /SUBNET\s+VTEP MAC\s+HOST IP\s+TX PKTS/);
+    assert.match(table, /packets by reason: forwarded=\d+/);
+  });
+
   test('VXLAN from a non-member is dropped and counted; with the wrong VNI too; a member\'s passes', async () => {
     const n1 = lab.node(1);
     const mac1 = (await lab.leases()).get(`${formatIp4(subnets.get(n1)!.ip)}-24`)!.BackendData!.VtepMAC;

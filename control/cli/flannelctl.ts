@@ -1,0 +1,56 @@
+#!/usr/bin/env node
+// flannelctl: inspects a node's data plane (pinned BPF maps) and the cluster's leases in etcd.
+import { realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Command, Option } from 'commander';
+import { readDataPlane, renderDataPlane } from '../bpf/inspect.js';
+import { EtcdRegistry } from '../subnet/etcd-registry.js';
+import { decodeAttrs } from '../subnet/lease.js';
+
+export function buildCtl(): Command {
+  const ctl = new Command('flannelctl').description('Inspect a flanneld node: its BPF maps and the leases in etcd.').showHelpAfterError('(flannelctl --help lists the commands)');
+  ctl
+    .command('maps')
+    .description('print the BPF data plane: peer subnets with their VTEP MAC, host IP and counters, and packets by verdict (same data as `bpftool map dump pinned <pin-root>/fl_*`)')
+    .addOption(new Option('--bpf-pin-root <dir>', 'where flanneld pins its maps').env('FLANNELD_BPF_PIN_ROOT').default('/sys/fs/bpf/flannel'))
+    .option('--json', 'machine-readable output')
+    .action((o: { bpfPinRoot: string; json?: boolean }) => {
+      const view = readDataPlane(o.bpfPinRoot);
+      process.stdout.write(o.json ? JSON.stringify(view, null, 2) + '\n' : renderDataPlane(view));
+    });
+  ctl
+    .command('leases')
+    .description('print every lease in etcd, as flannel stores them')
+    .addOption(new Option('--etcd-endpoints <urls>', 'etcd endpoints, comma-separated').env('FLANNELD_ETCD_ENDPOINTS').default('http://127.0.0.1:2379'))
+    .addOption(new Option('--etcd-prefix <path>', 'etcd key prefix').env('FLANNELD_ETCD_PREFIX').default('/coreos.com/network'))
+    .option('--json', 'machine-readable output')
+    .action(async (o: { etcdEndpoints: string; etcdPrefix: string; json?: boolean }) => {
+      const reg = new EtcdRegistry({ endpoints: o.etcdEndpoints.split(','), prefix: o.etcdPrefix });
+      try {
+        const { leases } = await reg.listLeases();
+        const rows = leases.map((l) => {
+          let attrs: unknown;
+          try {
+            attrs = decodeAttrs(l.value);
+          } catch (e) {
+            attrs = { error: (e as Error).message };
+          }
+          return { subnet: l.key.slice(reg.subnetsPrefix.length).replace('-', '/'), reservation: l.lease === '0', attrs, raw: l.value };
+        });
+        if (o.json) process.stdout.write(JSON.stringify(rows, null, 2) + '\n');
+        else for (const r of rows) process.stdout.write(`${r.subnet.padEnd(18)} ${r.reservation ? 'reserved ' : ''}${r.raw}\n`);
+      } finally {
+        reg.close();
+      }
+    });
+  return ctl;
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === realpathSync(process.argv[1])) {
+  buildCtl()
+    .parseAsync(process.argv)
+    .catch((e: Error) => {
+      process.stderr.write(`flannelctl: ${e.message}\n`);
+      process.exit(1);
+    });
+}
