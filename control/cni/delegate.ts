@@ -1,0 +1,105 @@
+// The flannel CNI plugin's logic, as flannel's plugin does it: read the subnet file, render a
+// delegate config for the standard bridge plugin with host-local IPAM, honour `delegate` overrides.
+// Pure functions only; control/cni/plugin.ts does the I/O.
+
+export const SUPPORTED_VERSIONS = ['0.3.0', '0.3.1', '0.4.0', '1.0.0'];
+
+/** CNI error codes (spec): 1 incompatible version, 4 invalid env, 6 decoding failure, 7 invalid config, 11 try again later. */
+export class CniError extends Error {
+  constructor(
+    readonly code: number,
+    msg: string,
+    readonly details = '',
+  ) {
+    super(msg);
+  }
+}
+
+export interface SubnetEnv {
+  network: string;
+  /** the lease as a network (10.244.3.0/24), as flannel's plugin passes it to host-local */
+  subnet: string;
+  mtu: number;
+  ipMasq: boolean;
+}
+
+const CIDR = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/;
+
+function maskCidr(s: string, what: string): string {
+  const m = CIDR.exec(s);
+  const parts = m?.slice(1, 5).map(Number);
+  const len = m ? Number(m[5]) : NaN;
+  if (!m || parts!.some((p) => p > 255) || len > 32) throw new CniError(7, `subnet file: ${what} is not an IPv4 CIDR: ${JSON.stringify(s)}`);
+  const ip = parts!.reduce((a, b) => a * 256 + b, 0);
+  const net = len === 0 ? 0 : (ip & ((0xffffffff << (32 - len)) >>> 0)) >>> 0;
+  return `${net >>> 24}.${(net >>> 16) & 255}.${(net >>> 8) & 255}.${net & 255}/${len}`;
+}
+
+export function parseSubnetEnv(text: string, path: string): SubnetEnv {
+  const vars: Record<string, string> = {};
+  for (const line of text.split('\n')) {
+    const m = /^\s*([A-Z0-9_]+)=(.*?)\s*$/.exec(line);
+    if (m) vars[m[1]!] = m[2]!;
+  }
+  for (const k of ['FLANNEL_NETWORK', 'FLANNEL_SUBNET', 'FLANNEL_MTU', 'FLANNEL_IPMASQ'])
+    if (vars[k] === undefined) throw new CniError(7, `subnet file ${path} has no ${k}`);
+  const mtu = Number(vars.FLANNEL_MTU);
+  if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535) throw new CniError(7, `subnet file ${path}: FLANNEL_MTU is not an MTU: ${vars.FLANNEL_MTU}`);
+  return {
+    network: maskCidr(vars.FLANNEL_NETWORK!, 'FLANNEL_NETWORK'),
+    subnet: maskCidr(vars.FLANNEL_SUBNET!, 'FLANNEL_SUBNET'),
+    mtu,
+    ipMasq: vars.FLANNEL_IPMASQ === 'true',
+  };
+}
+
+export interface FlannelNetConf {
+  cniVersion?: string;
+  name: string;
+  type: string;
+  subnetFile?: string;
+  dataDir?: string;
+  delegate?: Record<string, unknown>;
+  ipam?: Record<string, unknown>;
+  prevResult?: unknown;
+  [k: string]: unknown;
+}
+
+export function parseNetConf(text: string): FlannelNetConf {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new CniError(6, 'network config on stdin is not valid JSON', (e as Error).message);
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new CniError(6, 'network config on stdin is not a JSON object');
+  const n = raw as FlannelNetConf;
+  if (typeof n.name !== 'string' || n.name === '') throw new CniError(7, 'network config has no "name"');
+  if (n.cniVersion !== undefined && !SUPPORTED_VERSIONS.includes(n.cniVersion))
+    throw new CniError(1, `CNI version ${JSON.stringify(n.cniVersion)} is not supported`, `supported: ${SUPPORTED_VERSIONS.join(', ')}`);
+  for (const k of ['delegate', 'ipam'] as const) {
+    const v = n[k];
+    if (v !== undefined && (typeof v !== 'object' || v === null || Array.isArray(v))) throw new CniError(7, `network config "${k}" must be an object`);
+  }
+  return n;
+}
+
+/** The delegate config, exactly as flannel's plugin renders it (keys the operator set in `delegate` win). */
+export function renderDelegate(n: FlannelNetConf, env: SubnetEnv): Record<string, unknown> {
+  const d: Record<string, unknown> = { ...(n.delegate ?? {}) };
+  d.name = n.name;
+  d.type ??= 'bridge';
+  // if flannel is not masquerading, the bridge plugin should
+  d.ipMasq ??= !env.ipMasq;
+  d.mtu ??= env.mtu;
+  if (d.type === 'bridge') d.isGateway ??= true;
+  if (n.cniVersion) d.cniVersion = n.cniVersion;
+  const ipam: Record<string, unknown> = { ...(n.ipam ?? {}) };
+  ipam.type ??= 'host-local';
+  ipam.ranges = [[{ subnet: env.subnet }]];
+  const routes = Array.isArray(ipam.routes) ? [...(ipam.routes as unknown[])] : [];
+  routes.push({ dst: env.network });
+  ipam.routes = routes;
+  d.ipam = ipam;
+  return d;
+}

@@ -1,0 +1,113 @@
+#!/usr/bin/env node
+// The `flannel` CNI plugin executable. The runtime starts it once per pod operation, so it imports
+// node built-ins only: start-up is most of its cost.
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync, renameSync } from 'node:fs';
+import { join } from 'node:path';
+import { CniError, SUPPORTED_VERSIONS, parseNetConf, parseSubnetEnv, renderDelegate, type FlannelNetConf } from './delegate.js';
+
+const DEFAULT_SUBNET_FILE = '/run/flannel/subnet.env';
+const DEFAULT_DATA_DIR = '/var/lib/cni/flannel';
+
+function env(name: string): string {
+  const v = process.env[name];
+  if (!v) throw new CniError(4, `${name} is not set`);
+  return v;
+}
+
+function findPlugin(type: string): string {
+  if (!/^[A-Za-z0-9_.-]+$/.test(type)) throw new CniError(7, `delegate type ${JSON.stringify(type)} is not a plugin name`);
+  for (const dir of env('CNI_PATH').split(':')) {
+    const p = join(dir, type);
+    if (dir && existsSync(p)) return p;
+  }
+  throw new CniError(7, `delegate plugin ${type} not found in CNI_PATH (${process.env.CNI_PATH})`);
+}
+
+/** Runs the delegate with the same environment; its stdout (result or error JSON) is ours. */
+function delegate(conf: Record<string, unknown>): number {
+  const r = spawnSync(findPlugin(String(conf.type)), { input: JSON.stringify(conf), env: process.env, stdio: ['pipe', 'pipe', 'inherit'] });
+  if (r.error) throw new CniError(999, `cannot run delegate plugin ${String(conf.type)}`, r.error.message);
+  process.stdout.write(r.stdout);
+  return r.status ?? 1;
+}
+
+function scratchPath(n: FlannelNetConf): string {
+  const id = env('CNI_CONTAINERID');
+  // the container ID names a file: nothing that could leave the data dir
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(id)) throw new CniError(4, `CNI_CONTAINERID ${JSON.stringify(id)} is not a valid container ID`);
+  return join(n.dataDir ?? DEFAULT_DATA_DIR, id);
+}
+
+function add(n: FlannelNetConf): number {
+  const path = scratchPath(n);
+  const file = n.subnetFile ?? DEFAULT_SUBNET_FILE;
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new CniError(11, `cannot read the subnet file ${file}: is flanneld running on this node?`, (e as Error).message);
+  }
+  const conf = renderDelegate(n, parseSubnetEnv(text, file));
+  // saved before the delegate runs so that DEL can always replay it, even after the subnet file is gone
+  mkdirSync(n.dataDir ?? DEFAULT_DATA_DIR, { recursive: true, mode: 0o700 });
+  writeFileSync(`${path}.tmp`, JSON.stringify(conf), { mode: 0o600 });
+  renameSync(`${path}.tmp`, path);
+  return delegate(conf);
+}
+
+function saved(n: FlannelNetConf): Record<string, unknown> | undefined {
+  const path = scratchPath(n);
+  if (!existsSync(path)) return undefined;
+  try {
+    return JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
+  } catch (e) {
+    throw new CniError(7, `saved delegate config ${path} is unreadable`, (e as Error).message);
+  }
+}
+
+function del(n: FlannelNetConf): number {
+  const conf = saved(n);
+  if (!conf) return 0; // DEL is idempotent: nothing was added, or it was deleted already
+  const status = delegate(conf);
+  if (status === 0) rmSync(scratchPath(n), { force: true });
+  return status;
+}
+
+function check(n: FlannelNetConf): number {
+  const conf = saved(n);
+  if (!conf) throw new CniError(11, `no saved delegate config for container ${process.env.CNI_CONTAINERID}: was ADD run?`);
+  if (n.prevResult !== undefined) conf.prevResult = n.prevResult;
+  if (n.cniVersion) conf.cniVersion = n.cniVersion;
+  return delegate(conf);
+}
+
+function main(): number {
+  let version = '1.0.0';
+  try {
+    const cmd = env('CNI_COMMAND');
+    if (cmd === 'VERSION') {
+      process.stdout.write(JSON.stringify({ cniVersion: '1.0.0', supportedVersions: SUPPORTED_VERSIONS }));
+      return 0;
+    }
+    const n = parseNetConf(readFileSync(0, 'utf8'));
+    version = n.cniVersion ?? version;
+    switch (cmd) {
+      case 'ADD':
+        return add(n);
+      case 'DEL':
+        return del(n);
+      case 'CHECK':
+        if (n.cniVersion && ['0.3.0', '0.3.1'].includes(n.cniVersion)) throw new CniError(1, `CHECK needs CNI version 0.4.0 or later, got ${n.cniVersion}`);
+        return check(n);
+      default:
+        throw new CniError(4, `unknown CNI_COMMAND ${JSON.stringify(cmd)}`);
+    }
+  } catch (e) {
+    const err = e instanceof CniError ? e : new CniError(999, (e as Error).message);
+    process.stdout.write(JSON.stringify({ cniVersion: version, code: err.code, msg: err.message, ...(err.details ? { details: err.details } : {}) }));
+    return 1;
+  }
+}
+
+process.exitCode = main();
