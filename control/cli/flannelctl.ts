@@ -2,7 +2,8 @@
 // flannelctl: inspects a node's data plane (pinned BPF maps) and the cluster's leases in etcd.
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { labDown, labUp, type LabUpOptions } from '../lab/commands.js';
 import { readDataPlane, renderDataPlane } from '../bpf/inspect.js';
 import { EtcdRegistry } from '../subnet/etcd-registry.js';
 import { decodeAttrs } from '../subnet/lease.js';
@@ -43,7 +44,32 @@ export function buildCtl(): Command {
         reg.close();
       }
     });
+  const lab = ctl.command('lab').description('a cluster on this machine: etcd and nodes in network namespaces, flanneld in each, pods made through the CNI plugin (root)');
+  const labOpts = (c: Command) =>
+    c
+      .addOption(new Option('--name <prefix>', 'prefix of the lab\'s namespaces').default('fll'))
+      .addOption(new Option('--state-dir <dir>', 'logs, pins, etcd data and the state `down` uses').default('/run/flannel-lab'));
+  labOpts(
+    lab
+      .command('up')
+      .description('build the lab (removing an earlier one first), check pod-to-pod connectivity, print leases, maps and a throughput/latency figure')
+      .addOption(new Option('--backend <backend>', 'data plane').choices(['vxlan', 'vxlan-classic', 'host-gw']).default('vxlan'))
+      .addOption(new Option('--nodes <n>', 'number of nodes').argParser((v) => positive(v, 'nodes', 9)).default(3))
+      .addOption(new Option('--pods <n>', 'pods per node').argParser((v) => positive(v, 'pods', 20)).default(2))
+      .option('--no-measure', 'skip the iperf3/ping figure'),
+  ).action(async (o: LabUpOptions) => {
+    process.exitCode = await labUp(o, (s) => process.stdout.write(s + '\n'));
+  });
+  labOpts(lab.command('down').description('stop and remove everything the lab created, also after a crash')).action(async (o: { name: string; stateDir: string }) => {
+    process.exitCode = await labDown(o, (s) => process.stdout.write(s + '\n'));
+  });
   return ctl;
+}
+
+function positive(v: string, what: string, max: number): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > max) throw new InvalidArgumentError(`--${what} must be a whole number from 1 to ${max}`);
+  return n;
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === realpathSync(process.argv[1])) {

@@ -1,0 +1,339 @@
+// A cluster on one machine: an underlay namespace (bridge + etcd), N node namespaces wired to it by
+// veth, our agent in each node, and pods behind each node's cni0 (made by hand, or through the flannel
+// CNI plugin as a runtime would). Every name carries the lab's prefix and every file sits in its state
+// directory, with a state file, so `down` finds and removes everything, also after a crash.
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, existsSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { deleteNamespaces, inNs, ip, until } from './netns.js';
+import { startEtcd, type EtcdServer } from './etcd.js';
+import { parseSubnetFile } from '../subnet/subnet-file.js';
+import { parseCidr, formatIp4, type Subnet } from '../subnet/ip4.js';
+
+function projectRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'binding.gyp'))) {
+    const up = dirname(dir);
+    if (up === dir) throw new Error('cannot find the project root (binding.gyp)');
+    dir = up;
+  }
+  return dir;
+}
+
+export const ROOT = projectRoot();
+export const FLANNELD = join(ROOT, 'dist', 'control', 'cli', 'flanneld.js');
+export const CNI_BIN = join(ROOT, 'bin');
+export const UNDERLAY_GW = '172.20.0.1';
+export const PREFIX = '/coreos.com/network';
+
+export interface Pod {
+  ns: string;
+  ip: string;
+}
+
+export interface LabNode {
+  index: number;
+  ns: string;
+  ip: string;
+  dir: string;
+  subnetFile: string;
+  pinRoot: string;
+  logFile: string;
+  agent?: ChildProcess;
+  /** when the current agent was started: a subnet file older than this is the previous run's */
+  startedAt?: number;
+  exited?: Promise<number | null>;
+  pods: Pod[];
+}
+
+export interface LabOptions {
+  nodes: number;
+  config: string;
+  agentArgs?: string[];
+  /** prefix of every namespace (default: fl + random hex, so test runs never collide) */
+  name?: string;
+  /** where logs, pins, etcd data and the state file go (default: a new temporary directory) */
+  stateDir?: string;
+  /** agents and etcd outlive this process; `down` stops them */
+  detached?: boolean;
+}
+
+interface LabState {
+  prefix: string;
+  bpffs: string;
+  pids: number[];
+}
+
+const live = new Set<Lab>();
+process.once('exit', () => {
+  for (const l of live) l.destroySync();
+});
+
+export class Lab {
+  readonly id: string;
+  readonly prefix: string;
+  readonly underlay: string;
+  readonly tmp: string;
+  readonly nodes: LabNode[] = [];
+  /** one bpffs for the lab, mounted in the root mount namespace: a mount made under `ip netns exec`
+   * would live in the agent's private mount namespace and vanish with it, pins included */
+  readonly bpffs: string;
+  readonly detached: boolean;
+  agentArgs: string[] = [];
+  etcd!: EtcdServer;
+
+  private constructor(o: LabOptions) {
+    this.id = randomBytes(3).toString('hex');
+    this.prefix = o.name ?? `fl${this.id}`;
+    this.underlay = `${this.prefix}u`;
+    this.detached = o.detached === true;
+    if (o.stateDir) mkdirSync(o.stateDir, { recursive: true, mode: 0o700 });
+    this.tmp = o.stateDir ?? mkdtempSync(join(tmpdir(), `flannel-lab-${this.id}-`));
+    this.bpffs = join(this.tmp, 'bpf');
+    this.agentArgs = o.agentArgs ?? [];
+  }
+
+  /** Builds the lab; on failure everything built so far is removed before the error propagates. */
+  static async create(o: LabOptions): Promise<Lab> {
+    const lab = new Lab(o);
+    if (!lab.detached) live.add(lab);
+    try {
+      await lab.build(o.nodes, o.config);
+    } catch (e) {
+      await lab.destroy();
+      throw e;
+    }
+    return lab;
+  }
+
+  /** Starts every agent and gives each node one pod; on failure the caller's destroy() cleans up. */
+  async bringUp(): Promise<Map<LabNode, Subnet>> {
+    const subnets = new Map<LabNode, Subnet>();
+    for (const n of this.nodes) this.startAgent(n);
+    for (const n of this.nodes) {
+      const { subnet, mtu } = await this.waitReady(n);
+      subnets.set(n, subnet);
+      await this.addPod(n, subnet, mtu);
+    }
+    return subnets;
+  }
+
+  private saveState(): void {
+    const pids = [...this.nodes.map((n) => n.agent?.pid), this.etcd?.pid()].filter((p): p is number => typeof p === 'number');
+    const state: LabState = { prefix: this.prefix, bpffs: this.bpffs, pids };
+    writeFileSync(join(this.tmp, 'lab.json'), JSON.stringify(state));
+  }
+
+  private async build(n: number, config: string) {
+    mkdirSync(this.bpffs, { recursive: true });
+    execFileSync('mount', ['-t', 'bpf', 'bpf', this.bpffs]);
+    this.saveState();
+    await ip('netns', 'add', this.underlay);
+    await inNs(this.underlay, 'ip', 'link', 'set', 'lo', 'up');
+    await inNs(this.underlay, 'ip', 'link', 'add', 'br0', 'type', 'bridge');
+    await inNs(this.underlay, 'ip', 'addr', 'add', `${UNDERLAY_GW}/24`, 'dev', 'br0');
+    await inNs(this.underlay, 'ip', 'link', 'set', 'br0', 'up');
+    this.etcd = await startEtcd({ netns: this.underlay, host: UNDERLAY_GW, clientPort: 2379, dataDir: join(this.tmp, 'etcd'), detached: this.detached });
+    this.saveState();
+    await this.etcd.ctl('put', `${PREFIX}/config`, config);
+    for (let i = 1; i <= n; i++) await this.addNode(i);
+  }
+
+  private async addNode(i: number) {
+    const ns = `${this.prefix}n${i}`;
+    const nodeIp = `172.20.0.${10 + i}`;
+    const dir = join(this.tmp, `n${i}`);
+    await ip('netns', 'add', ns);
+    // both veth ends are born inside namespaces: nothing of the lab ever exists in the root namespace
+    await ip('-n', this.underlay, 'link', 'add', `n${i}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns);
+    await ip('-n', this.underlay, 'link', 'set', `n${i}`, 'master', 'br0', 'up');
+    await ip('-n', ns, 'link', 'set', 'lo', 'up');
+    await ip('-n', ns, 'addr', 'add', `${nodeIp}/24`, 'dev', 'eth0');
+    await ip('-n', ns, 'link', 'set', 'eth0', 'up');
+    await ip('-n', ns, 'route', 'add', 'default', 'via', UNDERLAY_GW);
+    await inNs(ns, 'sysctl', '-qw', 'net.ipv4.ip_forward=1');
+    this.nodes.push({ index: i, ns, ip: nodeIp, dir, subnetFile: join(dir, 'subnet.env'), logFile: join(dir, 'flanneld.log'), pinRoot: join(this.bpffs, `n${i}`), pods: [] });
+  }
+
+  node(i: number): LabNode {
+    return this.nodes[i - 1]!;
+  }
+
+  startAgent(node: LabNode, extra: string[] = []): void {
+    if (node.agent && node.agent.exitCode === null && node.agent.signalCode === null) throw new Error(`agent of ${node.ns} is already running`);
+    mkdirSync(node.dir, { recursive: true });
+    rmSync(node.logFile, { force: true });
+    const log = openSync(node.logFile, 'a');
+    const args = ['netns', 'exec', node.ns, process.execPath, FLANNELD, `--etcd-endpoints=http://${UNDERLAY_GW}:2379`,
+      `--subnet-file=${node.subnetFile}`, '--reconcile-interval=1', `--bpf-pin-root=${node.pinRoot}`, ...this.agentArgs, ...extra];
+    node.startedAt = Date.now();
+    node.agent = spawn('ip', args, { stdio: ['ignore', log, log], detached: this.detached });
+    if (this.detached) node.agent.unref();
+    closeSync(log);
+    const child = node.agent;
+    node.exited = new Promise((r) => child.once('exit', (code) => r(code)));
+    this.saveState();
+  }
+
+  async stopAgent(node: LabNode, signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+    const a = node.agent;
+    if (!a || a.exitCode !== null || a.signalCode !== null) return a?.exitCode ?? null;
+    a.kill(signal);
+    return node.exited!;
+  }
+
+  logs(node: LabNode): string {
+    return existsSync(node.logFile) ? readFileSync(node.logFile, 'utf8') : '(no log)';
+  }
+
+  /** Waits for the agent's subnet file and returns its lease subnet. */
+  async waitReady(node: LabNode, ms = 20_000): Promise<{ subnet: Subnet; mtu: number; env: Record<string, string> }> {
+    return until(`subnet file of ${node.ns}`, async () => {
+      if (node.agent && (node.agent.exitCode !== null || node.agent.signalCode !== null)) throw new Error(`agent exited (${node.agent.exitCode ?? node.agent.signalCode})`);
+      if (!existsSync(node.subnetFile) || statSync(node.subnetFile).mtimeMs < (node.startedAt ?? 0)) return undefined;
+      const env = parseSubnetFile(readFileSync(node.subnetFile, 'utf8'));
+      return { subnet: parseCidr(env.FLANNEL_SUBNET!)!, mtu: Number(env.FLANNEL_MTU), env };
+    }, ms).catch((e: Error) => {
+      throw new Error(`${e.message}\n--- agent log ---\n${this.logs(node).slice(-3000)}`);
+    });
+  }
+
+  /** A pod made by hand as the bridge plugin would make it: cni0 with the subnet's .1, the pod at .<n>. */
+  async addPod(node: LabNode, subnet: Subnet, mtu: number): Promise<Pod> {
+    const n = node.pods.length;
+    const pod: Pod = { ns: `${this.prefix}n${node.index}p${n}`, ip: formatIp4(subnet.ip + 2 + n) };
+    const gw = formatIp4(subnet.ip + 1);
+    const hasBridge = (await ip('-n', node.ns, '-o', 'link', 'show', 'cni0').catch(() => '')) !== '';
+    if (!hasBridge) {
+      await ip('-n', node.ns, 'link', 'add', 'cni0', 'type', 'bridge');
+      await ip('-n', node.ns, 'addr', 'add', `${gw}/${subnet.len}`, 'dev', 'cni0');
+      await ip('-n', node.ns, 'link', 'set', 'cni0', 'mtu', String(mtu), 'up');
+    }
+    await ip('netns', 'add', pod.ns);
+    await ip('-n', node.ns, 'link', 'add', `veth${n}`, 'mtu', String(mtu), 'type', 'veth', 'peer', 'name', 'eth0', 'netns', pod.ns);
+    await ip('-n', node.ns, 'link', 'set', `veth${n}`, 'master', 'cni0', 'up');
+    await ip('-n', pod.ns, 'link', 'set', 'lo', 'up');
+    await ip('-n', pod.ns, 'link', 'set', 'eth0', 'mtu', String(mtu), 'up');
+    await ip('-n', pod.ns, 'addr', 'add', `${pod.ip}/${subnet.len}`, 'dev', 'eth0');
+    await ip('-n', pod.ns, 'route', 'add', 'default', 'via', gw);
+    node.pods.push(pod);
+    return pod;
+  }
+
+  /** A pod as a container runtime makes it: a namespace, then CNI ADD through the flannel plugin. */
+  async addPodCni(node: LabNode): Promise<Pod> {
+    const ns = `${this.prefix}n${node.index}p${node.pods.length}`;
+    await ip('netns', 'add', ns);
+    // kube-flannel's standard delegate: without a default route a pod cannot answer traffic that the
+    // bridge plugin masqueraded to the node's address (it does, while FLANNEL_IPMASQ is false)
+    const conf = {
+      cniVersion: '1.0.0', name: `${this.prefix}`, type: 'flannel', subnetFile: node.subnetFile, dataDir: join(node.dir, 'cni'),
+      delegate: { hairpinMode: true, isDefaultGateway: true }, ipam: { dataDir: join(node.dir, 'ipam') },
+    };
+    const r = spawnSync('ip', ['netns', 'exec', node.ns, join(CNI_BIN, 'flannel')], {
+      input: JSON.stringify(conf),
+      env: { ...process.env, CNI_COMMAND: 'ADD', CNI_CONTAINERID: ns, CNI_NETNS: `/var/run/netns/${ns}`, CNI_IFNAME: 'eth0', CNI_PATH: `${CNI_BIN}:/usr/lib/cni` },
+    });
+    const out = r.stdout.toString();
+    if (r.status !== 0) throw new Error(`CNI ADD for ${ns} failed: ${out || r.stderr.toString()}`);
+    await ip('-n', ns, 'link', 'set', 'lo', 'up');
+    const result = JSON.parse(out) as { ips: { address: string }[] };
+    const pod: Pod = { ns, ip: result.ips[0]!.address.split('/')[0]! };
+    node.pods.push(pod);
+    return pod;
+  }
+
+  async ping(from: Pod, to: string, count = 1): Promise<boolean> {
+    try {
+      await inNs(from.ns, 'ping', '-c', String(count), '-W', '2', '-i', '0.2', to);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Every pod pings every pod on other nodes; returns the pairs that failed. */
+  async pingAll(): Promise<string[]> {
+    const pods = this.nodes.flatMap((n) => n.pods.map((p) => ({ node: n, p })));
+    const checks = pods.flatMap((a) => pods.filter((b) => b.node !== a.node).map((b) => ({ a, b })));
+    const res = await Promise.all(checks.map(async ({ a, b }) => ((await this.ping(a.p, b.p.ip)) ? undefined : `${a.p.ns} -> ${b.p.ns} (${b.p.ip})`)));
+    return res.filter((x): x is string => x !== undefined);
+  }
+
+  /** Leases in etcd: subnet key suffix -> parsed JSON value. */
+  async leases(): Promise<Map<string, { PublicIP: string; BackendType?: string; BackendData?: { VNI?: number; VtepMAC: string } }>> {
+    const out = await this.etcd.ctl('get', '--prefix', `${PREFIX}/subnets/`);
+    const lines = out.split('\n').filter((l) => l !== '');
+    const m = new Map();
+    for (let i = 0; i + 1 < lines.length; i += 2) m.set(lines[i]!.slice(`${PREFIX}/subnets/`.length), JSON.parse(lines[i + 1]!));
+    return m;
+  }
+
+  async destroy(): Promise<void> {
+    live.delete(this);
+    await Promise.all(this.nodes.map((n) => this.stopAgent(n, 'SIGKILL').catch(() => undefined)));
+    await this.etcd?.destroy().catch(() => undefined);
+    await Lab.down(this.tmp, this.prefix);
+  }
+
+  /**
+   * Removes a lab from its state directory: processes (from the state file, and any process whose
+   * command line names the directory), namespaces with the prefix, the bpffs, the directory.
+   * Works on what a crashed `up` left behind.
+   */
+  static async down(stateDir: string, prefix: string): Promise<string[]> {
+    const removed: string[] = [];
+    const pids = new Set<number>();
+    try {
+      for (const p of (JSON.parse(readFileSync(join(stateDir, 'lab.json'), 'utf8')) as LabState).pids) pids.add(p);
+    } catch {
+      /* no state file: fall back to what the process table and namespace list say */
+    }
+    const pg = spawnSync('pgrep', ['-f', stateDir]);
+    for (const l of pg.stdout.toString().split('\n')) if (/^\d+$/.test(l) && Number(l) !== process.pid) pids.add(Number(l));
+    for (const pid of pids) {
+      try {
+        process.kill(pid, 'SIGKILL');
+        removed.push(`process ${pid}`);
+      } catch {
+        /* already gone */
+      }
+    }
+    const before = (await ip('netns', 'list').catch(() => '')).split('\n').filter((l) => l.startsWith(prefix)).length;
+    await deleteNamespaces(prefix);
+    if (before) removed.push(`${before} namespaces ${prefix}*`);
+    for (;;) {
+      // mounts made by this lab under its directory (the bpffs), innermost first
+      const mounts = readFileSync('/proc/self/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1]).filter((m): m is string => !!m && m.startsWith(stateDir));
+      if (!mounts.length) break;
+      const m = mounts.sort((a, b) => b.length - a.length)[0]!;
+      execFileSync('umount', ['-l', m]);
+      removed.push(`mount ${m}`);
+    }
+    if (existsSync(stateDir)) {
+      rmSync(stateDir, { recursive: true, force: true });
+      removed.push(`directory ${stateDir}`);
+    }
+    return removed;
+  }
+
+  /** Last-resort cleanup from a process 'exit' handler (no async work possible there). */
+  destroySync(): void {
+    for (const n of this.nodes) n.agent?.kill('SIGKILL');
+    this.etcd?.killSync();
+    const list = execFileSync('ip', ['netns', 'list']).toString();
+    for (const line of list.split('\n')) {
+      const name = line.split(' ')[0];
+      if (name?.startsWith(this.prefix)) execFileSync('ip', ['netns', 'del', name]);
+    }
+    try {
+      execFileSync('umount', ['-l', this.bpffs], { stdio: 'ignore' });
+    } catch {
+      /* never mounted */
+    }
+    rmSync(this.tmp, { recursive: true, force: true });
+  }
+}
