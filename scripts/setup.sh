@@ -9,6 +9,10 @@ PKGS=(clang llvm libbpf-dev libelf-dev zlib1g-dev libmnl-dev bpftool iproute2 ip
       etcd-server etcd-client containernetworking-plugins iperf3 iputils-ping tcpdump
       python3 make g++ pkg-config)
 
+# vagrant only validates the Vagrant lab's Vagrantfile in the tests; the lab's VMs themselves
+# (vagrant/provision.sh sets SETUP_PROFILE=node) do not need it
+if [ "${SETUP_PROFILE:-dev}" != node ]; then PKGS+=(vagrant); fi
+
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -20,9 +24,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Debian's etcd-server package starts a system etcd on 127.0.0.1:2379; this project's tests and lab
-# start their own on other ports and never need it, so stop it rather than share state with it.
-if systemctl is-active --quiet etcd 2>/dev/null; then systemctl stop etcd || true; fi
+# Debian's etcd-server package may start a system etcd on 127.0.0.1:2379 where systemd runs; the
+# tests and the netns lab start their own (free loopback ports, or inside namespaces) and leave it be:
+# the Vagrant lab's node 1 uses exactly that service.
 
 # npm ci runs the package's install script (node-gyp rebuild, npm's bundled node-gyp) for the addon.
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
