@@ -1,21 +1,8 @@
-// Loads the native addon (build/Release/flannel_native.node) from the project root, wherever this
-// file runs from (control/ under tsx, dist/control/ after tsc).
+// Loads the native addon (build/Release/flannel_native.node) from the project root.
 import { createRequire } from 'node:module';
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { projectRoot } from '../paths.js';
 
 const require = createRequire(import.meta.url);
-
-function projectRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, 'binding.gyp'))) {
-    const up = dirname(dir);
-    if (up === dir) throw new Error('cannot find the project root (binding.gyp) above ' + fileURLToPath(import.meta.url));
-    dir = up;
-  }
-  return dir;
-}
 
 export interface NativeError extends Error {
   errno: number;

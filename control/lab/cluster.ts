@@ -6,22 +6,12 @@ import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_pr
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, existsSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { projectRoot } from '../paths.js';
 import { deleteNamespaces, inNs, ip, until } from './netns.js';
 import { startEtcd, type EtcdServer } from './etcd.js';
 import { parseSubnetFile } from '../subnet/subnet-file.js';
 import { parseCidr, formatIp4, type Subnet } from '../subnet/ip4.js';
-
-function projectRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, 'binding.gyp'))) {
-    const up = dirname(dir);
-    if (up === dir) throw new Error('cannot find the project root (binding.gyp)');
-    dir = up;
-  }
-  return dir;
-}
 
 export const ROOT = projectRoot();
 export const FLANNELD = join(ROOT, 'dist', 'control', 'cli', 'flanneld.js');

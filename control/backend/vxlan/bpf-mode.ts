@@ -3,9 +3,8 @@
 // neighbours and FDB entries. The kernel still encapsulates and decapsulates (VNI, UDP 8472, inner
 // Ethernet exactly as a classic node sends it), so BPF and classic nodes share one cluster.
 import { writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { projectRoot } from '../../paths.js';
 import { LeaseFormatError, decodeVxlanData, encodeVxlanData, type Lease } from '../../subnet/lease.js';
 import { formatCidr, formatIp4 } from '../../subnet/ip4.js';
 import { exec, type Link } from '../../kernel/netlink.js';
@@ -37,15 +36,6 @@ function mapEntry(map: MapName, id: string, value: string, key: Buffer, val: Buf
   return { key: id, value, add: { map, action: 'update', key, value: val, what: id }, del: { map, action: 'delete', key, what: id } };
 }
 
-function objectDir(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    if (existsSync(join(dir, 'binding.gyp'))) return join(dir, 'dist', 'bpf');
-    const up = dirname(dir);
-    if (up === dir) throw new Error('cannot find the BPF objects (dist/bpf): run scripts/setup.sh');
-    dir = up;
-  }
-}
 
 export class BpfVxlanBackend implements Backend {
   readonly leaseType = 'vxlan';
@@ -69,7 +59,7 @@ export class BpfVxlanBackend implements Backend {
   async prepare() {
     const { ext, log } = this.ctx;
     ensureBpffs(this.bpf.pinRoot);
-    const dir = objectDir();
+    const dir = join(projectRoot(), 'dist', 'bpf');
     for (const name of ['vxlan_egress.o', 'vxlan_ingress.o', 'underlay_guard.o']) this.objects.push(await BpfObject.open(join(dir, name), this.bpf.pinRoot, log));
     const [egress, ingress, guard] = this.objects as [BpfObject, BpfObject, BpfObject];
     this.maps = {
