@@ -1,6 +1,8 @@
 // The flannel CNI plugin's logic, as flannel's plugin does it: read the subnet file, render a
 // delegate config for the standard bridge plugin with host-local IPAM, honour `delegate` overrides.
 // Pure functions only; control/cni/plugin.ts does the I/O.
+import { formatCidr, parseCidr } from '../subnet/ip4.js';
+import { parseSubnetFile } from '../subnet/subnet-file.js';
 
 export const SUPPORTED_VERSIONS = ['0.3.0', '0.3.1', '0.4.0', '1.0.0'];
 
@@ -23,31 +25,21 @@ export interface SubnetEnv {
   ipMasq: boolean;
 }
 
-const CIDR = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/;
-
-function maskCidr(s: string, what: string): string {
-  const m = CIDR.exec(s);
-  const parts = m?.slice(1, 5).map(Number);
-  const len = m ? Number(m[5]) : NaN;
-  if (!m || parts!.some((p) => p > 255) || len > 32) throw new CniError(7, `subnet file: ${what} is not an IPv4 CIDR: ${JSON.stringify(s)}`);
-  const ip = parts!.reduce((a, b) => a * 256 + b, 0);
-  const net = len === 0 ? 0 : (ip & ((0xffffffff << (32 - len)) >>> 0)) >>> 0;
-  return `${net >>> 24}.${(net >>> 16) & 255}.${(net >>> 8) & 255}.${net & 255}/${len}`;
+function networkOf(vars: Record<string, string>, key: string): string {
+  const sn = parseCidr(vars[key]!);
+  if (!sn) throw new CniError(7, `subnet file: ${key} is not an IPv4 CIDR: ${JSON.stringify(vars[key])}`);
+  return formatCidr(sn);
 }
 
 export function parseSubnetEnv(text: string, path: string): SubnetEnv {
-  const vars: Record<string, string> = {};
-  for (const line of text.split('\n')) {
-    const m = /^\s*([A-Z0-9_]+)=(.*?)\s*$/.exec(line);
-    if (m) vars[m[1]!] = m[2]!;
-  }
+  const vars = parseSubnetFile(text);
   for (const k of ['FLANNEL_NETWORK', 'FLANNEL_SUBNET', 'FLANNEL_MTU', 'FLANNEL_IPMASQ'])
     if (vars[k] === undefined) throw new CniError(7, `subnet file ${path} has no ${k}`);
   const mtu = Number(vars.FLANNEL_MTU);
   if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535) throw new CniError(7, `subnet file ${path}: FLANNEL_MTU is not an MTU: ${vars.FLANNEL_MTU}`);
   return {
-    network: maskCidr(vars.FLANNEL_NETWORK!, 'FLANNEL_NETWORK'),
-    subnet: maskCidr(vars.FLANNEL_SUBNET!, 'FLANNEL_SUBNET'),
+    network: networkOf(vars, 'FLANNEL_NETWORK'),
+    subnet: networkOf(vars, 'FLANNEL_SUBNET'),
     mtu,
     ipMasq: vars.FLANNEL_IPMASQ === 'true',
   };
