@@ -46,6 +46,7 @@ export class BpfVxlanBackend implements Backend {
   private progs!: { egress: number; ingress: number; guardTc: number; guardXdp: number };
   private readonly programmer: PeerProgrammer<MapOp>;
   private underlayHook: string = 'not attached';
+  private xdpRefused = false;
   readonly repairs = { attachments: 0 };
 
   constructor(
@@ -121,8 +122,10 @@ export class BpfVxlanBackend implements Backend {
     const { log } = this.ctx;
     for (const [dir, fd] of [['egress', this.progs.egress], ['ingress', this.progs.ingress]] as const) {
       if (tcQuery(this.dev.index, dir, TC_HANDLE, TC_PRIO) !== progInfo(fd).id) {
+        // prepare() attached both, so reaching here means someone removed one
         tcAttach(this.dev.index, dir, fd, TC_HANDLE, TC_PRIO);
-        if (this.repairs.attachments++ || this.underlayHook !== 'not attached') log.warn({ hook: `${this.dev.name} ${dir}` }, 're-attached a BPF program that was missing');
+        this.repairs.attachments++;
+        log.warn({ hook: `${this.dev.name} ${dir}` }, 're-attached a BPF program that was missing');
       }
     }
     this.ensureGuard();
@@ -134,12 +137,10 @@ export class BpfVxlanBackend implements Backend {
     const want = this.bpf.underlayHook;
     if (want === 'none') return;
     const idx = ext.iface.index;
-    const useTc = want === 'tc' || (want === 'auto' && (TC_KINDS.has(ext.iface.kind) || ext.iface.kind === ''));
-    if (useTc && want === 'auto' && ext.iface.kind === '') {
-      // a physical NIC: native XDP when its driver has it, else tc
-      if (this.tryXdp(idx, 'native')) return;
-    }
-    if (!useTc && this.tryXdp(idx, want === 'xdp-generic' ? 'generic' : 'native')) return;
+    // auto: native XDP unless the device is a virtual kind (a physical NIC reports no kind); when
+    // XDP is refused, tc
+    const xdp = want === 'xdp' ? 'native' : want === 'xdp-generic' ? 'generic' : want === 'auto' && !TC_KINDS.has(ext.iface.kind) ? 'native' : undefined;
+    if (xdp && this.tryXdp(idx, xdp)) return;
     if (tcQuery(idx, 'ingress', TC_HANDLE, TC_PRIO) !== progInfo(this.progs.guardTc).id) {
       tcAttach(idx, 'ingress', this.progs.guardTc, TC_HANDLE, TC_PRIO);
       if (this.underlayHook !== 'not attached') log.warn({ hook: `${ext.iface.name} tc ingress` }, 're-attached the underlay guard');
@@ -148,14 +149,14 @@ export class BpfVxlanBackend implements Backend {
   }
 
   private tryXdp(idx: number, mode: 'native' | 'generic'): boolean {
-    const id = progInfo(this.progs.guardXdp).id;
-    const q = xdpQuery(idx);
-    if (q.progId === id) return true;
+    if (this.xdpRefused) return false; // asked once: a driver that refused will refuse every reconcile
+    if (xdpQuery(idx).progId === progInfo(this.progs.guardXdp).id) return true;
     try {
       xdpAttach(idx, this.progs.guardXdp, mode);
       this.underlayHook = `xdp ${mode} on ${this.ctx.ext.iface.name}`;
       return true;
     } catch (e) {
+      this.xdpRefused = true;
       this.ctx.log.info({ iface: this.ctx.ext.iface.name, mode, err: (e as Error).message }, 'XDP not available for the underlay guard, using tc');
       return false;
     }
