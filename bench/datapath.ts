@@ -14,6 +14,7 @@ const seconds = Number(process.argv[3] ?? 4);
 const out = process.argv[4] ?? 'bench/datapath.json';
 const modes = [
   { name: 'BPF vxlan', backend: 'vxlan', args: [] as string[] },
+  { name: 'BPF vxlan, outer UDP csum', backend: 'vxlan', args: [] as string[], keepCsum: true },
   { name: 'BPF vxlan, no underlay guard', backend: 'vxlan', args: ['--underlay-hook=none'] },
   { name: 'classic vxlan', backend: 'vxlan', args: ['--no-bpf'] },
   { name: 'host-gw', backend: 'host-gw', args: [] },
@@ -24,7 +25,7 @@ async function measure(m: (typeof modes)[number]) {
   const lab = await Lab.create({ nodes: 2, config: JSON.stringify({ Network: '10.244.0.0/16', Backend: { Type: m.backend } }), agentArgs: m.args });
   try {
     await lab.bringUp();
-    if ((m as { keepCsum?: boolean }).keepCsum) {
+    if ('keepCsum' in m && m.keepCsum) {
       for (const n of lab.nodes) {
         const cfg = BpfMap.openPinned(join(n.pinRoot, 'fl_config'));
         const c = L.decodeConfig(cfg.lookup(L.u32Key(0))!);
