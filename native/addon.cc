@@ -7,6 +7,7 @@
 #include "netlink.h"
 
 void InitBpf(Napi::Env env, Napi::Object exports);
+void InitUdp(Napi::Env env, Napi::Object exports);
 
 namespace {
 
@@ -154,6 +155,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   c.Set("NTF_SELF", NTF_SELF);
   exports.Set("constants", c);
   InitBpf(env, exports);
+  InitUdp(env, exports);
   return exports;
 }
 

@@ -94,6 +94,7 @@ export class Agent {
     this.manager?.stopRenewal();
     await this.watch?.stop().catch(() => undefined);
     await this.serial.catch(() => undefined);
+    this.backend?.close?.();
     this.registry?.close();
     this.done(code);
   }

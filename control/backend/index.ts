@@ -1,6 +1,7 @@
 import type { Backend, BackendContext } from './types.js';
 import { VxlanBackend, type VxlanModeOptions } from './vxlan/index.js';
 import { HostGwBackend } from './hostgw/hostgw.js';
+import { UdpBackend } from './udp/udp.js';
 
 export function createBackend(ctx: BackendContext, bpf: VxlanModeOptions): Backend {
   const type = ctx.cfg.backend.Type;
@@ -10,7 +11,7 @@ export function createBackend(ctx: BackendContext, bpf: VxlanModeOptions): Backe
     case 'host-gw':
       return new HostGwBackend(ctx);
     case 'udp':
-      throw new Error('backend udp is not implemented yet in this agent; use "vxlan" or "host-gw"');
+      return new UdpBackend(ctx);
     default:
       throw new Error(`unknown backend type ${JSON.stringify(type)} in the network config: use "vxlan", "host-gw" or "udp"`);
   }

@@ -28,6 +28,8 @@ export interface Backend {
   handle(events: LeaseEvent[]): Promise<void>;
   /** Makes the kernel match exactly these peers: adds what is missing, removes what is stale. */
   reconcile(peers: Lease[]): Promise<ReconcileResult>;
+  /** Releases what the process holds (loaded objects, the udp pump); the kernel state stays. */
+  close?(): void;
   /** Describes the backend for logs and status. */
   describe(): Record<string, unknown>;
 }

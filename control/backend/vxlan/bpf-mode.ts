@@ -2,7 +2,6 @@
 // route for the whole cluster network; per-peer state lives in pinned BPF maps instead of routes,
 // neighbours and FDB entries. The kernel still encapsulates and decapsulates (VNI, UDP 8472, inner
 // Ethernet exactly as a classic node sends it), so BPF and classic nodes share one cluster.
-import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { projectRoot } from '../../paths.js';
 import { LeaseFormatError, decodeVxlanData, encodeVxlanData, type Lease } from '../../subnet/lease.js';
@@ -12,7 +11,7 @@ import { BpfObject, ensureBpffs, tcAttach, tcQuery, xdpAttach, xdpQuery, progInf
 import * as L from '../../bpf/layout.js';
 import { PeerProgrammer, type Entry } from '../peer-programmer.js';
 import type { Backend, BackendContext } from '../types.js';
-import { ensureDeviceAddress, ensureVxlanDevice } from './device.js';
+import { disableIpv6, ensureDeviceAddress, ensureVxlanDevice } from './device.js';
 import { vxlanOptions, type VxlanOptions } from './classic.js';
 
 export type UnderlayHook = 'auto' | 'xdp' | 'xdp-generic' | 'tc' | 'none';
@@ -84,12 +83,8 @@ export class BpfVxlanBackend implements Backend {
     );
     // ARP off: the egress program writes the peer's MAC itself; the kernel must not try to resolve it
     await exec({ type: 'link', action: 'set', index: this.dev.index, noarp: true });
-    try {
-      // no IPv6 on the tunnel: router solicitations would only be dropped and counted as not_ipv4
-      writeFileSync(`/proc/sys/net/ipv6/conf/${this.dev.name}/disable_ipv6`, '1');
-    } catch {
-      /* IPv6 disabled in this kernel: nothing to do */
-    }
+    // no IPv6 on the tunnel: router solicitations would only be dropped and counted as not_ipv4
+    disableIpv6(this.dev.name);
     this.maps.fl_config.update(L.u32Key(0), L.configVal({ vni: this.opts.vni, port: this.opts.port, ttl: 64, flags: 0, localMAC: this.dev.mac }));
     // flannel.1's own hooks hold no per-peer state: safe before any peer is known, and replaced in
     // place on a restart so a running data plane never sees an empty hook

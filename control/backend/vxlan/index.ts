@@ -45,6 +45,7 @@ export class VxlanBackend implements Backend {
   start = (own: Lease) => this.active.start(own);
   handle: Backend['handle'] = (events) => this.active.handle(events);
   reconcile = (peers: Lease[]) => this.active.reconcile(peers);
+  close = () => this.active?.close?.();
 
   describe() {
     return { ...this.active.describe(), ...(this.fallbackReason ? { fallbackReason: this.fallbackReason } : {}) };

@@ -1,0 +1,92 @@
+// udp, flannel's legacy backend: pod packets leave through the TUN device flannel0 and travel as the
+// bare payload of UDP datagrams (port 8285) to the peer's public IP. The per-packet work is in the
+// native pump (native/udp.cc); here lease events become entries of its table, through the same
+// PeerProgrammer as every other backend.
+import { LeaseFormatError, type Lease } from '../../subnet/lease.js';
+import { formatCidr, formatIp4 } from '../../subnet/ip4.js';
+import { exec } from '../../kernel/netlink.js';
+import { UdpPump, type PumpRouteOp } from '../../kernel/udp-pump.js';
+import { PeerProgrammer, type Entry } from '../peer-programmer.js';
+import type { Backend, BackendContext } from '../types.js';
+import { disableIpv6, ensureDeviceAddress } from '../vxlan/device.js';
+
+export const DEFAULT_UDP_PORT = 8285;
+export const TUN_NAME = 'flannel0';
+const ENCAP_OVERHEAD = 28; // outer IPv4 20 + UDP 8
+
+export function udpOptions(backend: Record<string, unknown>): { port: number } {
+  const port = backend.Port ?? DEFAULT_UDP_PORT;
+  if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535)
+    throw new LeaseFormatError(`Backend.Port must be a whole number from 1 to 65535, got ${JSON.stringify(port)}`);
+  return { port };
+}
+
+export class UdpBackend implements Backend {
+  // flannel's udp backend leaves BackendType empty in its leases
+  readonly leaseType = '';
+  private pump?: UdpPump;
+  private readonly port: number;
+  private readonly programmer: PeerProgrammer<PumpRouteOp>;
+
+  constructor(private readonly ctx: BackendContext) {
+    this.port = udpOptions(ctx.cfg.backend).port;
+    this.programmer = new PeerProgrammer<PumpRouteOp>(
+      { entriesFor: (l) => this.entriesFor(l), currentEntries: async () => this.currentEntries(), apply: async (ops) => this.pump!.apply(ops) },
+      ctx.log,
+    );
+  }
+
+  async prepare() {
+    const { ext, log } = this.ctx;
+    // flannel binds the interface address (not the public IP, which may be a NAT address)
+    this.pump = UdpPump.open(TUN_NAME, ext.ifaceAddr, this.port);
+    const mtu = ext.iface.mtu - ENCAP_OVERHEAD;
+    // before it goes up, or its IPv6 router solicitations reach the pump and count as malformed
+    disableIpv6(this.pump.name);
+    await exec({ type: 'link', action: 'set', index: this.pump.ifindex, mtu, up: true });
+    log.info({ device: this.pump.name, index: this.pump.ifindex, mtu, port: this.port }, 'opened the TUN device and the UDP socket');
+    return { attrs: { publicIP: ext.publicIP, publicIPv6: null, backendType: '' }, mtu };
+  }
+
+  async start(own: Lease) {
+    const pump = this.pump!;
+    // subnet/32 as flannel: a source address for host-to-pod traffic, without broadcast routes
+    await ensureDeviceAddress({ index: pump.ifindex }, own.subnet);
+    const { network } = this.ctx.cfg;
+    await exec({ type: 'route', action: 'replace', dst: formatIp4(network.ip), dstLen: network.len, dev: pump.ifindex });
+  }
+
+  handle = (events: Parameters<Backend['handle']>[0]) => this.programmer.handle(events);
+  reconcile = (peers: Lease[]) => this.programmer.reconcile(peers);
+
+  /** Per-peer and total counters of the pump, for metrics and the status command. */
+  counters() {
+    return this.pump?.dump();
+  }
+
+  close(): void {
+    this.pump?.close();
+    this.pump = undefined;
+  }
+
+  describe() {
+    return { backend: 'udp', device: TUN_NAME, port: this.port, peers: this.programmer.peerCount(), ...this.programmer.stats };
+  }
+
+  private entriesFor(lease: Lease): Entry<PumpRouteOp>[] {
+    if (lease.attrs.backendType !== '') throw new LeaseFormatError(`peer runs backend ${JSON.stringify(lease.attrs.backendType)}, not udp`);
+    const subnet = formatIp4(lease.subnet.ip);
+    const { len } = lease.subnet;
+    const ip = lease.attrs.publicIP;
+    return [{ key: `udp ${formatCidr(lease.subnet)}`, value: ip, add: { action: 'add', subnet, len, ip }, del: { action: 'del', subnet, len } }];
+  }
+
+  private currentEntries(): Entry<PumpRouteOp>[] {
+    return this.pump!.dump().routes.map((r) => ({
+      key: `udp ${r.subnet}/${r.len}`,
+      value: r.ip,
+      add: { action: 'add', subnet: r.subnet, len: r.len, ip: r.ip },
+      del: { action: 'del', subnet: r.subnet, len: r.len },
+    }));
+  }
+}

@@ -1,0 +1,55 @@
+// The udp backend (flannel's legacy mode) on three nodes: flannel0 as flannel configures it, pods reach
+// pods through the native pump, non-members are dropped and counted, restarts and departures hold.
+import { after, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Lab, type LabNode } from '../helpers/lab.ts';
+import { inNs, json, until } from '../helpers/netns.ts';
+import { formatIp4, type Subnet } from '../../control/subnet/ip4.ts';
+
+describe('udp backend, three nodes', { timeout: 240_000 }, () => {
+  let lab: Lab;
+  let subnets: Map<LabNode, Subnet>;
+  after(async () => lab?.destroy());
+
+  test('flannel0 is a TUN with MTU - 28, subnet/32 and the network route; leases carry no BackendType', async () => {
+    lab = await Lab.create({ nodes: 3, config: JSON.stringify({ Network: '10.244.0.0/16', Backend: { Type: 'udp' } }) });
+    subnets = await lab.bringUp();
+    for (const [, v] of await lab.leases()) {
+      assert.equal(v.BackendType, undefined);
+      assert.equal(v.BackendData, undefined);
+    }
+    for (const n of lab.nodes) {
+      const sn = subnets.get(n)!;
+      const [dev] = await json<{ mtu: number; flags: string[]; linkinfo?: { info_kind: string; info_data?: { type: string; pi: boolean } }; addr_info: { local: string; prefixlen: number }[] }[]>(n.ns, 'ip', '-d', '-j', 'addr', 'show', 'flannel0');
+      assert.equal(dev!.linkinfo?.info_kind, 'tun');
+      assert.equal(dev!.linkinfo?.info_data?.type, 'tun');
+      assert.equal(dev!.linkinfo?.info_data?.pi, false);
+      assert.equal(dev!.mtu, 1472);
+      assert.ok(dev!.flags.includes('UP'));
+      assert.deepEqual(dev!.addr_info.map((a) => `${a.local}/${a.prefixlen}`), [`${formatIp4(sn.ip)}/32`]);
+      const routes = await json<{ dst: string }[]>(n.ns, 'ip', '-j', 'route', 'show', 'dev', 'flannel0');
+      assert.deepEqual(routes.map((r) => r.dst), ['10.244.0.0/16']);
+      assert.equal((await lab.waitReady(n)).env.FLANNEL_MTU, '1472');
+      const ss = await inNs(n.ns, 'ss', '-Hunl', 'sport', '= :8285');
+      assert.match(ss, new RegExp(`${n.ip.replaceAll('.', '\\.')}:8285`), 'bound to the interface address on 8285');
+    }
+  });
+
+  test('every pod pings every pod on the other nodes, with a large packet too', async () => {
+    await until('all pods reachable', async () => (await lab.pingAll()).length === 0 || undefined, 15_000, 500).catch(() => undefined);
+    assert.deepEqual(await lab.pingAll(), []);
+    const [a, b] = [lab.node(1).pods[0]!, lab.node(2).pods[0]!];
+    // 1472 - 28 = 1444 bytes of ICMP payload: the largest that fits flannel0's MTU unfragmented
+    await inNs(a.ns, 'ping', '-c', '2', '-W', '2', '-M', 'do', '-s', '1444', b.ip);
+  });
+
+  test('a restarted agent reattaches to flannel0 (persistent) and pods talk again; a departed node is forgotten', async () => {
+    const n1 = lab.node(1);
+    await lab.stopAgent(n1);
+    assert.ok((await json<unknown[]>(n1.ns, 'ip', '-j', 'link', 'show', 'flannel0')).length === 1, 'flannel0 survives the agent');
+    lab.startAgent(n1);
+    await lab.waitReady(n1);
+    await until('all pods reachable after restart', async () => (await lab.pingAll()).length === 0 || undefined, 15_000, 500).catch(() => undefined);
+    assert.deepEqual(await lab.pingAll(), []);
+  });
+});
