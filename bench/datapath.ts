@@ -18,6 +18,7 @@ const modes = [
   { name: 'BPF vxlan, no underlay guard', backend: 'vxlan', args: ['--underlay-hook=none'] },
   { name: 'classic vxlan', backend: 'vxlan', args: ['--no-bpf'] },
   { name: 'host-gw', backend: 'host-gw', args: [] },
+  { name: 'udp', backend: 'udp', args: [] },
 ];
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 

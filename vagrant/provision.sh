@@ -42,7 +42,7 @@ Wants=network-online.target
 After=network-online.target etcd.service
 
 [Service]
-ExecStart=/usr/bin/env node $src/dist/control/cli/flanneld.js --etcd-endpoints=http://$etcd_ip:2379 --iface=$node_ip --subnet-file=$subnet_file ${FLANNELD_EXTRA_ARGS:-}
+ExecStart=/usr/bin/env node $src/dist/control/cli/flanneld.js --etcd-endpoints=http://$etcd_ip:2379 --iface=$node_ip --subnet-file=$subnet_file --ip-masq ${FLANNELD_EXTRA_ARGS:-}
 Restart=always
 RestartSec=2
 

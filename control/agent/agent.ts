@@ -10,6 +10,11 @@ import { EtcdRegistry, type EtcdOptions } from '../subnet/etcd-registry.js';
 import { formatCidr } from '../subnet/ip4.js';
 import { SubnetManager, type LeaseWatch } from '../subnet/manager.js';
 import { readPreviousSubnet, writeSubnetFile } from '../subnet/subnet-file.js';
+import type { NetworkConfig } from '../subnet/config.js';
+import type { Lease } from '../subnet/lease.js';
+import type { ExternalInterface } from '../iface/select.js';
+import { ensureRules, forwardRules, masqRules, supportsRandomFully, type Rule } from '../firewall/iptables.js';
+import type { AgentStatus } from './status.js';
 
 export interface AgentOptions {
   etcd: EtcdOptions;
@@ -17,6 +22,9 @@ export interface AgentOptions {
   subnetFile: string;
   renewMarginMinutes: number;
   ipMasq: boolean;
+  /** flannel's --iptables-forward-rules */
+  forwardRules: boolean;
+  iptablesResyncMs: number;
   reconcileIntervalMs: number;
   bpf: VxlanModeOptions;
   log: Logger;
@@ -28,6 +36,12 @@ export class Agent {
   private watch?: LeaseWatch;
   private backend?: Backend;
   private reconcileTimer?: NodeJS.Timeout;
+  private firewallTimer?: NodeJS.Timeout;
+  private cfg?: NetworkConfig;
+  private ext?: ExternalInterface;
+  private lease?: Lease;
+  private readonly startedAt = new Date();
+  private readonly firewall = { repairs: 0, lastError: null as string | null };
   private serial: Promise<unknown> = Promise.resolve();
   private readonly abort = new AbortController();
   private done!: (code: number) => void;
@@ -50,9 +64,11 @@ export class Agent {
     this.manager = new SubnetManager({ registry: this.registry, log, renewMarginMs: this.o.renewMarginMinutes * 60_000 });
     const cfg = await this.manager.waitForConfig(this.abort.signal);
     log.info({ network: formatCidr(cfg.network), subnetLen: cfg.subnetLen, backend: cfg.backend.Type }, 'network config');
+    this.cfg = cfg;
 
     const ext = await lookupExternalInterface(this.o.iface);
     log.info({ iface: ext.iface.name, ifaceAddr: ext.ifaceAddr, publicIP: ext.publicIP, mtu: ext.iface.mtu }, 'using interface');
+    this.ext = ext;
 
     const backend = createBackend({ cfg, ext, log }, this.o.bpf);
     this.backend = backend;
@@ -61,6 +77,7 @@ export class Agent {
     const previous = await readPreviousSubnet(this.o.subnetFile);
     const lease = await this.manager.acquireLease(cfg, attrs, previous, this.abort.signal);
     log.info({ subnet: formatCidr(lease.subnet), expiration: lease.expiration ?? 'never (reservation)' }, 'lease acquired');
+    this.lease = lease;
     await backend.start(lease);
 
     this.watch = this.manager.watchLeases(
@@ -78,9 +95,10 @@ export class Agent {
     // removes what a previous run left for peers that are gone, adds whatever is missing
     await this.exclusive(() => backend.reconcile(this.watch!.peers()));
 
+    await this.startFirewall(cfg, lease);
     await writeSubnetFile(this.o.subnetFile, { network: cfg.network, subnet: lease.subnet, mtu, ipMasq: this.o.ipMasq });
     log.info({ file: this.o.subnetFile, subnet: formatCidr(lease.subnet), mtu }, 'wrote the subnet file');
-    this.manager.startRenewal(lease);
+    this.manager.startRenewal(lease, (l) => (this.lease = l));
     this.reconcileTimer = setInterval(() => {
       void this.exclusive(() => backend.reconcile(this.watch!.peers())).catch((e) => log.error({ err: (e as Error).message }, 'reconcile failed'));
     }, this.o.reconcileIntervalMs);
@@ -88,9 +106,86 @@ export class Agent {
     log.info({ peers: this.watch.peers().length, ...backend.describe() }, 'ready');
   }
 
+  /**
+   * flannel's rules, ensured before the subnet file appears (pods must not start un-masqueraded) and
+   * every --iptables-resync seconds after. Never flushed: the rules outlive the agent.
+   */
+  private async startFirewall(cfg: NetworkConfig, lease: Lease): Promise<void> {
+    const { log } = this.o;
+    const rules: Rule[] = [
+      ...(this.o.forwardRules ? forwardRules(cfg.network) : []),
+      ...(this.o.ipMasq ? masqRules(cfg.network, lease.subnet, await supportsRandomFully()) : []),
+    ];
+    if (!rules.length) return;
+    try {
+      const changed = await ensureRules(rules);
+      log.info({ ipMasq: this.o.ipMasq, forwardRules: this.o.forwardRules, changed }, 'iptables rules in place');
+    } catch (e) {
+      this.firewall.lastError = (e as Error).message;
+      // without masquerading, pods would reach the outside with addresses nobody routes back
+      if (this.o.ipMasq) throw new Error(`--ip-masq: cannot install the masquerade rules: ${(e as Error).message}`);
+      log.warn({ err: (e as Error).message }, 'cannot install the FORWARD accept rules (--iptables-forward-rules); forwarding depends on the host\'s policy');
+    }
+    this.firewallTimer = setInterval(() => {
+      ensureRules(rules).then(
+        (changed) => {
+          this.firewall.lastError = null;
+          if (!changed.length) return;
+          this.firewall.repairs += changed.length;
+          log.warn({ changed }, 'restored iptables rules that were missing or altered');
+        },
+        (e: Error) => {
+          this.firewall.lastError = e.message;
+          log.error({ err: e.message }, 'iptables resync failed');
+        },
+      );
+    }, this.o.iptablesResyncMs);
+  }
+
+  async status(): Promise<AgentStatus> {
+    const b = this.backend;
+    const d = b?.describe() ?? {};
+    const ws = this.watch?.stats;
+    const num = (k: string) => (typeof d[k] === 'number' ? (d[k] as number) : 0);
+    const exp = this.lease?.expiration;
+    let traffic: AgentStatus['traffic'] = null;
+    let checks: AgentStatus['checks'] = [];
+    if (this.ready && b) {
+      // a status request must answer even when the data plane is broken: that is when it is needed
+      try {
+        checks = (await b.checks?.()) ?? [];
+        traffic = b.traffic?.() ?? null;
+      } catch (e) {
+        checks.push({ name: 'data plane readable', ok: false, detail: (e as Error).message });
+      }
+    }
+    return {
+      ready: this.ready,
+      pid: process.pid,
+      startedAt: this.startedAt.toISOString(),
+      node: this.ext ? { iface: this.ext.iface.name, ifaceAddr: this.ext.ifaceAddr, publicIP: this.ext.publicIP } : null,
+      network: this.cfg ? formatCidr(this.cfg.network) : null,
+      lease: this.lease ? { subnet: formatCidr(this.lease.subnet), expiration: exp?.toISOString() ?? null, expiresInSeconds: exp ? Math.round((exp.getTime() - Date.now()) / 1000) : null } : null,
+      backend: b ? d : null,
+      peers: (this.watch?.peers() ?? []).map((p) => ({ subnet: formatCidr(p.subnet), publicIP: p.attrs.publicIP })),
+      watch: {
+        events: ws?.events ?? 0,
+        relists: ws?.relists ?? 0,
+        rejected: ws?.rejected ?? 0,
+        reconnects: ws?.disconnects ?? 0,
+        lastEventAgeSeconds: ws?.lastEventAt ? (Date.now() - ws.lastEventAt) / 1000 : null,
+      },
+      reconcile: { runs: num('reconciles'), corrections: num('corrections'), failures: num('failures'), rejected: num('rejected') },
+      firewall: { ipMasq: this.o.ipMasq, forwardRules: this.o.forwardRules, ...this.firewall },
+      traffic,
+      checks,
+    };
+  }
+
   async stop(code = 0): Promise<void> {
     this.abort.abort();
     clearInterval(this.reconcileTimer);
+    clearInterval(this.firewallTimer);
     this.manager?.stopRenewal();
     await this.watch?.stop().catch(() => undefined);
     await this.serial.catch(() => undefined);

@@ -17,6 +17,29 @@ export interface ReconcileResult {
   removed: number;
 }
 
+/** Packets and bytes exchanged with one peer, as the data plane counted them. */
+export interface PeerTraffic {
+  subnet: string;
+  publicIP: string;
+  txPackets: number;
+  txBytes: number;
+  rxPackets: number;
+  rxBytes: number;
+}
+
+export interface TrafficView {
+  peers: PeerTraffic[];
+  /** packets by verdict: forwarded, received, and each drop reason */
+  packets: Record<string, number>;
+}
+
+/** One thing the data plane needs to be healthy (a program attached, a map pinned, a device up). */
+export interface HealthCheck {
+  name: string;
+  ok: boolean;
+  detail: string;
+}
+
 export interface Backend {
   /** the BackendType written in leases ("" for udp, as flannel does) */
   readonly leaseType: string;
@@ -30,6 +53,10 @@ export interface Backend {
   reconcile(peers: Lease[]): Promise<ReconcileResult>;
   /** Releases what the process holds (loaded objects, the udp pump); the kernel state stays. */
   close?(): void;
+  /** What the data plane counted, for backends that count (BPF, udp). */
+  traffic?(): TrafficView | undefined;
+  /** Checks of the data plane's parts, for /readyz and the status command. */
+  checks?(): Promise<HealthCheck[]>;
   /** Describes the backend for logs and status. */
   describe(): Record<string, unknown>;
 }

@@ -7,9 +7,29 @@ import { labDown, labUp, type LabUpOptions } from '../lab/commands.js';
 import { readDataPlane, renderDataPlane } from '../bpf/inspect.js';
 import { EtcdRegistry } from '../subnet/etcd-registry.js';
 import { decodeAttrs } from '../subnet/lease.js';
+import { fetchStatus } from '../health/client.js';
+import { isReady, renderStatus } from '../agent/status.js';
+import { removeRules } from '../firewall/iptables.js';
 
 export function buildCtl(): Command {
-  const ctl = new Command('flannelctl').description('Inspect a flanneld node: its BPF maps and the leases in etcd.').showHelpAfterError('(flannelctl --help lists the commands)');
+  const ctl = new Command('flannelctl').description('Inspect a flanneld node (status, BPF maps, leases in etcd), clean up its iptables rules, run a lab.').showHelpAfterError('(flannelctl --help lists the commands)');
+  ctl
+    .command('status')
+    .description('the running agent\'s view: lease, backend (and why), peers with their counters, data plane checks; exits 1 when not ready')
+    .addOption(new Option('--socket <path>', 'the agent\'s --status-socket').env('FLANNELD_STATUS_SOCKET').default('/run/flannel/flanneld.sock'))
+    .option('--json', 'machine-readable output (what GET /status returns)')
+    .action(async (o: { socket: string; json?: boolean }) => {
+      const s = await fetchStatus(o.socket);
+      process.stdout.write(o.json ? JSON.stringify(s, null, 2) + '\n' : renderStatus(s));
+      if (!isReady(s)) process.exitCode = 1;
+    });
+  ctl
+    .command('cleanup-iptables')
+    .description('remove the FLANNEL-POSTRTG and FLANNEL-FWD chains and their jumps (flanneld never removes them itself, so a restart cannot cut flows)')
+    .action(async () => {
+      const removed = await removeRules();
+      process.stdout.write(removed.length ? `removed ${removed.join(', ')}\n` : 'no flannel chains found\n');
+    });
   ctl
     .command('maps')
     .description('print the BPF data plane: peer subnets with their VTEP MAC, host IP and counters, and packets by verdict (same data as `bpftool map dump pinned <pin-root>/fl_*`)')
@@ -53,7 +73,7 @@ export function buildCtl(): Command {
     lab
       .command('up')
       .description('build the lab (removing an earlier one first), check pod-to-pod connectivity, print leases, maps and a throughput/latency figure')
-      .addOption(new Option('--backend <backend>', 'data plane').choices(['vxlan', 'vxlan-classic', 'host-gw']).default('vxlan'))
+      .addOption(new Option('--backend <backend>', 'data plane').choices(['vxlan', 'vxlan-classic', 'host-gw', 'udp']).default('vxlan'))
       .addOption(new Option('--nodes <n>', 'number of nodes').argParser((v) => positive(v, 'nodes', 9)).default(3))
       .addOption(new Option('--pods <n>', 'pods per node').argParser((v) => positive(v, 'pods', 20)).default(2))
       .option('--no-measure', 'skip the iperf3/ping figure'),

@@ -4,6 +4,7 @@ import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { Agent } from '../agent/agent.js';
+import { HealthServer } from '../health/server.js';
 import { createLogger } from '../log.js';
 import { ConfigError } from '../subnet/config.js';
 import { parseIp4 } from '../subnet/ip4.js';
@@ -63,8 +64,11 @@ export function buildCommand(): Command {
     .addOption(opt('--subnet-file <file>', 'where to write the subnet environment for the CNI plugin', 'FLANNELD_SUBNET_FILE').default('/run/flannel/subnet.env'))
     .addOption(opt('--subnet-lease-renew-margin <minutes>', 'renew the 24 h lease this many minutes before it expires (1-1439)', 'FLANNELD_SUBNET_LEASE_RENEW_MARGIN').argParser(int('--subnet-lease-renew-margin', 1, 1439)).default(60))
     .addOption(opt('--ip-masq [bool]', 'masquerade traffic leaving the overlay network (sets FLANNEL_IPMASQ)', 'FLANNELD_IP_MASQ').argParser(bool).preset(true).default(false))
-    .addOption(opt('--healthz-ip <ip>', 'address of the health endpoint', 'FLANNELD_HEALTHZ_IP').default('0.0.0.0'))
-    .addOption(opt('--healthz-port <port>', 'port of the health endpoint (0 = off)', 'FLANNELD_HEALTHZ_PORT').argParser(int('--healthz-port', 0, 65535)).default(0))
+    .addOption(opt('--healthz-ip <ip>', 'address of the HTTP endpoint serving /healthz, /readyz, /metrics and /status', 'FLANNELD_HEALTHZ_IP').default('0.0.0.0'))
+    .addOption(opt('--healthz-port <port>', 'port of that endpoint (0 = off, as in flannel)', 'FLANNELD_HEALTHZ_PORT').argParser(int('--healthz-port', 0, 65535)).default(0))
+    .addOption(opt('--iptables-resync <seconds>', 'how often the iptables rules are checked and restored', 'FLANNELD_IPTABLES_RESYNC').argParser(int('--iptables-resync', 1, 3600)).default(5))
+    .addOption(opt('--iptables-forward-rules [bool]', 'accept forwarded traffic from and to the network in the FORWARD chain (FLANNEL-FWD)', 'FLANNELD_IPTABLES_FORWARD_RULES').argParser(bool).preset(true).default(true))
+    .addOption(opt('--status-socket <path>', 'unix socket (root only) serving /status, /metrics, /readyz for `flannelctl status`; "" = off (not in flannel)', 'FLANNELD_STATUS_SOCKET').default('/run/flannel/flanneld.sock'))
     .addOption(opt('--reconcile-interval <seconds>', 'how often the kernel state is checked against the leases (not in flannel)', 'FLANNELD_RECONCILE_INTERVAL').argParser(int('--reconcile-interval', 1, 3600)).default(10))
     .addOption(opt('--no-bpf', 'vxlan: run the classic flannel.1 data plane (routes, neighbours, FDB) instead of BPF (not in flannel)', 'FLANNELD_NO_BPF'))
     .addOption(opt('--bpf-pin-root <dir>', 'where the BPF maps are pinned; a bpffs is mounted there if needed (not in flannel)', 'FLANNELD_BPF_PIN_ROOT').default('/sys/fs/bpf/flannel'))
@@ -90,6 +94,9 @@ export interface FlanneldFlags {
   ipMasq: boolean;
   healthzIp: string;
   healthzPort: number;
+  iptablesResync: number;
+  iptablesForwardRules: boolean;
+  statusSocket: string;
   reconcileInterval: number;
   bpf: boolean;
   bpfPinRoot: string;
@@ -102,6 +109,7 @@ export function checkFlags(f: FlanneldFlags): string | undefined {
   if ((f.etcdCertfile && !f.etcdKeyfile) || (f.etcdKeyfile && !f.etcdCertfile)) return '--etcd-certfile and --etcd-keyfile go together';
   if ((f.etcdCertfile || f.etcdKeyfile) && !f.etcdCafile) return '--etcd-cafile is required with --etcd-certfile/--etcd-keyfile';
   if (f.etcdPassword && !f.etcdUsername) return '--etcd-password needs --etcd-username';
+  if (f.healthzPort && parseIp4(f.healthzIp) === undefined) return `--healthz-ip: ${JSON.stringify(f.healthzIp)} is not an IPv4 address`;
   for (const e of f.etcdEndpoints.split(',')) {
     try {
       const u = new URL(e.trim());
@@ -135,10 +143,25 @@ async function main(): Promise<void> {
     subnetFile: f.subnetFile,
     renewMarginMinutes: f.subnetLeaseRenewMargin,
     ipMasq: f.ipMasq,
+    forwardRules: f.iptablesForwardRules,
+    iptablesResyncMs: f.iptablesResync * 1000,
     reconcileIntervalMs: f.reconcileInterval * 1000,
     bpf: { enabled: f.bpf, pinRoot: f.bpfPinRoot, underlayHook: f.underlayHook },
     log,
   });
+  const health = new HealthServer({
+    status: () => agent.status(),
+    tcp: f.healthzPort ? { host: f.healthzIp, port: f.healthzPort } : undefined,
+    socketPath: f.statusSocket || undefined,
+    log,
+  });
+  try {
+    // before etcd: /healthz answers while the agent still waits for its config
+    await health.start();
+  } catch (e) {
+    log.fatal({ err: (e as Error).message }, 'failed to start');
+    process.exit(1);
+  }
   for (const sig of ['SIGTERM', 'SIGINT'] as const) {
     process.once(sig, () => {
       log.info({ signal: sig }, 'stopping; the data plane stays programmed');
@@ -152,6 +175,7 @@ async function main(): Promise<void> {
     void agent.stop(1);
   });
   const code = await agent.finished;
+  health.close();
   log.flush?.();
   process.exit(code);
 }

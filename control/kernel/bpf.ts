@@ -62,6 +62,11 @@ export class BpfMap {
     return this.desc.fd;
   }
 
+  /** The kernel's id of the map (what bpftool lists): two fds of one map share it. */
+  id(): number {
+    return addon().bpfMapInfo(this.fd).id;
+  }
+
   static openPinned(path: string): BpfMap {
     const fd = addon().bpfObjGet(path);
     const info = addon().bpfMapInfo(fd);

@@ -32,6 +32,8 @@ export interface LabNode {
   subnetFile: string;
   pinRoot: string;
   logFile: string;
+  /** the agent's status socket (flannelctl status --socket) */
+  statusSocket: string;
   agent?: ChildProcess;
   /** when the current agent was started: a subnet file older than this is the previous run's */
   startedAt?: number;
@@ -145,7 +147,7 @@ export class Lab {
     await ip('-n', ns, 'link', 'set', 'eth0', 'up');
     await ip('-n', ns, 'route', 'add', 'default', 'via', UNDERLAY_GW);
     await inNs(ns, 'sysctl', '-qw', 'net.ipv4.ip_forward=1');
-    this.nodes.push({ index: i, ns, ip: nodeIp, dir, subnetFile: join(dir, 'subnet.env'), logFile: join(dir, 'flanneld.log'), pinRoot: join(this.bpffs, `n${i}`), pods: [] });
+    this.nodes.push({ index: i, ns, ip: nodeIp, dir, subnetFile: join(dir, 'subnet.env'), logFile: join(dir, 'flanneld.log'), statusSocket: join(dir, 'flanneld.sock'), pinRoot: join(this.bpffs, `n${i}`), pods: [] });
   }
 
   node(i: number): LabNode {
@@ -158,7 +160,7 @@ export class Lab {
     rmSync(node.logFile, { force: true });
     const log = openSync(node.logFile, 'a');
     const args = ['netns', 'exec', node.ns, process.execPath, FLANNELD, `--etcd-endpoints=http://${UNDERLAY_GW}:2379`,
-      `--subnet-file=${node.subnetFile}`, '--reconcile-interval=1', `--bpf-pin-root=${node.pinRoot}`, ...this.agentArgs, ...extra];
+      `--subnet-file=${node.subnetFile}`, '--reconcile-interval=1', `--bpf-pin-root=${node.pinRoot}`, `--status-socket=${node.statusSocket}`, ...this.agentArgs, ...extra];
     node.startedAt = Date.now();
     node.agent = spawn('ip', args, { stdio: ['ignore', log, log], detached: this.detached });
     if (this.detached) node.agent.unref();

@@ -1,5 +1,7 @@
 // `flannelctl lab up|down`: the three-node lab as a user runs it. Each step says what it does; a
 // failing step says which and why, and everything built so far is removed.
+import { fetchStatus } from '../health/client.js';
+import { renderStatus } from '../agent/status.js';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -9,7 +11,7 @@ import { readDataPlane } from '../bpf/inspect.js';
 import { formatCidr } from '../subnet/ip4.js';
 
 export interface LabUpOptions {
-  backend: 'vxlan' | 'vxlan-classic' | 'host-gw';
+  backend: 'vxlan' | 'vxlan-classic' | 'host-gw' | 'udp';
   nodes: number;
   pods: number;
   name: string;
@@ -46,7 +48,7 @@ export async function labUp(o: LabUpOptions, out: Out): Promise<number> {
     begin(`starting etcd and ${o.nodes} node namespaces on an underlay bridge`);
     const backend = o.backend === 'vxlan-classic' ? 'vxlan' : o.backend;
     const config = JSON.stringify({ Network: '10.244.0.0/16', Backend: { Type: backend } });
-    lab = await Lab.create({ nodes: o.nodes, config, name: o.name, stateDir: o.stateDir, detached: true, agentArgs: o.backend === 'vxlan-classic' ? ['--no-bpf'] : [] });
+    lab = await Lab.create({ nodes: o.nodes, config, name: o.name, stateDir: o.stateDir, detached: true, agentArgs: ['--ip-masq', ...(o.backend === 'vxlan-classic' ? ['--no-bpf'] : [])] });
     out(`    etcd at ${lab.etcd.endpoint} (namespace ${lab.underlay}), config ${config}`);
 
     begin('starting flanneld on every node');
@@ -79,6 +81,9 @@ export async function labUp(o: LabUpOptions, out: Out): Promise<number> {
       out(table(mrows));
     }
 
+    out(`\nstatus of ${lab.node(1).ns} (flannelctl status):`);
+    out(renderStatus(await fetchStatus(lab.node(1).statusSocket)).trimEnd().replace(/^/gm, '    '));
+
     if (o.measure && lab.nodes.length > 1) {
       begin('measuring pod to pod across nodes (iperf3 2 s, 20 pings)');
       const [a, b] = [lab.node(1).pods[0]!, lab.node(2).pods[0]!];
@@ -98,6 +103,7 @@ export async function labUp(o: LabUpOptions, out: Out): Promise<number> {
     out(`
 the lab is up. Try:
   ip netns exec ${n1.pods[0]!.ns} ping ${lab.nodes.at(-1)!.pods[0]!.ip}
+  node ${join('dist', 'control', 'cli', 'flannelctl.js')} status --socket ${n1.statusSocket}
   node ${join('dist', 'control', 'cli', 'flannelctl.js')} maps --bpf-pin-root ${n1.pinRoot}
   bpftool map dump pinned ${n1.pinRoot}/fl_subnets
   ip netns exec ${n1.ns} ip route; cat ${n1.logFile}

@@ -4,7 +4,8 @@ import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Lab, type LabNode } from '../helpers/lab.ts';
 import { inNs, json, until } from '../helpers/netns.ts';
-import { formatIp4, type Subnet } from '../../control/subnet/ip4.ts';
+import { formatCidr, formatIp4, type Subnet } from '../../control/subnet/ip4.ts';
+import { fetchStatus } from '../../control/health/client.ts';
 
 describe('udp backend, three nodes', { timeout: 240_000 }, () => {
   let lab: Lab;
@@ -43,6 +44,26 @@ describe('udp backend, three nodes', { timeout: 240_000 }, () => {
     await inNs(a.ns, 'ping', '-c', '2', '-W', '2', '-M', 'do', '-s', '1444', b.ip);
   });
 
+  test('the pump counts per peer; a datagram from a non-member is dropped and counted, not delivered', async () => {
+    const [n1, n2] = [lab.node(1), lab.node(2)];
+    const before = await fetchStatus(n1.statusSocket);
+    const peer = before.traffic!.peers.find((p) => p.publicIP === n2.ip)!;
+    assert.equal(peer.subnet, formatCidr(subnets.get(n2)!));
+    await inNs(n1.pods[0]!.ns, 'ping', '-c', '5', '-i', '0.05', '-W', '1', n2.pods[0]!.ip);
+    const mid = await fetchStatus(n1.statusSocket);
+    const peer2 = mid.traffic!.peers.find((p) => p.publicIP === n2.ip)!;
+    assert.ok(peer2.txPackets >= peer.txPackets + 5 && peer2.rxPackets >= peer.rxPackets + 5, 'per-peer counters follow the pings');
+    // from the underlay's own address (a host without a lease): a ping to a pod of node 1, wrapped as flannel would
+    const inner = '450000540000400040010000' + '0a000001' + formatIp4(subnets.get(n1)!.ip + 2).split('.').map((x) => Number(x).toString(16).padStart(2, '0')).join('');
+    const code = `const s = require('dgram').createSocket('udp4'); const b = Buffer.alloc(84); Buffer.from('${inner}', 'hex').copy(b); let n = 0; const go = () => s.send(b, 8285, '${n1.ip}', () => (++n < 7 ? go() : s.close())); go();`;
+    await inNs(lab.underlay, process.execPath, '-e', code);
+    const afterS = await until('drops counted', async () => {
+      const s = await fetchStatus(n1.statusSocket);
+      return s.traffic!.packets.not_member! >= (mid.traffic!.packets.not_member ?? 0) + 7 ? s : undefined;
+    }, 5000);
+    assert.equal(afterS.traffic!.packets.received, mid.traffic!.packets.received, 'nothing from the stranger was delivered');
+  });
+
   test('a restarted agent reattaches to flannel0 (persistent) and pods talk again; a departed node is forgotten', async () => {
     const n1 = lab.node(1);
     await lab.stopAgent(n1);
@@ -51,5 +72,11 @@ describe('udp backend, three nodes', { timeout: 240_000 }, () => {
     await lab.waitReady(n1);
     await until('all pods reachable after restart', async () => (await lab.pingAll()).length === 0 || undefined, 15_000, 500).catch(() => undefined);
     assert.deepEqual(await lab.pingAll(), []);
+    const n3 = lab.node(3);
+    const sn3 = subnets.get(n3)!;
+    await lab.stopAgent(n3);
+    await lab.etcd.ctl('del', `/coreos.com/network/subnets/${formatIp4(sn3.ip)}-${sn3.len}`);
+    await until('node 3 gone from the pump', async () => !(await fetchStatus(n1.statusSocket)).traffic!.peers.some((p) => p.publicIP === n3.ip) || undefined, 10_000);
+    assert.deepEqual((await fetchStatus(n1.statusSocket)).traffic!.peers.map((p) => p.publicIP), [lab.node(2).ip]);
   });
 });

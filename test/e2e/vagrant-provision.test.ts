@@ -36,7 +36,7 @@ test('the Vagrantfile validates (vagrant validate), and a broken one does not', 
 function provision(n: LabNode, role: string[]): string {
   const root = join(tmp, `root-n${n.index}`);
   const r = spawnSync('bash', [join(VAGRANT_DIR, 'provision.sh'), n.ip, UNDERLAY_GW, ...role], {
-    env: { ...process.env, PROJECT_DIR: ROOT, PROVISION_ROOT: root, PROVISION_START: '0', SUBNET_FILE: n.subnetFile, FLANNELD_EXTRA_ARGS: `--bpf-pin-root=${n.pinRoot}` },
+    env: { ...process.env, PROJECT_DIR: ROOT, PROVISION_ROOT: root, PROVISION_START: '0', SUBNET_FILE: n.subnetFile, FLANNELD_EXTRA_ARGS: `--bpf-pin-root=${n.pinRoot} --status-socket=${n.statusSocket}` },
   });
   assert.equal(r.status, 0, r.stderr.toString());
   return root;
@@ -82,10 +82,12 @@ test('the provisioning script\'s unit and CNI config bring up working nodes', { 
   // the README's check command, run on node 1
   const n1 = lab.node(1);
   const check = spawnSync('ip', ['netns', 'exec', n1.ns, 'bash', join(VAGRANT_DIR, 'check.sh'), `http://${UNDERLAY_GW}:2379`, n1.pinRoot], {
-    env: { ...process.env, PROJECT_DIR: ROOT, SUBNET_FILE: n1.subnetFile },
+    env: { ...process.env, PROJECT_DIR: ROOT, SUBNET_FILE: n1.subnetFile, STATUS_SOCKET: n1.statusSocket },
   });
   const out = check.stdout.toString();
   assert.equal(check.status, 0, out + check.stderr.toString());
   assert.match(out, /== overlay to 10\.244\.\d+\.0: ok/);
   assert.match(out, /SUBNET\s+VTEP MAC/);
+  assert.match(out, /^ready: +yes/m, 'check.sh prints the status');
+  assert.match(out, /iptables: +ip-masq on/, 'the unit runs with --ip-masq, as kube-flannel');
 });

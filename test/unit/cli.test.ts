@@ -23,6 +23,10 @@ test('flannel defaults', () => {
   assert.equal(f.ipMasq, false);
   assert.equal(f.healthzPort, 0);
   assert.deepEqual(f.iface, []);
+  assert.equal(f.iptablesResync, 5);
+  assert.equal(f.iptablesForwardRules, true);
+  assert.equal(parse(['--iptables-forward-rules=false']).iptablesForwardRules, false);
+  assert.equal(f.statusSocket, '/run/flannel/flanneld.sock');
 });
 
 test('Go-style single-dash flags and -v=N, as in existing flannel unit files', () => {

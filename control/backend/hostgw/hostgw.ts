@@ -5,6 +5,7 @@ import { contains, formatCidr, formatIp4, overlaps, parseIp4, type Subnet } from
 import { execBatch, listRoutes, type NetlinkOp } from '../../kernel/netlink.js';
 import { PeerProgrammer, type Entry } from '../peer-programmer.js';
 import type { Backend, BackendContext } from '../types.js';
+import { deviceCheck } from '../health.js';
 
 export class HostGwBackend implements Backend {
   readonly leaseType = 'host-gw';
@@ -28,6 +29,8 @@ export class HostGwBackend implements Backend {
 
   handle = (events: Parameters<Backend['handle']>[0]) => this.programmer.handle(events);
   reconcile = (peers: Lease[]) => this.programmer.reconcile(peers);
+
+  checks = async () => [await deviceCheck(this.ctx.ext.iface.name)];
 
   describe() {
     return { backend: 'host-gw', device: this.ctx.ext.iface.name, peers: this.programmer.peerCount(), ...this.programmer.stats };

@@ -5,9 +5,10 @@
 import { LeaseFormatError, type Lease } from '../../subnet/lease.js';
 import { formatCidr, formatIp4 } from '../../subnet/ip4.js';
 import { exec } from '../../kernel/netlink.js';
+import { deviceCheck } from '../health.js';
 import { UdpPump, type PumpRouteOp } from '../../kernel/udp-pump.js';
 import { PeerProgrammer, type Entry } from '../peer-programmer.js';
-import type { Backend, BackendContext } from '../types.js';
+import type { Backend, BackendContext, HealthCheck, TrafficView } from '../types.js';
 import { disableIpv6, ensureDeviceAddress } from '../vxlan/device.js';
 
 export const DEFAULT_UDP_PORT = 8285;
@@ -59,9 +60,25 @@ export class UdpBackend implements Backend {
   handle = (events: Parameters<Backend['handle']>[0]) => this.programmer.handle(events);
   reconcile = (peers: Lease[]) => this.programmer.reconcile(peers);
 
-  /** Per-peer and total counters of the pump, for metrics and the status command. */
-  counters() {
-    return this.pump?.dump();
+  traffic(): TrafficView {
+    const { routes, counters: c } = this.pump!.dump();
+    return {
+      peers: routes.map((r) => ({ subnet: `${r.subnet}/${r.len}`, publicIP: r.ip, txPackets: r.txPackets, txBytes: r.txBytes, rxPackets: r.rxPackets, rxBytes: r.rxBytes })),
+      packets: {
+        forwarded: c.txPackets,
+        received: c.rxPackets,
+        no_route: c.noRoute,
+        not_member: c.notMember,
+        malformed: c.malformed,
+        ttl_exceeded: c.ttlExceeded,
+        send_errors: c.sendErrors,
+        tun_write_errors: c.tunWriteErrors,
+      },
+    };
+  }
+
+  async checks(): Promise<HealthCheck[]> {
+    return [await deviceCheck(TUN_NAME), { name: 'udp pump', ok: this.pump !== undefined, detail: this.pump ? `thread running, UDP port ${this.port}` : 'stopped' }];
   }
 
   close(): void {
@@ -90,3 +107,4 @@ export class UdpBackend implements Backend {
     }));
   }
 }
+

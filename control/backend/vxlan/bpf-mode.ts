@@ -7,10 +7,11 @@ import { projectRoot } from '../../paths.js';
 import { LeaseFormatError, decodeVxlanData, encodeVxlanData, type Lease } from '../../subnet/lease.js';
 import { formatCidr, formatIp4 } from '../../subnet/ip4.js';
 import { exec, type Link } from '../../kernel/netlink.js';
-import { BpfObject, ensureBpffs, tcAttach, tcQuery, xdpAttach, xdpQuery, progInfo, type BpfMap } from '../../kernel/bpf.js';
+import { BpfMap, BpfObject, ensureBpffs, tcAttach, tcQuery, xdpAttach, xdpQuery, progInfo } from '../../kernel/bpf.js';
 import * as L from '../../bpf/layout.js';
 import { PeerProgrammer, type Entry } from '../peer-programmer.js';
-import type { Backend, BackendContext } from '../types.js';
+import type { Backend, BackendContext, HealthCheck, TrafficView } from '../types.js';
+import { readDataPlane } from '../../bpf/inspect.js';
 import { disableIpv6, ensureDeviceAddress, ensureVxlanDevice } from './device.js';
 import { vxlanOptions, type VxlanOptions } from './classic.js';
 
@@ -161,6 +162,45 @@ export class BpfVxlanBackend implements Backend {
     const members = new Set(peers.map((p) => p.attrs.publicIP));
     const stale = this.maps.fl_peer_stats.keys().filter((k) => !members.has(L.decodeMemberKey(k)));
     this.maps.fl_peer_stats.deleteMany(stale);
+  }
+
+  traffic(): TrafficView {
+    const v = readDataPlane(this.bpf.pinRoot);
+    return {
+      peers: v.peers.filter((p) => p.hostIP).map((p) => ({ subnet: p.subnet, publicIP: p.hostIP!, txPackets: p.txPackets, txBytes: p.txBytes, rxPackets: p.rxPackets, rxBytes: p.rxBytes })),
+      packets: Object.fromEntries(Object.entries(v.counters).map(([r, c]) => [r, c.packets])),
+    };
+  }
+
+  /** Each hook holds our program, each map is pinned and is the one our programs use. */
+  async checks(): Promise<HealthCheck[]> {
+    const out: HealthCheck[] = [];
+    const attached = (name: string, got: number | null | undefined, fd: number) => {
+      const want = progInfo(fd).id;
+      out.push({ name, ok: got === want, detail: got === want ? `program ${want}` : got ? `program ${got} instead of ${want}` : 'nothing attached' });
+    };
+    attached(`tc egress ${this.dev.name}`, tcQuery(this.dev.index, 'egress', TC_HANDLE, TC_PRIO), this.progs.egress);
+    attached(`tc ingress ${this.dev.name}`, tcQuery(this.dev.index, 'ingress', TC_HANDLE, TC_PRIO), this.progs.ingress);
+    const idx = this.ctx.ext.iface.index;
+    if (this.underlayHook.startsWith('xdp')) attached(`underlay guard (${this.underlayHook})`, xdpQuery(idx).progId, this.progs.guardXdp);
+    else if (this.underlayHook.startsWith('tc')) attached(`underlay guard (${this.underlayHook})`, tcQuery(idx, 'ingress', TC_HANDLE, TC_PRIO), this.progs.guardTc);
+    else if (this.bpf.underlayHook !== 'none') out.push({ name: 'underlay guard', ok: false, detail: 'not attached yet' });
+    for (const [name, map] of Object.entries(this.maps)) {
+      const path = join(this.bpf.pinRoot, name);
+      let detail = 'not pinned';
+      let ok = false;
+      try {
+        const pinned = BpfMap.openPinned(path);
+        const [a, b] = [pinned.id(), map.id()];
+        pinned.close();
+        ok = a === b;
+        detail = ok ? `pinned at ${path}, map ${a}` : `${path} is map ${a}, the programs use map ${b}`;
+      } catch {
+        /* not pinned */
+      }
+      out.push({ name: `map ${name}`, ok, detail });
+    }
+    return out;
   }
 
   /** Closes the loaded objects (programs stay attached where the kernel holds them). */

@@ -6,6 +6,7 @@ import { formatCidr, formatIp4 } from '../../subnet/ip4.js';
 import { RTNH_F_ONLINK, NUD_PERMANENT, execBatch, listFdb, listNeighs, listRoutes, type Link, type NetlinkOp } from '../../kernel/netlink.js';
 import { PeerProgrammer, type Entry } from '../peer-programmer.js';
 import type { Backend, BackendContext } from '../types.js';
+import { deviceCheck } from '../health.js';
 import { ensureDeviceAddress, ensureVxlanDevice } from './device.js';
 
 const RTPROT_KERNEL = 2;
@@ -69,6 +70,8 @@ export class ClassicVxlanBackend implements Backend {
 
   handle = (events: Parameters<Backend['handle']>[0]) => this.programmer.handle(events);
   reconcile = (peers: Lease[]) => this.programmer.reconcile(peers);
+
+  checks = async () => [await deviceCheck(this.dev.name)];
 
   describe() {
     return { backend: 'vxlan', mode: 'classic', device: this.dev?.name, vni: this.opts.vni, port: this.opts.port, peers: this.programmer.peerCount(), ...this.programmer.stats };

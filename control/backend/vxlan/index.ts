@@ -46,6 +46,8 @@ export class VxlanBackend implements Backend {
   handle: Backend['handle'] = (events) => this.active.handle(events);
   reconcile = (peers: Lease[]) => this.active.reconcile(peers);
   close = () => this.active?.close?.();
+  traffic = () => this.active.traffic?.();
+  checks = async () => (await this.active.checks?.()) ?? [];
 
   describe() {
     return { ...this.active.describe(), ...(this.fallbackReason ? { fallbackReason: this.fallbackReason } : {}) };
