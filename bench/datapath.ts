@@ -1,67 +1,80 @@
-// Pod-to-pod across two lab nodes, for each data plane, interleaved rounds in one run:
-// iperf3 TCP throughput (one stream) and ping RTT. Prints a Markdown table and writes JSON.
-// Usage: node --import tsx bench/datapath.ts [rounds=3] [seconds=4] [out.json]
-import { writeFileSync } from 'node:fs';
-import { spawn } from 'node:child_process';
+// Pod to pod across two lab nodes, for each data plane, and node to node on the bare underlay (the
+// limit): TCP throughput with 1 and 4 streams, small-packet UDP rate, ping RTT, request/response
+// latency (qperf tcp_lat/udp_lat) and the machine's CPU seconds per gigabit moved.
 import { Lab } from '../test/helpers/lab.ts';
 import { inNs } from '../test/helpers/netns.ts';
-import { join } from 'node:path';
-import { BpfMap } from '../control/kernel/bpf.ts';
-import * as L from '../control/bpf/layout.ts';
+import { machineCpu, server, sleep } from './lib.ts';
 
-const rounds = Number(process.argv[2] ?? 3);
-const seconds = Number(process.argv[3] ?? 4);
-const out = process.argv[4] ?? 'bench/datapath.json';
-const modes = [
-  { name: 'BPF vxlan', backend: 'vxlan', args: [] as string[] },
-  { name: 'BPF vxlan, outer UDP csum', backend: 'vxlan', args: [] as string[], keepCsum: true },
-  { name: 'BPF vxlan, no underlay guard', backend: 'vxlan', args: ['--underlay-hook=none'] },
+export interface DatapathMode {
+  name: string;
+  backend: string;
+  args: string[];
+  /** measure node to node on the underlay instead of pod to pod */
+  underlay?: boolean;
+}
+
+export const MODES: DatapathMode[] = [
+  { name: 'BPF vxlan', backend: 'vxlan', args: [] },
   { name: 'classic vxlan', backend: 'vxlan', args: ['--no-bpf'] },
   { name: 'host-gw', backend: 'host-gw', args: [] },
   { name: 'udp', backend: 'udp', args: [] },
+  { name: 'underlay (no overlay)', backend: 'host-gw', args: [], underlay: true },
 ];
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-async function measure(m: (typeof modes)[number]) {
+export interface DatapathSample {
+  tcp1Gbps: number;
+  tcp4Gbps: number;
+  udp64Kpps: number;
+  pingRttUs: number;
+  tcpLatUs: number;
+  udpLatUs: number;
+  cpuSecPerGbit: number;
+}
+
+async function iperf(ns: string, dst: string, args: string[]) {
+  return JSON.parse(await inNs(ns, 'iperf3', '-c', dst, '-J', ...args)) as {
+    end: { sum_received?: { bits_per_second: number }; sum?: { packets: number; lost_packets: number; seconds: number } };
+  };
+}
+
+export async function measureDatapath(m: DatapathMode, seconds: number): Promise<DatapathSample> {
   const lab = await Lab.create({ nodes: 2, config: JSON.stringify({ Network: '10.244.0.0/16', Backend: { Type: m.backend } }), agentArgs: m.args });
   try {
     await lab.bringUp();
-    if ('keepCsum' in m && m.keepCsum) {
-      for (const n of lab.nodes) {
-        const cfg = BpfMap.openPinned(join(n.pinRoot, 'fl_config'));
-        const c = L.decodeConfig(cfg.lookup(L.u32Key(0))!);
-        cfg.update(L.u32Key(0), L.configVal({ ...c, flags: c.flags | L.CFG_KEEP_UDP_CSUM }));
-        cfg.close();
-      }
+    const [n1, n2] = [lab.node(1), lab.node(2)];
+    const [src, dstNs, dst] = m.underlay ? [n1.ns, n2.ns, n2.ip] : [n1.pods[0]!.ns, n2.pods[0]!.ns, n2.pods[0]!.ip];
+    for (let i = 0; i < 50; i++) {
+      if ((await inNs(src, 'ping', '-c', '1', '-W', '1', dst).then(() => true, () => false))) break;
+      await sleep(100);
     }
-    const [a, b] = [lab.node(1).pods[0]!, lab.node(2).pods[0]!];
-    for (let i = 0; i < 50 && !(await lab.ping(a, b.ip)); i++) await new Promise((r) => setTimeout(r, 100));
-    const server = spawn('ip', ['netns', 'exec', b.ns, 'iperf3', '-s', '-1'], { stdio: 'ignore' });
-    await new Promise((r) => setTimeout(r, 300));
-    const iperf = JSON.parse(await inNs(a.ns, 'iperf3', '-c', b.ip, '-t', String(seconds), '-J'));
-    server.kill();
-    const gbps = iperf.end.sum_received.bits_per_second / 1e9;
-    const ping = await inNs(a.ns, 'ping', '-q', '-c', '100', '-i', '0.01', b.ip);
-    const rtt = Number(/= [\d.]+\/([\d.]+)\//.exec(ping)![1]);
-    return { gbps, rtt };
+    const ip3 = await server(dstNs, ['iperf3', '-s']);
+    const qp = await server(dstNs, ['qperf']);
+    try {
+      const c0 = machineCpu();
+      const t1 = await iperf(src, dst, ['-t', String(seconds)]);
+      const c1 = machineCpu();
+      const tcp1Gbps = t1.end.sum_received!.bits_per_second / 1e9;
+      const t4 = await iperf(src, dst, ['-t', String(seconds), '-P', '4']);
+      const u = await iperf(src, dst, ['-u', '-l', '64', '-b', '0', '-t', String(seconds)]);
+      const udp64Kpps = (u.end.sum!.packets - u.end.sum!.lost_packets) / u.end.sum!.seconds / 1000;
+      const ping = await inNs(src, 'ping', '-q', '-c', '100', '-i', '0.01', dst);
+      const pingRttUs = Number(/= [\d.]+\/([\d.]+)\//.exec(ping)![1]) * 1000;
+      const q = await inNs(src, 'qperf', dst, '-t', String(Math.max(1, Math.round(seconds / 2))), '-vu', 'tcp_lat', 'udp_lat');
+      const lats = [...q.matchAll(/latency\s*=\s*([\d.]+) (us|ms|ns)/g)].map((x) => Number(x[1]) * (x[2] === 'ms' ? 1000 : x[2] === 'ns' ? 0.001 : 1));
+      return {
+        tcp1Gbps,
+        tcp4Gbps: t4.end.sum_received!.bits_per_second / 1e9,
+        udp64Kpps,
+        pingRttUs,
+        tcpLatUs: lats[0]!,
+        udpLatUs: lats[1]!,
+        cpuSecPerGbit: (c1.busy - c0.busy) / (tcp1Gbps * seconds),
+      };
+    } finally {
+      ip3.stop();
+      qp.stop();
+    }
   } finally {
     await lab.destroy();
   }
 }
-
-const results: Record<string, { gbps: number[]; rtt: number[] }> = Object.fromEntries(modes.map((m) => [m.name, { gbps: [], rtt: [] }]));
-for (let r = 1; r <= rounds; r++) {
-  for (const m of modes) {
-    const x = await measure(m);
-    results[m.name]!.gbps.push(x.gbps);
-    results[m.name]!.rtt.push(x.rtt);
-    console.error(`round ${r} ${m.name}: ${x.gbps.toFixed(2)} Gbit/s, RTT ${x.rtt.toFixed(3)} ms`);
-  }
-}
-const classic = median(results['classic vxlan']!.gbps);
-console.log(`| data plane | TCP Gbit/s (median of ${rounds}, min-max) | vs classic | ping RTT ms (median) |\n|---|---|---|---|`);
-for (const m of modes) {
-  const x = results[m.name]!;
-  console.log(`| ${m.name} | ${median(x.gbps).toFixed(2)} (${Math.min(...x.gbps).toFixed(2)}-${Math.max(...x.gbps).toFixed(2)}) | ${(median(x.gbps) / classic).toFixed(2)}x | ${median(x.rtt).toFixed(3)} |`);
-}
-writeFileSync(out, JSON.stringify({ rounds, seconds, results }, null, 2));

@@ -5,6 +5,8 @@ import type { HealthCheck, TrafficView } from '../backend/types.js';
 export interface AgentStatus {
   ready: boolean;
   pid: number;
+  /** process.memoryUsage(): rss, heapTotal, heapUsed, external, arrayBuffers (bytes) */
+  memory: Record<string, number>;
   startedAt: string;
   node: { iface: string; ifaceAddr: string; publicIP: string } | null;
   network: string | null;
@@ -13,6 +15,8 @@ export interface AgentStatus {
   backend: Record<string, unknown> | null;
   peers: { subnet: string; publicIP: string }[];
   watch: { events: number; relists: number; rejected: number; reconnects: number; lastEventAgeSeconds: number | null };
+  /** the first programming of every known peer, and the whole start, in ms (null until ready) */
+  startup: { programMs: number | null; readyMs: number | null };
   reconcile: { runs: number; corrections: number; failures: number; rejected: number };
   firewall: { ipMasq: boolean; forwardRules: boolean; repairs: number; lastError: string | null };
   traffic: TrafficView | null;

@@ -191,6 +191,8 @@ export class SubnetManager {
  */
 export class LeaseWatch {
   private readonly cache = new Map<string, Lease>();
+  /** subnet address -> key of the cached lease holding it */
+  private readonly byAddress = new Map<number, string>();
   private chain: Promise<void> = Promise.resolve();
   private stopped = false;
   private abort = new AbortController();
@@ -215,6 +217,19 @@ export class LeaseWatch {
 
   peers(): Lease[] {
     return [...this.cache.values()];
+  }
+
+  private cacheSet(key: string, l: Lease): void {
+    const old = this.cache.get(key);
+    if (old) this.byAddress.delete(old.subnet.ip);
+    this.cache.set(key, l);
+    this.byAddress.set(l.subnet.ip, key);
+  }
+
+  private cacheDelete(key: string): void {
+    const old = this.cache.get(key);
+    if (old && this.byAddress.get(old.subnet.ip) === key) this.byAddress.delete(old.subnet.ip);
+    this.cache.delete(key);
   }
 
   async stop(): Promise<void> {
@@ -281,9 +296,10 @@ export class LeaseWatch {
       return `subnet ${formatCidr(subnet)} is outside Network ${formatCidr(this.cfg.network)} or not a /${this.cfg.subnetLen}`;
     if (overlaps(subnet, this.own.subnet)) return `subnet ${formatCidr(subnet)} overlaps our own ${formatCidr(this.own.subnet)}`;
     if (attrs.publicIP === this.own.attrs.publicIP) return `lease claims our own public IP ${attrs.publicIP}`;
-    for (const [k, other] of this.cache) {
-      if (k !== key && overlaps(other.subnet, subnet)) return `subnet ${formatCidr(subnet)} overlaps the lease of ${other.attrs.publicIP}`;
-    }
+    // every cached subnet has the network's SubnetLen and is aligned (strict key parsing), so two
+    // overlap exactly when they start at the same address: an index lookup, not a scan of all peers
+    const holder = this.byAddress.get(subnet.ip);
+    if (holder !== undefined && holder !== key) return `subnet ${formatCidr(subnet)} overlaps the lease of ${this.cache.get(holder)!.attrs.publicIP}`;
     return { subnet, attrs };
   }
 
@@ -294,13 +310,13 @@ export class LeaseWatch {
       this.stats.rejected++;
       this.log.warn({ key, reason: res }, 'ignoring a malformed or conflicting lease written by someone else');
       if (old) {
-        this.cache.delete(key);
+        this.cacheDelete(key);
         out.push({ type: 'removed', lease: old });
       }
       return;
     }
     if (old && sameSubnet(old.subnet, res.subnet) && encodeAttrs(old.attrs) === encodeAttrs(res.attrs)) return; // a renewal
-    this.cache.set(key, res);
+    this.cacheSet(key, res);
     out.push({ type: 'added', lease: res });
   }
 
@@ -317,7 +333,7 @@ export class LeaseWatch {
     }
     for (const [key, lease] of this.cache) {
       if (!seen.has(key)) {
-        this.cache.delete(key);
+        this.cacheDelete(key);
         events.push({ type: 'removed', lease });
       }
     }
@@ -339,7 +355,7 @@ export class LeaseWatch {
       } else {
         const old = this.cache.get(e.key);
         if (old) {
-          this.cache.delete(e.key);
+          this.cacheDelete(e.key);
           events.push({ type: 'removed', lease: old });
         }
       }

@@ -3,6 +3,7 @@
 // neighbours and FDB entries. The kernel still encapsulates and decapsulates (VNI, UDP 8472, inner
 // Ethernet exactly as a classic node sends it), so BPF and classic nodes share one cluster.
 import { join } from 'node:path';
+import { constants as osConstants } from 'node:os';
 import { projectRoot } from '../../paths.js';
 import { LeaseFormatError, decodeVxlanData, encodeVxlanData, type Lease } from '../../subnet/lease.js';
 import { formatCidr, formatIp4 } from '../../subnet/ip4.js';
@@ -23,6 +24,9 @@ export interface BpfModeOptions {
 }
 
 type MapName = 'fl_subnets' | 'fl_vteps' | 'fl_members';
+const ERRNO_NAMES = new Map(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
+const UPDATE_ORDER: MapName[] = ['fl_members', 'fl_vteps', 'fl_subnets'];
+const DELETE_ORDER: MapName[] = ['fl_subnets', 'fl_vteps', 'fl_members'];
 export type MapOp = { map: MapName; action: 'update' | 'delete'; key: Buffer; value?: Buffer; what: string };
 
 // tc filters we own: one handle/priority per hook, replaced in place on restart
@@ -251,19 +255,27 @@ export class BpfVxlanBackend implements Backend {
     return out;
   }
 
-  /** Runs map operations in order, batching consecutive ones on the same map into one native call. */
+  /**
+   * Runs map operations as a few native calls: every delete before every update (a VTEP MAC or a
+   * member IP that moves from one peer to another is freed before it is taken), deletes from the
+   * subnet map down to the members, updates from the members up to the subnets, so the egress program
+   * never finds a subnet whose VTEP or member entry is missing. Within that order, one call per map.
+   */
   private apply(ops: MapOp[]): (Error | null)[] {
-    const res: (Error | null)[] = [];
-    for (let i = 0; i < ops.length; ) {
+    const rank = (o: MapOp) => (o.action === 'delete' ? DELETE_ORDER : UPDATE_ORDER).indexOf(o.map) + (o.action === 'delete' ? 0 : 10);
+    const order = ops.map((_, i) => i).sort((a, b) => rank(ops[a]!) - rank(ops[b]!) || a - b);
+    const res: (Error | null)[] = new Array(ops.length).fill(null);
+    for (let i = 0; i < order.length; ) {
+      const first = ops[order[i]!]!;
       let j = i;
-      while (j < ops.length && ops[j]!.map === ops[i]!.map && ops[j]!.action === ops[i]!.action) j++;
-      const run = ops.slice(i, j);
-      const map = this.maps[run[0]!.map];
-      const errnos = run[0]!.action === 'update' ? map.updateMany(run.map((o) => [o.key, o.value!])) : map.deleteMany(run.map((o) => o.key));
+      while (j < order.length && ops[order[j]!]!.map === first.map && ops[order[j]!]!.action === first.action) j++;
+      const idx = order.slice(i, j);
+      const map = this.maps[first.map];
+      const errnos = first.action === 'update' ? map.updateMany(idx.map((k) => [ops[k]!.key, ops[k]!.value!])) : map.deleteMany(idx.map((k) => ops[k]!.key));
       errnos.forEach((e, k) => {
-        if (!e) return res.push(null);
-        const err = Object.assign(new Error(`bpf map ${run[k]!.action} ${run[k]!.what}: errno ${e}`), { errno: e, code: e === 2 ? 'ENOENT' : `E${e}`, syscall: `bpf map ${run[k]!.action}` });
-        res.push(err);
+        if (!e) return;
+        const o = ops[idx[k]!]!;
+        res[idx[k]!] = Object.assign(new Error(`bpf map ${o.action} ${o.what}: errno ${e}`), { errno: e, code: ERRNO_NAMES.get(e) ?? `E${e}`, syscall: `bpf map ${o.action}` });
       });
       i = j;
     }

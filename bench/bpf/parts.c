@@ -1,0 +1,66 @@
+/* The egress program taken apart, for the benchmark's cost breakdown: each program does one more
+ * piece of fl_vxlan_egress's work on the same pinned maps, so the differences between their test-run
+ * times say what each piece costs. Built by bench/programs.ts, never loaded by the agent. */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_endian.h>
+#include "maps.h"
+
+SEC("tc")
+int part_empty(struct __sk_buff *skb)
+{
+	return TC_ACT_OK;
+}
+
+static __always_inline struct fl_subnet_val *lpm(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + sizeof(struct ethhdr);
+	if ((void *)(ip + 1) > data_end)
+		return 0;
+	struct fl_subnet_key sk = { .prefixlen = 32 };
+	__builtin_memcpy(sk.addr, &ip->daddr, 4);
+	return bpf_map_lookup_elem(&fl_subnets, &sk);
+}
+
+SEC("tc")
+int part_lpm(struct __sk_buff *skb)
+{
+	return lpm(skb) ? TC_ACT_OK : TC_ACT_SHOT;
+}
+
+SEC("tc")
+int part_lpm_vtep(struct __sk_buff *skb)
+{
+	struct fl_subnet_val *sub = lpm(skb);
+	if (!sub)
+		return TC_ACT_SHOT;
+	struct fl_vtep_key vk = {};
+	__builtin_memcpy(vk.mac, sub->vtep_mac, 6);
+	return bpf_map_lookup_elem(&fl_vteps, &vk) ? TC_ACT_OK : TC_ACT_SHOT;
+}
+
+SEC("tc")
+int part_tunnel_key(struct __sk_buff *skb)
+{
+	struct bpf_tunnel_key key = { .remote_ipv4 = 0xac14000c, .tunnel_id = 1, .tunnel_ttl = 64 };
+	return bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_ZERO_CSUM_TX) < 0 ? TC_ACT_SHOT : TC_ACT_OK;
+}
+
+SEC("tc")
+int part_counters(struct __sk_buff *skb)
+{
+	__u8 ip[4] = { 172, 20, 0, 12 };
+	struct fl_peer_stats *ps = fl_peer(ip);
+	if (ps) {
+		ps->tx_packets++;
+		ps->tx_bytes += skb->len;
+	}
+	fl_count(FL_FORWARDED, skb->len);
+	return TC_ACT_OK;
+}
+
+char LICENSE[] SEC("license") = "GPL";

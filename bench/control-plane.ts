@@ -1,0 +1,54 @@
+// The control plane: time to program N peers at start (BPF maps vs routes/neighbours/FDB), the agent's
+// memory at N, convergence from an etcd write to the kernel entry, and the agent's CPU under churn.
+// Peers beyond the lab's node are synthetic leases written to etcd by bench/tools/cp-probe.ts, which
+// runs inside the node's namespace.
+import { join } from 'node:path';
+import { Lab, UNDERLAY_GW } from '../test/helpers/lab.ts';
+import { sh } from '../test/helpers/netns.ts';
+import { fetchStatus } from '../control/health/client.ts';
+import { projectRoot } from '../control/paths.ts';
+import { rssBytes } from './lib.ts';
+
+export type CpMode = 'bpf' | 'classic';
+const PROBE = join(projectRoot(), 'bench', 'tools', 'cp-probe.ts');
+// real nodes take subnets in 10.0.x; synthetic peers live above
+const CONFIG = JSON.stringify({ Network: '10.0.0.0/8', SubnetMax: '10.0.255.0', Backend: { Type: 'vxlan' } });
+const ETCD = `http://${UNDERLAY_GW}:2379`;
+const args = (m: CpMode) => (m === 'classic' ? ['--no-bpf'] : []);
+
+async function probe(lab: Lab, ...a: string[]): Promise<any> {
+  return JSON.parse(await sh('ip', ['netns', 'exec', lab.node(1).ns, process.execPath, '--import', 'tsx', PROBE, ...a]));
+}
+
+/** One agent starting on a node whose etcd already holds n peer leases. */
+export async function measureStartup(mode: CpMode, n: number): Promise<{ programMs: number; readyMs: number; rssMB: number; heapMB: number }> {
+  const lab = await Lab.create({ nodes: 1, config: CONFIG, agentArgs: args(mode) });
+  try {
+    await probe(lab, 'fill', ETCD, String(n));
+    const node = lab.node(1);
+    lab.startAgent(node);
+    await lab.waitReady(node, 120_000);
+    const s = await fetchStatus(node.statusSocket);
+    if (s.peers.length !== n) throw new Error(`agent knows ${s.peers.length} peers, expected ${n}`);
+    return { programMs: s.startup.programMs!, readyMs: s.startup.readyMs!, rssMB: rssBytes(s.pid) / 2 ** 20, heapMB: s.memory.heapUsed! / 2 ** 20 };
+  } finally {
+    await lab.destroy();
+  }
+}
+
+/** Convergence (events one at a time) and a churn burst, on a node that already has `background` peers. */
+export async function measureConvergence(mode: CpMode, events: number, churn: number, background = 100) {
+  const lab = await Lab.create({ nodes: 1, config: CONFIG, agentArgs: args(mode) });
+  try {
+    await probe(lab, 'fill', ETCD, String(background));
+    const node = lab.node(1);
+    lab.startAgent(node);
+    await lab.waitReady(node, 60_000);
+    const pid = (await fetchStatus(node.statusSocket)).pid;
+    const conv = (await probe(lab, 'converge', ETCD, String(events), mode, node.pinRoot)) as { add: number[]; del: number[] };
+    const ch = (await probe(lab, 'churn', ETCD, String(churn), mode, node.pinRoot, String(pid))) as { events: number; wallMs: number; cpuMs: number };
+    return { add: conv.add, del: conv.del, churn: ch };
+  } finally {
+    await lab.destroy();
+  }
+}

@@ -1,0 +1,91 @@
+// Each BPF program and path alone: ns per packet from BPF_PROG_TEST_RUN with a large repeat count, on
+// the real verifier-loaded objects with filled maps (pinned in a bpffs of the benchmark's own).
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BpfObject, ensureBpffs, testRun } from '../control/kernel/bpf.ts';
+import * as L from '../control/bpf/layout.ts';
+import { projectRoot } from '../control/paths.ts';
+import { eth, ipv4, udp, vxlan, icmpEcho, ETH_P_IP, IPPROTO_ICMP, IPPROTO_UDP } from '../test/helpers/packets.ts';
+
+const LOCAL_MAC = '02:00:00:00:00:01';
+const PEER_MAC = '02:00:00:00:00:02';
+const PEER_IP = '172.20.0.12';
+const STRANGER = '172.20.0.66';
+
+/** The egress program's pieces (bench/bpf/parts.c), compiled here with the project's flags. */
+function buildParts(dir: string): string {
+  const out = join(dir, 'parts.o');
+  const arch = execFileSync('uname', ['-m'], { encoding: 'utf8' }).trim();
+  execFileSync('clang', ['-g', '-O2', '-target', 'bpf', '-Wall', '-I', join(projectRoot(), 'bpf'), '-I', `/usr/include/${arch}-linux-gnu`, '-c', join(projectRoot(), 'bench', 'bpf', 'parts.c'), '-o', out]);
+  return out;
+}
+
+/**
+ * ns per packet of each program and path, one run of `repeat` packets each; and of the egress
+ * program's pieces (`parts`: an empty program is the test-run harness's own floor).
+ */
+export async function measurePrograms(repeat: number, peers = 1000): Promise<{ programs: Record<string, number>; parts: Record<string, number> }> {
+  const pinRoot = mkdtempSync('/run/flannel-bench-bpffs-');
+  ensureBpffs(pinRoot);
+  const objs: BpfObject[] = [];
+  try {
+    const dir = join(projectRoot(), 'dist', 'bpf');
+    for (const n of ['vxlan_egress.o', 'vxlan_ingress.o', 'underlay_guard.o']) objs.push(await BpfObject.open(join(dir, n), pinRoot));
+    const [egress, , guard] = objs as [BpfObject, BpfObject, BpfObject];
+    egress.map('fl_config').update(L.u32Key(0), L.configVal({ vni: 1, port: 8472, ttl: 64, flags: 0, localMAC: LOCAL_MAC }));
+    // a realistic table: `peers` subnets, VTEPs and members, the measured peer among them
+    const subnets: [Buffer, Buffer][] = [], vteps: [Buffer, Buffer][] = [], members: [Buffer, Buffer][] = [];
+    for (let i = 0; i < peers; i++) {
+      const mac = `02:01:00:00:${(i >> 8).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`;
+      const ip = `100.64.${i >> 8}.${i & 255}`;
+      subnets.push([L.subnetKey(`10.${100 + (i >> 8)}.${i & 255}.0`, 24), L.subnetVal(mac)]);
+      vteps.push([L.vtepKey(mac), L.vtepVal(ip)]);
+      members.push([L.memberKey(ip), L.memberVal()]);
+    }
+    subnets.push([L.subnetKey('10.244.5.0', 24), L.subnetVal(PEER_MAC)]);
+    vteps.push([L.vtepKey(PEER_MAC), L.vtepVal(PEER_IP)]);
+    members.push([L.memberKey(PEER_IP), L.memberVal()]);
+    egress.map('fl_subnets').updateMany(subnets);
+    egress.map('fl_vteps').updateMany(vteps);
+    egress.map('fl_members').updateMany(members);
+
+    const pod = (dst: string) => eth(LOCAL_MAC, LOCAL_MAC, ETH_P_IP, ipv4('10.244.3.2', dst, IPPROTO_ICMP, icmpEcho()));
+    const vx = (src: string) => eth('02:00:00:00:00:aa', '02:00:00:00:00:bb', ETH_P_IP, ipv4(src, '172.20.0.11', IPPROTO_UDP, udp(40000, 8472, vxlan(1, pod('10.244.3.2')))));
+    const runs: [string, number, Buffer][] = [
+      ['egress forward (tc, flannel.1)', egress.program('fl_vxlan_egress').fd, pod('10.244.5.7')],
+      ['egress no route (tc)', egress.program('fl_vxlan_egress').fd, pod('10.99.0.1')],
+      ['guard member pass (tc)', guard.program('fl_guard_tc').fd, vx(PEER_IP)],
+      ['guard spoofed drop (tc)', guard.program('fl_guard_tc').fd, vx(STRANGER)],
+      ['guard member pass (XDP)', guard.program('fl_guard_xdp').fd, vx(PEER_IP)],
+      ['guard spoofed drop (XDP)', guard.program('fl_guard_xdp').fd, vx(STRANGER)],
+    ];
+    const out: Record<string, number> = {};
+    for (const [name, fd, pkt] of runs) out[name] = (await testRun(fd, pkt, repeat)).durationNs;
+    const tmp = mkdtempSync(join(tmpdir(), 'flannel-bench-parts-'));
+    try {
+      const parts = await BpfObject.open(buildParts(tmp), pinRoot);
+      objs.push(parts);
+      const partOut: Record<string, number> = {};
+      const names: [string, string][] = [
+        ['empty tc program (test-run floor)', 'part_empty'],
+        ['+ LPM lookup of the destination', 'part_lpm'],
+        ['+ VTEP hash lookup', 'part_lpm_vtep'],
+        ['bpf_skb_set_tunnel_key alone', 'part_tunnel_key'],
+        ['per-peer and per-reason counters alone', 'part_counters'],
+      ];
+      for (const [label, prog] of names) partOut[label] = (await testRun(parts.program(prog).fd, pod('10.244.5.7'), repeat)).durationNs;
+      return { programs: out, parts: partOut };
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  } finally {
+    for (const o of objs) o.close();
+    try {
+      execFileSync('umount', [pinRoot]);
+    } finally {
+      rmdirSync(pinRoot);
+    }
+  }
+}

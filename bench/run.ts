@@ -1,0 +1,157 @@
+// The benchmark suite: data plane and control plane measured side by side on the netns lab, every
+// comparison interleaved in the same run and repeated. Writes results.json, results.md and results.svg.
+// Usage: node --import tsx bench/run.ts [--quick] [--out dir] [--rounds n] [--seconds s]
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, release } from 'node:os';
+import { join } from 'node:path';
+import { Command } from 'commander';
+import { MODES, measureDatapath, type DatapathSample } from './datapath.ts';
+import { measurePrograms } from './programs.ts';
+import { measureConvergence, measureStartup, type CpMode } from './control-plane.ts';
+import { measureRestart } from './restart.ts';
+import { renderSvg, type Panel } from './chart.ts';
+import { log, percentile, stat, type Stat } from './lib.ts';
+
+const o = new Command('bench')
+  .description('data plane and control plane benchmarks on the netns lab (root)')
+  .option('--quick', 'one round, short runs: a smoke test (CI runs it)')
+  .option('--out <dir>', 'where results.json, results.md and results.svg go', 'bench/results')
+  .option('--rounds <n>', 'rounds of every interleaved comparison', (v) => Number(v))
+  .option('--seconds <s>', 'length of each iperf3 run', (v) => Number(v))
+  .parse()
+  .opts<{ quick?: boolean; out: string; rounds?: number; seconds?: number }>();
+
+// an interrupted run still removes its lab: the labs clean up in an 'exit' handler, which a signal skips
+for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => process.exit(130));
+const quick = o.quick === true;
+const P = {
+  rounds: o.rounds ?? (quick ? 1 : 3),
+  seconds: o.seconds ?? (quick ? 1 : 3),
+  peers: quick ? [100, 1000] : [100, 1000, 5000],
+  repeat: quick ? 100_000 : 2_000_000,
+  events: quick ? 30 : 200,
+  churn: quick ? 200 : 1000,
+  restarts: (quick ? [['bpf', 'SIGTERM'], ['classic', 'SIGTERM']] : [['bpf', 'SIGTERM'], ['classic', 'SIGTERM'], ['bpf', 'SIGKILL'], ['classic', 'SIGKILL']]) as [CpMode, 'SIGTERM' | 'SIGKILL'][],
+};
+const started = Date.now();
+const modes: CpMode[] = ['bpf', 'classic'];
+
+// 1. data plane, interleaved rounds
+const dp: Record<string, DatapathSample[]> = Object.fromEntries(MODES.map((m) => [m.name, []]));
+for (let r = 1; r <= P.rounds; r++) {
+  for (const m of MODES) {
+    const s = await measureDatapath(m, P.seconds);
+    dp[m.name]!.push(s);
+    log(`datapath round ${r} ${m.name}: ${s.tcp1Gbps.toFixed(2)} Gbit/s, 4 streams ${s.tcp4Gbps.toFixed(2)}, ${s.udp64Kpps.toFixed(0)} kpps, RTT ${s.pingRttUs} us, tcp_lat ${s.tcpLatUs} us`);
+  }
+}
+const datapath = Object.fromEntries(
+  Object.entries(dp).map(([name, xs]) => [name, Object.fromEntries((Object.keys(xs[0]!) as (keyof DatapathSample)[]).map((k) => [k, stat(xs.map((x) => x[k]))]))]),
+) as Record<string, Record<keyof DatapathSample, Stat>>;
+
+// 2. BPF programs alone
+const progRuns: Awaited<ReturnType<typeof measurePrograms>>[] = [];
+for (let r = 1; r <= P.rounds; r++) {
+  progRuns.push(await measurePrograms(P.repeat));
+  log(`programs round ${r}: ${JSON.stringify(progRuns.at(-1))}`);
+}
+const programs = Object.fromEntries(Object.keys(progRuns[0]!.programs).map((k) => [k, stat(progRuns.map((x) => x.programs[k]!))]));
+const parts = Object.fromEntries(Object.keys(progRuns[0]!.parts).map((k) => [k, stat(progRuns.map((x) => x.parts[k]!))]));
+
+// 3. control plane: programming N peers at start and memory, interleaved BPF / classic
+const su: Record<string, { programMs: number[]; readyMs: number[]; rssMB: number[]; heapMB: number[] }> = {};
+for (let r = 1; r <= P.rounds; r++) {
+  for (const n of P.peers) {
+    for (const m of modes) {
+      const x = await measureStartup(m, n);
+      const k = `${m} ${n}`;
+      su[k] ??= { programMs: [], readyMs: [], rssMB: [], heapMB: [] };
+      for (const f of ['programMs', 'readyMs', 'rssMB', 'heapMB'] as const) su[k][f].push(x[f]);
+      log(`startup round ${r} ${k} peers: program ${x.programMs.toFixed(1)} ms, ready ${x.readyMs} ms, RSS ${x.rssMB.toFixed(0)} MB`);
+    }
+  }
+}
+const startup = Object.fromEntries(Object.entries(su).map(([k, v]) => [k, { programMs: stat(v.programMs), readyMs: stat(v.readyMs), rssMB: stat(v.rssMB), heapMB: stat(v.heapMB) }]));
+
+// convergence and churn
+const convergence: Record<string, { events: number; addP50: number; addP99: number; delP50: number; delP99: number; churn: { events: number; wallMs: number; cpuMs: number } }> = {};
+for (const m of modes) {
+  const c = await measureConvergence(m, P.events, P.churn);
+  convergence[m] = { events: c.add.length, addP50: percentile(c.add, 50), addP99: percentile(c.add, 99), delP50: percentile(c.del, 50), delP99: percentile(c.del, 99), churn: c.churn };
+  log(`convergence ${m}: add p50 ${convergence[m].addP50.toFixed(1)} ms p99 ${convergence[m].addP99.toFixed(1)} ms; churn ${c.churn.events} events, agent CPU ${c.churn.cpuMs} ms`);
+}
+
+// 4. restart
+const restart: Record<string, { sent: number; lost: number; restartMs: number }> = {};
+for (const [m, sig] of P.restarts) {
+  restart[`${m} ${sig}`] = await measureRestart(m, sig);
+  log(`restart ${m} ${sig}: ${JSON.stringify(restart[`${m} ${sig}`])}`);
+}
+
+// targets, each as a ratio measured in this run
+const med = (name: string, k: keyof DatapathSample) => datapath[name]![k].median;
+const maxPeers = P.peers.at(-1)!;
+const targets = [
+  { target: 'BPF vxlan TCP throughput >= 1.0x classic vxlan', measured: med('BPF vxlan', 'tcp1Gbps') / med('classic vxlan', 'tcp1Gbps'), goal: 1, higher: true },
+  { target: 'BPF vxlan TCP throughput, fraction of host-gw', measured: med('BPF vxlan', 'tcp1Gbps') / med('host-gw', 'tcp1Gbps'), goal: NaN, higher: true },
+  { target: 'BPF vxlan ping RTT <= 1.0x classic', measured: med('BPF vxlan', 'pingRttUs') / med('classic vxlan', 'pingRttUs'), goal: 1, higher: false },
+  { target: 'BPF vxlan tcp_lat <= 1.0x classic', measured: med('BPF vxlan', 'tcpLatUs') / med('classic vxlan', 'tcpLatUs'), goal: 1, higher: false },
+  ...Object.entries(programs).map(([k, v]) => ({ target: `${k} < 50 ns/packet`, measured: v.median, goal: 50, higher: false })),
+  { target: 'spoofed flood dropped > 20 Mpps per core (XDP, test run)', measured: 1000 / programs['guard spoofed drop (XDP)']!.median, goal: 20, higher: true },
+  { target: `${maxPeers} peers programmed in BPF mode < 50 ms`, measured: startup[`bpf ${maxPeers}`]!.programMs.median, goal: 50, higher: false },
+  { target: `${maxPeers} peers, BPF vs classic programming time`, measured: startup[`bpf ${maxPeers}`]!.programMs.median / startup[`classic ${maxPeers}`]!.programMs.median, goal: NaN, higher: false },
+  { target: 'convergence p99 < 100 ms (BPF)', measured: convergence.bpf!.addP99, goal: 100, higher: false },
+  { target: 'convergence p99 < 100 ms (classic)', measured: convergence.classic!.addP99, goal: 100, higher: false },
+  { target: `agent memory < 100 MB at ${maxPeers} peers (BPF, RSS)`, measured: startup[`bpf ${maxPeers}`]!.rssMB.median, goal: 100, higher: false },
+  { target: 'zero lost pings across a BPF-mode agent restart', measured: Math.max(...Object.entries(restart).filter(([k]) => k.startsWith('bpf')).map(([, v]) => v.lost)), goal: 0, higher: false },
+].map((t) => ({ ...t, met: Number.isNaN(t.goal) ? null : t.higher ? t.measured >= t.goal : t.measured <= t.goal, ratioToGoal: Number.isNaN(t.goal) || t.goal === 0 ? null : t.measured / t.goal }));
+
+const meta = { date: new Date().toISOString(), quick, ...P, restarts: P.restarts.map((x) => x.join(' ')), cpus: cpus().length, cpu: cpus()[0]?.model, kernel: release(), node: process.version, durationS: 0 };
+meta.durationS = Math.round((Date.now() - started) / 1000);
+const results = { meta, datapath, programs, egressParts: parts, startup, convergence, restart, targets };
+
+// Markdown
+const f = (v: number, d = 2) => (Number.isFinite(v) ? v.toFixed(d) : '-');
+const sp = (s: Stat, d = 2) => `${f(s.median, d)} (${f(s.min, d)}-${f(s.max, d)})`;
+const md: string[] = [];
+md.push(`Measured ${meta.date} on ${meta.cpus} x ${meta.cpu}, kernel ${meta.kernel}, Node ${meta.node}; ${P.rounds} interleaved round(s), median (min-max); ${meta.durationS} s in all.${quick ? ' QUICK MODE: a smoke test, not figures to quote.' : ''}`, '');
+md.push('**Pod to pod across two nodes** (iperf3 ' + P.seconds + ' s; UDP 64-byte datagrams; qperf 64-byte request/response, one way; CPU = whole machine busy time per Gbit during the 1-stream run)', '');
+md.push('| data plane | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | UDP 64 B kpps | ping RTT µs | tcp_lat µs | udp_lat µs | CPU s/Gbit | vs classic (1 stream) |', '|---|---|---|---|---|---|---|---|---|');
+for (const [name, d] of Object.entries(datapath))
+  md.push(`| ${name} | ${sp(d.tcp1Gbps)} | ${sp(d.tcp4Gbps)} | ${sp(d.udp64Kpps, 0)} | ${sp(d.pingRttUs, 0)} | ${sp(d.tcpLatUs, 1)} | ${sp(d.udpLatUs, 1)} | ${sp(d.cpuSecPerGbit, 3)} | ${f(d.tcp1Gbps.median / med('classic vxlan', 'tcp1Gbps'))}x |`);
+md.push('', `**BPF programs alone** (BPF_PROG_TEST_RUN, ${P.repeat} packets per run, maps holding 1001 peers)`, '', '| program and path | ns/packet | Mpps per core |', '|---|---|---|');
+for (const [k, v] of Object.entries(programs)) md.push(`| ${k} | ${sp(v, 0)} | ${f(1000 / v.median, 1)} |`);
+md.push('', 'Where the egress program\'s time goes (the same maps and packet; bench/bpf/parts.c):', '', '| piece | ns/packet |', '|---|---|');
+for (const [k, v] of Object.entries(parts)) md.push(`| ${k} | ${sp(v, 0)} |`);
+md.push('', '**Programming N peers at start** (time from the lease listing to every peer in the kernel; agent resident memory once ready)', '', '| peers | BPF ms | classic ms | BPF / classic | BPF RSS MB | classic RSS MB | start to ready ms (BPF / classic) |', '|---|---|---|---|---|---|---|');
+for (const n of P.peers) {
+  const [b, c] = [startup[`bpf ${n}`]!, startup[`classic ${n}`]!];
+  md.push(`| ${n} | ${sp(b.programMs, 1)} | ${sp(c.programMs, 1)} | ${f(b.programMs.median / c.programMs.median)}x | ${sp(b.rssMB, 0)} | ${sp(c.rssMB, 0)} | ${f(b.readyMs.median, 0)} / ${f(c.readyMs.median, 0)} |`);
+}
+md.push('', `**Convergence** (etcd write of one lease to its kernel entry, one event at a time over 100 background peers) **and churn** (a burst of puts then deletes)`, '', '| mode | events | add p50 ms | add p99 ms | delete p50 ms | delete p99 ms | churn events | churn wall ms | agent CPU ms per 1000 events |', '|---|---|---|---|---|---|---|---|---|');
+for (const [m, c] of Object.entries(convergence)) md.push(`| ${m} | ${c.events} | ${f(c.addP50, 1)} | ${f(c.addP99, 1)} | ${f(c.delP50, 1)} | ${f(c.delP99, 1)} | ${c.churn.events} | ${f(c.churn.wallMs, 0)} | ${f((c.churn.cpuMs / c.churn.events) * 1000, 0)} |`);
+md.push('', '**Agent restart** (ping every 10 ms across the restart of node 1\'s agent)', '', '| mode, signal | pings | lost | restart to ready ms |', '|---|---|---|---|');
+for (const [k, v] of Object.entries(restart)) md.push(`| ${k} | ${v.sent} | ${v.lost} | ${v.restartMs} |`);
+md.push('', '**Targets**', '', '| target | measured | met |', '|---|---|---|');
+for (const t of targets) md.push(`| ${t.target} | ${f(t.measured)}${t.ratioToGoal !== null ? ` (${f(t.ratioToGoal)}x the goal)` : ''} | ${t.met === null ? 'figure' : t.met ? 'yes' : '**no**'} |`);
+
+// chart
+const dpRows = (k: keyof DatapathSample) => Object.entries(datapath).map(([name, d]) => ({ label: name, bars: [{ series: name, value: d[k].median, min: d[k].min, max: d[k].max }] }));
+const panels: Panel[] = [
+  { title: 'Pod-to-pod TCP throughput', unit: 'Gbit/s, 1 and 4 streams', rows: Object.entries(datapath).map(([name, d]) => ({ label: name, bars: [{ series: '1 stream', value: d.tcp1Gbps.median, min: d.tcp1Gbps.min, max: d.tcp1Gbps.max }, { series: '4 streams', value: d.tcp4Gbps.median, min: d.tcp4Gbps.min, max: d.tcp4Gbps.max }] })) },
+  { title: 'Request/response latency', unit: 'µs one way, qperf tcp_lat and udp_lat', rows: Object.entries(datapath).map(([name, d]) => ({ label: name, bars: [{ series: 'tcp_lat', value: d.tcpLatUs.median, min: d.tcpLatUs.min, max: d.tcpLatUs.max }, { series: 'udp_lat', value: d.udpLatUs.median, min: d.udpLatUs.min, max: d.udpLatUs.max }] })) },
+  { title: 'CPU per gigabit', unit: 'machine CPU seconds per Gbit, 1 stream', rows: dpRows('cpuSecPerGbit') },
+  { title: 'BPF programs alone', unit: 'ns per packet, BPF_PROG_TEST_RUN', rows: Object.entries(programs).map(([k, v]) => ({ label: k, bars: [{ series: 'ns', value: v.median, min: v.min, max: v.max }] })), target: { value: 50, label: 'target 50 ns' } },
+  { title: 'Programming N peers at start', unit: 'ms', log: true, rows: P.peers.map((n) => ({ label: `${n} peers`, bars: modes.map((m) => ({ series: m === 'bpf' ? 'BPF maps' : 'classic routes/neigh/FDB', value: startup[`${m} ${n}`]!.programMs.median, min: startup[`${m} ${n}`]!.programMs.min, max: startup[`${m} ${n}`]!.programMs.max })) })), target: { value: 50, label: '50 ms' } },
+  { title: 'Convergence, etcd write to kernel entry', unit: 'ms', rows: modes.map((m) => ({ label: m === 'bpf' ? 'BPF' : 'classic', bars: [{ series: 'p50', value: convergence[m]!.addP50 }, { series: 'p99', value: convergence[m]!.addP99 }] })), target: { value: 100, label: 'p99 target' } },
+  { title: 'Agent memory', unit: 'MB resident once ready', rows: P.peers.map((n) => ({ label: `${n} peers`, bars: modes.map((m) => ({ series: m === 'bpf' ? 'BPF' : 'classic', value: startup[`${m} ${n}`]!.rssMB.median })) })), target: { value: 100, label: '100 MB' } },
+];
+const svg = renderSvg('flannel-ebpf benchmarks', `${meta.date.slice(0, 10)}, ${meta.cpus} cores, kernel ${meta.kernel}, ${P.rounds} round(s), medians with min-max${quick ? ' (QUICK MODE)' : ''}`, panels);
+
+mkdirSync(o.out, { recursive: true });
+writeFileSync(join(o.out, 'results.json'), JSON.stringify(results, null, 2) + '\n');
+writeFileSync(join(o.out, 'results.md'), md.join('\n') + '\n');
+writeFileSync(join(o.out, 'results.svg'), svg);
+process.stdout.write(md.join('\n') + '\n');
+log(`wrote ${join(o.out, 'results.json')}, results.md, results.svg in ${meta.durationS} s`);
+process.exit(0);

@@ -1,0 +1,39 @@
+// The benchmark suite in quick mode (one round, short runs), so it cannot rot: every section
+// produces finite figures, the three output files are written, and no lab is left behind.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ROOT } from '../helpers/lab.ts';
+
+const namespaces = () => spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean).length;
+
+test('bench/run.ts --quick: all sections measured, JSON + Markdown + SVG written, nothing left behind', { timeout: 600_000 }, () => {
+  const out = mkdtempSync(join(tmpdir(), 'flannel-bench-'));
+  try {
+    const ns0 = namespaces();
+    const r = spawnSync(process.execPath, ['--import', 'tsx', join(ROOT, 'bench', 'run.ts'), '--quick', '--out', out], { cwd: ROOT, encoding: 'utf8', timeout: 540_000 });
+    assert.equal(r.status, 0, r.stderr.slice(-3000));
+    const res = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8'));
+    assert.deepEqual(Object.keys(res.datapath), ['BPF vxlan', 'classic vxlan', 'host-gw', 'udp', 'underlay (no overlay)']);
+    for (const [mode, d] of Object.entries<Record<string, { median: number }>>(res.datapath))
+      for (const [k, v] of Object.entries(d)) assert.ok(Number.isFinite(v.median) && v.median > 0, `${mode} ${k} = ${v.median}`);
+    assert.equal(Object.keys(res.programs).length, 6);
+    for (const v of Object.values<{ median: number }>(res.programs)) assert.ok(v.median > 0);
+    for (const k of ['bpf 100', 'classic 100', 'bpf 1000', 'classic 1000']) assert.ok(res.startup[k].programMs.median > 0 && res.startup[k].rssMB.median > 30, k);
+    for (const m of ['bpf', 'classic']) assert.ok(res.convergence[m].addP99 > 0 && res.convergence[m].churn.events === 200, m);
+    for (const v of Object.values<{ sent: number }>(res.restart)) assert.ok(v.sent > 100);
+    assert.ok(res.targets.length >= 10 && res.targets.every((t: { measured: number }) => Number.isFinite(t.measured)));
+    const md = readFileSync(join(out, 'results.md'), 'utf8');
+    assert.match(md, /\| BPF vxlan \| [\d.]+ \(/);
+    assert.match(md, /\*\*Targets\*\*/);
+    const svg = readFileSync(join(out, 'results.svg'), 'utf8');
+    assert.match(svg, /^<svg /);
+    for (const title of ['Pod-to-pod TCP throughput', 'BPF programs alone', 'Programming N peers at start', 'Convergence', 'Agent memory']) assert.ok(svg.includes(title), title);
+    assert.equal(namespaces(), ns0, 'the benchmark removed its namespaces');
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
+});
