@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { Lab, UNDERLAY_GW } from '../test/helpers/lab.ts';
 import { sh } from '../test/helpers/netns.ts';
 import { fetchStatus } from '../control/health/client.ts';
+import type { AgentStatus } from '../control/agent/status.ts';
 import { projectRoot } from '../control/paths.ts';
 import { rssBytes } from './lib.ts';
 
@@ -20,8 +21,8 @@ async function probe(lab: Lab, ...a: string[]): Promise<any> {
   return JSON.parse(await sh('ip', ['netns', 'exec', lab.node(1).ns, process.execPath, '--import', 'tsx', PROBE, ...a]));
 }
 
-/** One agent starting on a node whose etcd already holds n peer leases. */
-export async function measureStartup(mode: CpMode, n: number): Promise<{ programMs: number; readyMs: number; rssMB: number; heapMB: number }> {
+/** A one-node lab whose etcd holds n synthetic peer leases, its agent started and ready; removed after fn. */
+async function withReadyNode<T>(mode: CpMode, n: number, fn: (lab: Lab, s: AgentStatus) => Promise<T>): Promise<T> {
   const lab = await Lab.create({ nodes: 1, config: CONFIG, agentArgs: args(mode) });
   try {
     await probe(lab, 'fill', ETCD, String(n));
@@ -30,25 +31,23 @@ export async function measureStartup(mode: CpMode, n: number): Promise<{ program
     await lab.waitReady(node, 120_000);
     const s = await fetchStatus(node.statusSocket);
     if (s.peers.length !== n) throw new Error(`agent knows ${s.peers.length} peers, expected ${n}`);
-    return { programMs: s.startup.programMs!, readyMs: s.startup.readyMs!, rssMB: rssBytes(s.pid) / 2 ** 20, heapMB: s.memory.heapUsed! / 2 ** 20 };
+    return await fn(lab, s);
   } finally {
     await lab.destroy();
   }
 }
 
+/** One agent starting on a node whose etcd already holds n peer leases. */
+export function measureStartup(mode: CpMode, n: number): Promise<{ programMs: number; readyMs: number; rssMB: number; heapMB: number }> {
+  return withReadyNode(mode, n, async (_, s) => ({ programMs: s.startup.programMs!, readyMs: s.startup.readyMs!, rssMB: rssBytes(s.pid) / 2 ** 20, heapMB: s.memory.heapUsed! / 2 ** 20 }));
+}
+
 /** Convergence (events one at a time) and a churn burst, on a node that already has `background` peers. */
-export async function measureConvergence(mode: CpMode, events: number, churn: number, background = 100) {
-  const lab = await Lab.create({ nodes: 1, config: CONFIG, agentArgs: args(mode) });
-  try {
-    await probe(lab, 'fill', ETCD, String(background));
-    const node = lab.node(1);
-    lab.startAgent(node);
-    await lab.waitReady(node, 60_000);
-    const pid = (await fetchStatus(node.statusSocket)).pid;
-    const conv = (await probe(lab, 'converge', ETCD, String(events), mode, node.pinRoot)) as { add: number[]; del: number[] };
-    const ch = (await probe(lab, 'churn', ETCD, String(churn), mode, node.pinRoot, String(pid))) as { events: number; wallMs: number; cpuMs: number };
+export function measureConvergence(mode: CpMode, events: number, churn: number, background = 100) {
+  return withReadyNode(mode, background, async (lab, s) => {
+    const { pinRoot } = lab.node(1);
+    const conv = (await probe(lab, 'converge', ETCD, String(events), mode, pinRoot)) as { add: number[]; del: number[] };
+    const ch = (await probe(lab, 'churn', ETCD, String(churn), mode, pinRoot, String(s.pid))) as { events: number; wallMs: number; cpuMs: number };
     return { add: conv.add, del: conv.del, churn: ch };
-  } finally {
-    await lab.destroy();
-  }
+  });
 }
