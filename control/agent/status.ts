@@ -1,6 +1,7 @@
 // What the agent reports about itself: served as JSON on /status, turned into /metrics, and printed by
 // `flannelctl status`. One snapshot type so the three never disagree.
 import type { HealthCheck, TrafficView } from '../backend/types.js';
+import { table } from '../text.js';
 
 export interface AgentStatus {
   ready: boolean;
@@ -27,11 +28,6 @@ export interface AgentStatus {
 export const isReady = (s: AgentStatus) => s.ready && s.checks.every((c) => c.ok);
 
 const dur = (s: number) => (s >= 3600 ? `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m` : s >= 60 ? `${Math.floor(s / 60)}m${String(Math.round(s % 60)).padStart(2, '0')}s` : `${s.toFixed(s < 10 ? 1 : 0)}s`);
-
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
-}
 
 /** The status as a person reads it (`flannelctl status`). */
 export function renderStatus(s: AgentStatus): string {

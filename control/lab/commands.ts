@@ -9,6 +9,7 @@ import { Lab, type LabNode } from './cluster.js';
 import { inNs, until } from './netns.js';
 import { readDataPlane } from '../bpf/inspect.js';
 import { formatCidr } from '../subnet/ip4.js';
+import { table as textTable } from '../text.js';
 
 export interface LabUpOptions {
   backend: 'vxlan' | 'vxlan-classic' | 'host-gw' | 'udp';
@@ -21,10 +22,7 @@ export interface LabUpOptions {
 
 type Out = (s: string) => void;
 
-function table(rows: string[][]): string {
-  const w = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map((r) => '  ' + r.map((c, i) => c.padEnd(w[i]!)).join('  ').trimEnd()).join('\n');
-}
+const table = (rows: string[][]) => textTable(rows, '  ');
 
 function modeOf(lab: Lab, n: LabNode): string {
   const ready = lab.logs(n).split('\n').reverse().find((l) => l.includes('"msg":"ready"'));
