@@ -80,6 +80,26 @@ static __always_inline struct fl_peer_stats *fl_peer(const __u8 ip[4])
 	return s;
 }
 
+static __always_inline void fl_peer_tx(const __u8 ip[4], __u64 bytes)
+{
+	struct fl_peer_stats *s = fl_peer(ip);
+
+	if (s) {
+		s->tx_packets++;
+		s->tx_bytes += bytes;
+	}
+}
+
+static __always_inline void fl_peer_rx(const __u8 ip[4], __u64 bytes)
+{
+	struct fl_peer_stats *s = fl_peer(ip);
+
+	if (s) {
+		s->rx_packets++;
+		s->rx_bytes += bytes;
+	}
+}
+
 static __always_inline struct fl_config *fl_cfg(void)
 {
 	__u32 zero = 0;

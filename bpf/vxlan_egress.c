@@ -67,11 +67,7 @@ int fl_vxlan_egress(struct __sk_buff *skb)
 	 * the outer packet and send it through the node's masquerade rules: the 63-second connect delay. */
 	skb->mark = 0;
 
-	struct fl_peer_stats *ps = fl_peer(vtep->remote_ip);
-	if (ps) {
-		ps->tx_packets++;
-		ps->tx_bytes += skb->len;
-	}
+	fl_peer_tx(vtep->remote_ip, skb->len);
 	fl_count(FL_FORWARDED, skb->len);
 	return TC_ACT_OK;
 }

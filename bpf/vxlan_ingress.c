@@ -28,11 +28,7 @@ int fl_vxlan_ingress(struct __sk_buff *skb)
 		fl_count(FL_SPOOFED, skb->len);
 		return TC_ACT_SHOT;
 	}
-	struct fl_peer_stats *ps = fl_peer(mk.ip);
-	if (ps) {
-		ps->rx_packets++;
-		ps->rx_bytes += skb->len;
-	}
+	fl_peer_rx(mk.ip, skb->len);
 	fl_count(FL_RECEIVED, skb->len);
 	return TC_ACT_OK;
 }

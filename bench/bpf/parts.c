@@ -54,11 +54,7 @@ SEC("tc")
 int part_counters(struct __sk_buff *skb)
 {
 	__u8 ip[4] = { 172, 20, 0, 12 };
-	struct fl_peer_stats *ps = fl_peer(ip);
-	if (ps) {
-		ps->tx_packets++;
-		ps->tx_bytes += skb->len;
-	}
+	fl_peer_tx(ip, skb->len);
 	fl_count(FL_FORWARDED, skb->len);
 	return TC_ACT_OK;
 }
