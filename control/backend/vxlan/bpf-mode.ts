@@ -12,7 +12,7 @@ import { BpfMap, BpfObject, ensureBpffs, tcAttach, tcQuery, xdpAttach, xdpQuery,
 import * as L from '../../bpf/layout.js';
 import { PeerProgrammer, type Entry } from '../peer-programmer.js';
 import type { Backend, BackendContext, HealthCheck, TrafficView } from '../types.js';
-import { readDataPlane } from '../../bpf/inspect.js';
+import { decodeDataPlane, type DataPlaneMaps } from '../../bpf/inspect.js';
 import { disableIpv6, ensureDeviceAddress, ensureVxlanDevice } from './device.js';
 import { vxlanOptions, type VxlanOptions } from './classic.js';
 
@@ -46,7 +46,7 @@ export class BpfVxlanBackend implements Backend {
   private dev!: Link;
   private readonly opts: VxlanOptions;
   private readonly objects: BpfObject[] = [];
-  private maps!: Record<MapName | 'fl_config' | 'fl_stats' | 'fl_peer_stats', BpfMap>;
+  private maps!: DataPlaneMaps;
   private progs!: { egress: number; ingress: number; guardTc: number; guardXdp: number };
   private readonly programmer: PeerProgrammer<MapOp>;
   private underlayHook: string = 'not attached';
@@ -169,7 +169,7 @@ export class BpfVxlanBackend implements Backend {
   }
 
   traffic(): TrafficView {
-    const v = readDataPlane(this.bpf.pinRoot);
+    const v = decodeDataPlane(this.bpf.pinRoot, this.maps);
     return {
       peers: v.peers.filter((p) => p.hostIP).map((p) => ({ subnet: p.subnet, publicIP: p.hostIP!, txPackets: p.txPackets, txBytes: p.txBytes, rxPackets: p.rxPackets, rxBytes: p.rxBytes })),
       packets: Object.fromEntries(Object.entries(v.counters).map(([r, c]) => [r, c.packets])),
