@@ -21,6 +21,8 @@ export interface AgentOptions {
   iface: IfaceOptions;
   subnetFile: string;
   renewMarginMinutes: number;
+  /** flannel: 24 h */
+  leaseTtlSeconds?: number;
   ipMasq: boolean;
   /** flannel's --iptables-forward-rules */
   forwardRules: boolean;
@@ -63,7 +65,7 @@ export class Agent {
   async start(): Promise<void> {
     const { log } = this.o;
     this.registry = new EtcdRegistry(this.o.etcd);
-    this.manager = new SubnetManager({ registry: this.registry, log, renewMarginMs: this.o.renewMarginMinutes * 60_000 });
+    this.manager = new SubnetManager({ registry: this.registry, log, renewMarginMs: this.o.renewMarginMinutes * 60_000, subnetTTLSeconds: this.o.leaseTtlSeconds });
     const cfg = await this.manager.waitForConfig(this.abort.signal);
     log.info({ network: formatCidr(cfg.network), subnetLen: cfg.subnetLen, backend: cfg.backend.Type }, 'network config');
     this.cfg = cfg;
@@ -183,6 +185,7 @@ export class Agent {
         relists: ws?.relists ?? 0,
         rejected: ws?.rejected ?? 0,
         reconnects: ws?.disconnects ?? 0,
+        storeLosses: ws?.storeLosses ?? 0,
         lastEventAgeSeconds: ws?.lastEventAt ? (Date.now() - ws.lastEventAt) / 1000 : null,
       },
       startup: { ...this.startup },

@@ -15,7 +15,7 @@ export interface AgentStatus {
   /** the backend's own description: type, mode, device, and fallbackReason when BPF could not be used */
   backend: Record<string, unknown> | null;
   peers: { subnet: string; publicIP: string }[];
-  watch: { events: number; relists: number; rejected: number; reconnects: number; lastEventAgeSeconds: number | null };
+  watch: { events: number; relists: number; rejected: number; reconnects: number; storeLosses: number; lastEventAgeSeconds: number | null };
   /** the first programming of every known peer, and the whole start, in ms (null until ready) */
   startup: { programMs: number | null; readyMs: number | null };
   reconcile: { runs: number; corrections: number; failures: number; rejected: number };
@@ -43,7 +43,7 @@ export function renderStatus(s: AgentStatus): string {
     out.push(`backend:   ${b.backend}${mode} on ${b.device}${why}`);
   }
   const w = s.watch;
-  out.push(`etcd:      ${w.events} lease events, ${w.relists} re-lists, ${w.reconnects} reconnects, ${w.rejected} leases rejected${w.lastEventAgeSeconds !== null ? `, last event ${dur(w.lastEventAgeSeconds)} ago` : ''}`);
+  out.push(`etcd:      ${w.events} lease events, ${w.relists} re-lists, ${w.reconnects} reconnects, ${w.storeLosses ? `${w.storeLosses} store losses recovered, ` : ''}${w.rejected} leases rejected${w.lastEventAgeSeconds !== null ? `, last event ${dur(w.lastEventAgeSeconds)} ago` : ''}`);
   out.push(`reconcile: ${s.reconcile.runs} runs, ${s.reconcile.corrections} corrections, ${s.reconcile.failures} failures`);
   out.push(`iptables:  ip-masq ${s.firewall.ipMasq ? 'on' : 'off'}, forward rules ${s.firewall.forwardRules ? 'on' : 'off'}, ${s.firewall.repairs} repairs${s.firewall.lastError ? `, last error: ${s.firewall.lastError}` : ''}`);
   const traffic = new Map((s.traffic?.peers ?? []).map((p) => [p.subnet, p]));

@@ -63,6 +63,7 @@ export function buildCommand(): Command {
     .addOption(opt('--public-ip <ip>', 'IPv4 address other nodes use to reach this one (default: the interface address)', 'FLANNELD_PUBLIC_IP').argParser(ipv4))
     .addOption(opt('--subnet-file <file>', 'where to write the subnet environment for the CNI plugin', 'FLANNELD_SUBNET_FILE').default('/run/flannel/subnet.env'))
     .addOption(opt('--subnet-lease-renew-margin <minutes>', 'renew the 24 h lease this many minutes before it expires (1-1439)', 'FLANNELD_SUBNET_LEASE_RENEW_MARGIN').argParser(int('--subnet-lease-renew-margin', 1, 1439)).default(60))
+    .addOption(opt('--subnet-lease-ttl <seconds>', 'TTL of our lease in etcd; flannel\'s is fixed at 24 h; shorter only to test expiry (not in flannel)', 'FLANNELD_SUBNET_LEASE_TTL').argParser(int('--subnet-lease-ttl', 5, 7 * 86400)).default(86400))
     .addOption(opt('--ip-masq [bool]', 'masquerade traffic leaving the overlay network (sets FLANNEL_IPMASQ)', 'FLANNELD_IP_MASQ').argParser(bool).preset(true).default(false))
     .addOption(opt('--healthz-ip <ip>', 'address of the HTTP endpoint serving /healthz, /readyz, /metrics and /status', 'FLANNELD_HEALTHZ_IP').default('0.0.0.0'))
     .addOption(opt('--healthz-port <port>', 'port of that endpoint (0 = off, as in flannel)', 'FLANNELD_HEALTHZ_PORT').argParser(int('--healthz-port', 0, 65535)).default(0))
@@ -91,6 +92,7 @@ export interface FlanneldFlags {
   publicIp?: string;
   subnetFile: string;
   subnetLeaseRenewMargin: number;
+  subnetLeaseTtl: number;
   ipMasq: boolean;
   healthzIp: string;
   healthzPort: number;
@@ -142,6 +144,7 @@ async function main(): Promise<void> {
     iface: { iface: f.iface, ifaceRegex: f.ifaceRegex, publicIP: f.publicIp },
     subnetFile: f.subnetFile,
     renewMarginMinutes: f.subnetLeaseRenewMargin,
+    leaseTtlSeconds: f.subnetLeaseTtl,
     ipMasq: f.ipMasq,
     forwardRules: f.iptablesForwardRules,
     iptablesResyncMs: f.iptablesResync * 1000,

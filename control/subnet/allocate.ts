@@ -1,11 +1,11 @@
 // Choosing a free subnet, as flannel does: collect up to 100 free subnets from SubnetMin upwards and
 // pick one at random, so that agents starting together rarely race for the same key.
 import type { NetworkConfig } from './config.js';
-import { overlaps, size, type Subnet } from './ip4.js';
+import { formatCidr, formatIp4, overlaps, size, type Subnet } from './ip4.js';
 
 export class NetworkExhaustedError extends Error {
   constructor(cfg: NetworkConfig, taken: number) {
-    super(`no free subnet left: all /${cfg.subnetLen} subnets between SubnetMin and SubnetMax are leased (${taken} leases)`);
+    super(`no free subnet left in ${formatCidr(cfg.network)}: every /${cfg.subnetLen} from SubnetMin ${formatIp4(cfg.subnetMin)} to SubnetMax ${formatIp4(cfg.subnetMax)} is leased (${taken} leases); widen the range or remove stale leases`);
     this.name = 'NetworkExhaustedError';
   }
 }

@@ -29,6 +29,8 @@ export interface WatchHandlers {
   /** the watch ended for good (canceled, compacted): the caller re-lists and watches again */
   onError(err: Error): void;
   onDisconnect?(err: Error): void;
+  /** the watch is (re)established; after a disconnect the caller checks the store was not replaced */
+  onConnected?(): void;
 }
 
 function clientOptions(o: EtcdOptions): IOptions {
@@ -69,6 +71,18 @@ export class EtcdRegistry {
     return (await this.client.get(this.configKey).string()) ?? undefined;
   }
 
+  /** The store's current revision; it only ever grows, unless etcd lost its data or was restored from a backup. */
+  async revision(): Promise<bigint> {
+    const res = await this.client.get(this.configKey).exec();
+    return BigInt(res.header.revision);
+  }
+
+  /** Writes the config only where there is none (after etcd lost its data); false when one is there. */
+  async restoreConfig(text: string): Promise<boolean> {
+    const res = await this.client.if(this.configKey, 'Create', '==', 0).then(this.client.put(this.configKey).value(text)).commit();
+    return res.succeeded;
+  }
+
   async listLeases(): Promise<{ leases: RawLease[]; revision: string }> {
     const res = await this.client.getAll().prefix(this.subnetsPrefix).exec();
     return {
@@ -84,8 +98,10 @@ export class EtcdRegistry {
   /** Creates the key only if it does not exist (create revision 0). false: somebody else has it. */
   async createLease(s: Subnet, value: string, ttlSeconds: number): Promise<{ created: boolean; lease: string }> {
     const key = this.leaseKey(s);
-    const lease = await this.grant(ttlSeconds);
-    const res = await this.client.if(key, 'Create', '==', 0).then(this.client.put(key).value(value).lease(lease)).commit();
+    // ttl 0: a reservation (re-created as it was after etcd lost its data)
+    const lease = ttlSeconds > 0 ? await this.grant(ttlSeconds) : '0';
+    const put = this.client.put(key).value(value);
+    const res = await this.client.if(key, 'Create', '==', 0).then(lease === '0' ? put : put.lease(lease)).commit();
     if (!res.succeeded) {
       await this.revoke(lease);
       return { created: false, lease: '0' };
@@ -130,6 +146,7 @@ export class EtcdRegistry {
     });
     w.on('error', (err) => h.onError(err));
     w.on('disconnected', (err) => h.onDisconnect?.(err));
+    w.on('connected', () => h.onConnected?.());
     return w;
   }
 

@@ -21,6 +21,8 @@ export interface SubnetManagerOptions {
   renewMarginMs?: number;
   /** wait between failed attempts to reach etcd (renewal: flannel retries every minute) */
   retryMs?: number;
+  /** after etcd lost its data, how long peers missing from it keep their entries while they re-register */
+  storeLossHoldMs?: number;
   random?: () => number;
 }
 
@@ -37,7 +39,9 @@ export class SubnetManager {
   private readonly renewMarginMs: number;
   private readonly retryMs: number;
   private readonly random: () => number;
+  private readonly storeLossHoldMs: number;
   private renewTimer?: NodeJS.Timeout;
+  private cfg?: NetworkConfig;
 
   constructor(o: SubnetManagerOptions) {
     this.registry = o.registry;
@@ -46,6 +50,15 @@ export class SubnetManager {
     this.renewMarginMs = o.renewMarginMs ?? 60 * 60_000;
     this.retryMs = o.retryMs ?? 60_000;
     this.random = o.random ?? Math.random;
+    this.storeLossHoldMs = o.storeLossHoldMs ?? 5 * 60_000;
+  }
+
+  /**
+   * How long before expiry we renew: --subnet-lease-renew-margin, but never more than half the TTL
+   * (a short test TTL with the default 60 min margin would otherwise renew in a loop).
+   */
+  private get marginMs(): number {
+    return Math.min(this.renewMarginMs, this.ttl * 500);
   }
 
   /**
@@ -71,6 +84,7 @@ export class SubnetManager {
         continue;
       }
       const cfg = parseConfig(text);
+      this.cfg = cfg;
       if (cfg.backendDefaulted)
         this.log.warn('the network config has no Backend: using udp as flannel does (slow); set "Backend": {"Type": "vxlan"}');
       return cfg;
@@ -163,7 +177,7 @@ export class SubnetManager {
           const next = await this.renewLease(lease);
           this.log.info({ subnet: formatCidr(next.subnet), expiration: next.expiration }, 'renewed our lease');
           onRenewed?.(next);
-          schedule(next, next.expiration!.getTime() - Date.now() - this.renewMarginMs);
+          schedule(next, next.expiration!.getTime() - Date.now() - this.marginMs);
         } catch (e) {
           this.log.error({ err: (e as Error).message, retryInMs: this.retryMs }, 'failed to renew our lease');
           schedule(lease, this.retryMs);
@@ -171,7 +185,7 @@ export class SubnetManager {
       }, Math.max(0, delay));
       this.renewTimer.unref?.();
     };
-    schedule(l, l.expiration.getTime() - Date.now() - this.renewMarginMs);
+    schedule(l, l.expiration.getTime() - Date.now() - this.marginMs);
   }
 
   stopRenewal(): void {
@@ -179,10 +193,26 @@ export class SubnetManager {
   }
 
   watchLeases(cfg: NetworkConfig, own: Lease, sink: (events: LeaseEvent[]) => Promise<void>, onOwnLeaseLost: (why: string) => void): LeaseWatch {
-    const w = new LeaseWatch(this.registry, this.log, cfg, own, sink, onOwnLeaseLost);
+    const recovery: StoreRecovery = {
+      holdMs: this.storeLossHoldMs,
+      // the same subnet, value and kind (lease or reservation) as before; create-if-absent, so a node
+      // that grabbed our subnet in the meantime wins and we stop as if revoked
+      reRegister: async () => (await this.registry.createLease(own.subnet, encodeAttrs(own.attrs), own.etcdLease === '0' ? 0 : this.ttl)).created,
+      restoreConfig: () => this.registry.restoreConfig(JSON.stringify((this.cfg ?? cfg).raw)),
+    };
+    const w = new LeaseWatch(this.registry, this.log, cfg, own, sink, onOwnLeaseLost, recovery);
     void w.run();
     return w;
   }
+}
+
+/** What the watch does when etcd comes back without the data it had (wiped, or restored from an old backup). */
+export interface StoreRecovery {
+  holdMs: number;
+  /** writes our lease again; false when someone else holds the key now */
+  reRegister(): Promise<boolean>;
+  /** writes the config we run with where there is none; false when one is there */
+  restoreConfig(): Promise<boolean>;
 }
 
 /**
@@ -202,7 +232,12 @@ export class LeaseWatch {
   /** resolves once the first listing has been handed to the sink */
   readonly synced = new Promise<void>((r) => (this.firstSync = r));
   /** counters an operator can read (metrics, status) */
-  readonly stats = { relists: 0, events: 0, rejected: 0, lastEventAt: 0, disconnects: 0 };
+  readonly stats = { relists: 0, events: 0, rejected: 0, lastEventAt: 0, disconnects: 0, storeLosses: 0 };
+  /** highest store revision seen; a listing below it means etcd lost its data */
+  private revision = 0n;
+  /** peers missing after a store loss: key -> time their entries go unless they re-register */
+  private readonly held = new Map<string, number>();
+  private holdTimer?: NodeJS.Timeout;
 
   constructor(
     private readonly registry: EtcdRegistry,
@@ -211,6 +246,7 @@ export class LeaseWatch {
     private readonly own: Lease,
     private readonly sink: (events: LeaseEvent[]) => Promise<void>,
     private readonly onOwnLeaseLost: (why: string) => void,
+    private readonly recovery?: StoreRecovery,
   ) {
     this.ownKey = registry.leaseKey(own.subnet);
   }
@@ -234,6 +270,7 @@ export class LeaseWatch {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    clearInterval(this.holdTimer);
     this.abort.abort();
     this.endWatch?.();
     await this.chain;
@@ -255,15 +292,47 @@ export class LeaseWatch {
         continue;
       }
       this.stats.relists++;
+      const rev = BigInt(listing.revision);
+      const lost = rev < this.revision;
+      if (lost) {
+        try {
+          await this.recoverStore(rev, listing.leases);
+        } catch (e) {
+          this.log.warn({ err: (e as Error).message }, 'cannot re-register in etcd after it lost its data, retrying');
+          await sleep(1000, this.abort.signal);
+          continue;
+        }
+        // the listing predates our own re-registration: list again before watching
+        this.revision = 0n;
+        continue;
+      }
+      this.revision = rev;
       this.applyListing(listing.leases);
       this.firstSync();
       const ended = new Promise<Error | undefined>((resolve) => (this.endWatch = resolve));
+      let reconnecting = false;
       let watcher;
       try {
         watcher = await this.registry.watchLeases((BigInt(listing.revision) + 1n).toString(), {
-          onEvents: (events) => this.applyEvents(events),
+          onEvents: (events, revision) => {
+            if (BigInt(revision) > this.revision) this.revision = BigInt(revision);
+            this.applyEvents(events);
+          },
           onError: (err) => this.endWatch?.(err),
+          onConnected: () => {
+            if (!reconnecting) return;
+            reconnecting = false;
+            // etcd3 resumes a watch at the revision it had reached; on a store that lost its data that
+            // revision lies in the future and the watch would wait, silently, for events that never come
+            this.registry.revision().then(
+              (now) => {
+                if (now < this.revision) this.endWatch?.(new Error(`etcd revision went back from ${this.revision} to ${now}`));
+              },
+              () => undefined,
+            );
+          },
           onDisconnect: (err) => {
+            reconnecting = true;
             this.stats.disconnects++;
             this.log.warn({ err: err.message }, 'lost the etcd lease watch, reconnecting (the data plane keeps forwarding)');
           },
@@ -331,14 +400,65 @@ export class LeaseWatch {
       }
       seen.add(l.key);
     }
+    const now = Date.now();
     for (const [key, lease] of this.cache) {
-      if (!seen.has(key)) {
+      if (!seen.has(key) && !((this.held.get(key) ?? 0) > now)) {
         this.cacheDelete(key);
+        this.held.delete(key);
         events.push({ type: 'removed', lease });
       }
     }
-    for (const l of leases) if (l.key !== this.ownKey) this.put(l.key, l.value, events);
+    for (const l of leases) {
+      if (l.key === this.ownKey) continue;
+      this.held.delete(l.key);
+      this.put(l.key, l.value, events);
+    }
     if (!ownSeen) this.onOwnLeaseLost(`our lease ${this.ownKey} is no longer in etcd`);
+    this.emit(events);
+  }
+
+  /**
+   * etcd came back without the data it had (wiped, or restored from an older backup). Flannel would
+   * see its lease gone and exit; instead every agent writes back what it knows: its own lease (same
+   * subnet, create-if-absent) and the config if missing. Peers missing from the store keep their
+   * entries for holdMs so pods keep talking while those nodes re-register; those that never do go.
+   */
+  private async recoverStore(rev: bigint, leases: RawLease[]): Promise<void> {
+    const r = this.recovery;
+    this.stats.storeLosses++;
+    this.log.warn({ revisionBefore: String(this.revision), revisionNow: String(rev), leasesNow: leases.length }, 'etcd lost its data (its revision went back): writing our lease and the config back');
+    if (!r) return this.onOwnLeaseLost('etcd lost its data');
+    if (await r.restoreConfig()) this.log.warn({ key: this.registry.configKey }, 'the network config was missing after etcd lost its data; wrote back the one this node runs with');
+    if (!leases.some((l) => l.key === this.ownKey)) {
+      if (!(await r.reRegister())) return this.onOwnLeaseLost(`our subnet ${this.ownKey} was taken by another node after etcd lost its data`);
+      this.log.warn({ key: this.ownKey }, 're-registered our lease');
+    }
+    const present = new Set(leases.map((l) => l.key));
+    const until = Date.now() + r.holdMs;
+    for (const key of this.cache.keys()) if (!present.has(key)) this.held.set(key, until);
+    if (this.held.size && !this.holdTimer) {
+      this.holdTimer = setInterval(() => this.expireHeld(), Math.min(1000, r.holdMs));
+      this.holdTimer.unref?.();
+    }
+  }
+
+  /** Peers that did not re-register within holdMs after a store loss are removed like expired leases. */
+  private expireHeld(): void {
+    const now = Date.now();
+    const events: LeaseEvent[] = [];
+    for (const [key, until] of this.held) {
+      if (until > now) continue;
+      this.held.delete(key);
+      const old = this.cache.get(key);
+      if (!old) continue;
+      this.log.warn({ key, publicIP: old.attrs.publicIP }, 'a peer did not re-register after etcd lost its data; removing it');
+      this.cacheDelete(key);
+      events.push({ type: 'removed', lease: old });
+    }
+    if (!this.held.size) {
+      clearInterval(this.holdTimer);
+      this.holdTimer = undefined;
+    }
     this.emit(events);
   }
 
@@ -350,6 +470,7 @@ export class LeaseWatch {
         if (e.type === 'delete') this.onOwnLeaseLost(`our lease ${this.ownKey} was deleted or expired`);
         continue;
       }
+      this.held.delete(e.key);
       if (e.type === 'put') {
         this.put(e.key, e.value, events);
       } else {

@@ -116,6 +116,20 @@ test('ten agents starting at the same instant get ten distinct subnets', async (
   assert.equal(keys.length, 10);
 });
 
+test('ten agents racing for the last four subnets: four distinct winners, six clear "exhausted" errors', async () => {
+  const text = '{"Network":"10.20.0.0/16","SubnetMin":"10.20.1.0","SubnetMax":"10.20.4.0","Backend":{"Type":"vxlan"}}';
+  const { prefix, mk } = await setup(text);
+  const cfg = parseConfig(text);
+  const res = await Promise.allSettled(Array.from({ length: 10 }, (_, i) => mk().acquireLease(cfg, attrs(`10.2.0.${i + 1}`))));
+  const won = res.flatMap((r) => (r.status === 'fulfilled' ? [formatCidr(r.value.subnet)] : []));
+  const lost = res.flatMap((r) => (r.status === 'rejected' ? [(r.reason as Error).message] : []));
+  assert.deepEqual(won.sort(), ['10.20.1.0/24', '10.20.2.0/24', '10.20.3.0/24', '10.20.4.0/24']);
+  assert.equal(lost.length, 6);
+  for (const m of lost) assert.match(m, /^no free subnet left in 10\.20\.0\.0\/16: every \/24 from SubnetMin 10\.20\.1\.0 to SubnetMax 10\.20\.4\.0 is leased/);
+  const keys = await etcd.client.getAll().prefix(`${prefix}/subnets/`).keys();
+  assert.equal(keys.length, 4, 'no lease left behind by a loser');
+});
+
 test('renewal rewrites the key with a new etcd lease before expiry', async () => {
   const { prefix, mk, cfg } = await setup();
   const sm = mk({ subnetTTLSeconds: 4, renewMarginMs: 2500 });
@@ -147,9 +161,9 @@ function collector() {
   };
 }
 
-async function until(cond: () => boolean, ms = 10_000, what = 'condition') {
+async function until(cond: () => boolean | Promise<boolean>, ms = 10_000, what = 'condition') {
   const end = Date.now() + ms;
-  while (!cond()) {
+  while (!(await cond())) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
@@ -203,13 +217,60 @@ test('etcd restarted mid-watch: no event is lost', async () => {
   }
 });
 
+test('etcd lost its data: agents write their leases and the config back; absent peers are held, then dropped', async () => {
+  const server = await startEtcd();
+  try {
+    const { prefix, mk, cfg } = await setupOn(server);
+    const [a, b, c] = [mk({ storeLossHoldMs: 4000 }), mk({ storeLossHoldMs: 4000 }), mk()];
+    const la = await a.acquireLease(cfg, attrs('10.0.5.1', 'aa:bb:cc:dd:ee:01'));
+    const lb = await b.acquireLease(cfg, attrs('10.0.5.2', 'aa:bb:cc:dd:ee:02'));
+    // c's node is gone: its lease is in etcd but nothing will write it back
+    const lc = await c.acquireLease(cfg, attrs('10.0.5.3', 'aa:bb:cc:dd:ee:03'));
+    const [ca, cb] = [collector(), collector()];
+    let lost = '';
+    const wa = a.watchLeases(cfg, la, ca.sink, (why) => (lost = why));
+    const wb = b.watchLeases(cfg, lb, cb.sink, (why) => (lost = why));
+    await Promise.all([wa.synced, wb.synced]);
+    await until(() => ca.peers.size === 2 && cb.peers.size === 2);
+    const before = (await server.client.getAll().prefix(prefix).strings()) as Record<string, string>;
+
+    await server.stop();
+    rmSync(join(server.dataDir, 'member'), { recursive: true, force: true });
+    await server.start();
+    const t0 = Date.now();
+    const keyA = `${prefix}/subnets/${formatCidr(la.subnet).replace('/', '-')}`;
+    const keyB = `${prefix}/subnets/${formatCidr(lb.subnet).replace('/', '-')}`;
+    await until(async () => Object.keys(await server.client.getAll().prefix(prefix).strings()).length === 3, 20_000, 'leases and config written back');
+    const now = (await server.client.getAll().prefix(prefix).strings()) as Record<string, string>;
+    assert.equal(lost, '', 'no agent gave up its lease');
+    // the same JSON under the same keys, and the config the nodes run with
+    assert.equal(now[keyA], before[keyA]);
+    assert.equal(now[keyB], before[keyB]);
+    assert.deepEqual(JSON.parse(now[`${prefix}/config`]!), JSON.parse(CONFIG));
+    const ttl = await server.client.leaseClient.leaseTimeToLive({ ID: (await server.client.getAll().prefix(keyA).exec()).kvs[0]!.lease });
+    assert.ok(Number(ttl.TTL) > 86000, 're-registered with the full TTL');
+    // c is held (pods on it may still be alive) until the hold ends, b was never dropped
+    assert.ok(ca.peers.has(formatCidr(lc.subnet)) && ca.peers.has(formatCidr(lb.subnet)));
+    assert.equal(ca.events.filter((e) => e.type === 'removed').length, 0, 'nothing removed while nodes re-register');
+    // a node joining after the loss reaches the running watches: they resumed on the new store
+    const ld = await mk().acquireLease(cfg, attrs('10.0.5.4', 'aa:bb:cc:dd:ee:04'));
+    await until(() => ca.peers.has(formatCidr(ld.subnet)) && cb.peers.has(formatCidr(ld.subnet)), 10_000, 'new node seen');
+    await until(() => !ca.peers.has(formatCidr(lc.subnet)) && !cb.peers.has(formatCidr(lc.subnet)), 10_000, 'vanished node dropped after the hold');
+    assert.ok(Date.now() - t0 >= 3000, 'not dropped before the hold ended');
+    assert.deepEqual([...ca.peers.keys()].sort(), [formatCidr(lb.subnet), formatCidr(ld.subnet)].sort());
+    await Promise.all([wa.stop(), wb.stop()]);
+  } finally {
+    await server.destroy();
+  }
+});
+
 async function setupOn(server: EtcdServer, endpoint = server.endpoint) {
   const prefix = `/t-${randomBytes(4).toString('hex')}/network`;
   await server.client.put(`${prefix}/config`).value(CONFIG);
-  const mk = () => {
+  const mk = (o: Partial<ConstructorParameters<typeof SubnetManager>[0]> = {}) => {
     const registry = new EtcdRegistry({ endpoints: [endpoint], prefix });
     registries.push(registry);
-    return new SubnetManager({ registry, log: silentLogger, retryMs: 200 });
+    return new SubnetManager({ registry, log: silentLogger, retryMs: 200, ...o });
   };
   return { prefix, mk, cfg: parseConfig(CONFIG) };
 }
