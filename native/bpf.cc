@@ -207,6 +207,15 @@ Napi::Value MapKeys(const Napi::CallbackInfo& info) {
   return arr;
 }
 
+// Re-pins a map the agent still holds after its pin was removed by hand (the programs keep using it).
+Napi::Value ObjPin(const Napi::CallbackInfo& info) {
+  int fd = fdArg(info, 0, "bpfObjPin");
+  if (info.Length() < 2 || !info[1].IsString()) throw Napi::TypeError::New(info.Env(), "bpfObjPin(fd, path)");
+  std::string path = info[1].As<Napi::String>().Utf8Value();
+  if (bpf_obj_pin(fd, path.c_str())) throwSys(info.Env(), errno, "bpf obj pin " + path);
+  return info.Env().Undefined();
+}
+
 Napi::Value ObjGet(const Napi::CallbackInfo& info) {
   std::string path = info[0].As<Napi::String>().Utf8Value();
   int fd = bpf_obj_get(path.c_str());
@@ -381,6 +390,7 @@ void InitBpf(Napi::Env env, Napi::Object exports) {
   exports.Set("bpfMapInfo", Napi::Function::New(env, MapInfo));
   exports.Set("bpfProgInfo", Napi::Function::New(env, ProgInfo));
   exports.Set("bpfObjGet", Napi::Function::New(env, ObjGet));
+  exports.Set("bpfObjPin", Napi::Function::New(env, ObjPin));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd));
   exports.Set("tcAttach", Napi::Function::New(env, TcAttach));
   exports.Set("tcDetach", Napi::Function::New(env, TcDetach));

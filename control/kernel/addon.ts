@@ -27,6 +27,7 @@ export interface NativeAddon {
   bpfMapInfo(fd: number): { id: number; name: string; type: number; keySize: number; valueSize: number; maxEntries: number };
   bpfProgInfo(fd: number): { id: number; name: string };
   bpfObjGet(path: string): number;
+  bpfObjPin(fd: number, path: string): void;
   closeFd(fd: number): void;
   tcAttach(ifindex: number, direction: 'ingress' | 'egress', progFd: number, handle: number, priority: number): number;
   tcDetach(ifindex: number, direction: 'ingress' | 'egress', handle: number, priority: number): boolean;

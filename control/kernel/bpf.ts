@@ -73,6 +73,10 @@ export class BpfMap {
     return new BpfMap({ ...info, fd });
   }
 
+  pin(path: string): void {
+    addon().bpfObjPin(this.fd, path);
+  }
+
   update(key: Buffer, value: Buffer): void {
     addon().bpfMapUpdate(this.fd, key, value);
   }

@@ -40,7 +40,8 @@ export function parseCidr(s: string, strict = false): Subnet | undefined {
   if (slash < 0) return undefined;
   const ip = parseIp4(s.slice(0, slash));
   const lenStr = s.slice(slash + 1);
-  if (ip === undefined || !/^\d{1,2}$/.test(lenStr)) return undefined;
+  // no leading zero: "10.0.0.0-08" and "10.0.0.0-8" must not be two names (two etcd keys) for one subnet
+  if (ip === undefined || !/^(0|[1-9]\d?)$/.test(lenStr)) return undefined;
   const len = Number(lenStr);
   if (len > 32) return undefined;
   const net = (ip & mask(len)) >>> 0;

@@ -1,6 +1,6 @@
 // /run/flannel/subnet.env, the contract with the CNI plugin. Written atomically (temp file + rename in
 // the same directory) so a plugin never reads half a file.
-import { mkdir, open, readFile, rename } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { formatCidr, formatIp4, parseCidr, type Subnet } from './ip4.js';
 
@@ -25,8 +25,12 @@ export async function writeSubnetFile(path: string, c: SubnetFileContent): Promi
   const dir = dirname(path);
   await mkdir(dir, { recursive: true, mode: 0o755 });
   const tmp = join(dir, `.${basename(path)}.${process.pid}`);
-  const fh = await open(tmp, 'w', 0o644);
+  // O_EXCL: never write through a file or symlink someone else left under the temporary name
+  await rm(tmp, { force: true });
+  const fh = await open(tmp, 'wx', 0o644);
   try {
+    // readable by the CNI plugin, writable by root only, whatever the umask
+    await fh.chmod(0o644);
     await fh.writeFile(renderSubnetFile(c));
     await fh.sync();
   } finally {

@@ -13,7 +13,8 @@ import * as L from '../../bpf/layout.js';
 import { PeerProgrammer, type Entry } from '../peer-programmer.js';
 import type { Backend, BackendContext, HealthCheck, TrafficView } from '../types.js';
 import { decodeDataPlane, type DataPlaneMaps } from '../../bpf/inspect.js';
-import { disableIpv6, ensureDeviceAddress, ensureVxlanDevice } from './device.js';
+import { disableIpv6, ensureDeviceAddress, ensureVxlanDevice, repairVxlanDevice, type VxlanDeviceSpec } from './device.js';
+import { existsSync, unlinkSync } from 'node:fs';
 import { vxlanOptions, type VxlanOptions } from './classic.js';
 
 export type UnderlayHook = 'auto' | 'xdp' | 'xdp-generic' | 'tc' | 'none';
@@ -51,7 +52,9 @@ export class BpfVxlanBackend implements Backend {
   private readonly programmer: PeerProgrammer<MapOp>;
   private underlayHook: string = 'not attached';
   private xdpRefused = false;
-  readonly repairs = { attachments: 0 };
+  readonly repairs = { attachments: 0, device: 0, pins: 0 };
+  private devSpec!: VxlanDeviceSpec;
+  private own?: Lease;
 
   constructor(
     private readonly ctx: BackendContext,
@@ -82,10 +85,16 @@ export class BpfVxlanBackend implements Backend {
       guardXdp: guard.program('fl_guard_xdp').fd,
     };
 
-    this.dev = await ensureVxlanDevice(
-      { name: `flannel.${this.opts.vni}`, vni: this.opts.vni, local: '', link: 0, port: this.opts.port, learning: false, external: true, mtu: this.opts.mtu ?? ext.iface.mtu - 50 },
-      log,
-    );
+    this.devSpec = { name: `flannel.${this.opts.vni}`, vni: this.opts.vni, local: '', link: 0, port: this.opts.port, learning: false, external: true, mtu: this.opts.mtu ?? ext.iface.mtu - 50 };
+    await this.setupDevice(await ensureVxlanDevice(this.devSpec, log));
+    return {
+      attrs: { publicIP: ext.publicIP, publicIPv6: null, backendType: 'vxlan', backendData: encodeVxlanData({ vni: this.opts.vni, vtepMAC: this.dev.mac }) },
+      mtu: this.dev.mtu,
+    };
+  }
+
+  private async setupDevice(dev: Link): Promise<void> {
+    this.dev = dev;
     // ARP off: the egress program writes the peer's MAC itself; the kernel must not try to resolve it
     await exec({ type: 'link', action: 'set', index: this.dev.index, noarp: true });
     // no IPv6 on the tunnel: router solicitations would only be dropped and counted as not_ipv4
@@ -95,13 +104,10 @@ export class BpfVxlanBackend implements Backend {
     // place on a restart so a running data plane never sees an empty hook
     tcAttach(this.dev.index, 'egress', this.progs.egress, TC_HANDLE, TC_PRIO);
     tcAttach(this.dev.index, 'ingress', this.progs.ingress, TC_HANDLE, TC_PRIO);
-    return {
-      attrs: { publicIP: ext.publicIP, publicIPv6: null, backendType: 'vxlan', backendData: encodeVxlanData({ vni: this.opts.vni, vtepMAC: this.dev.mac }) },
-      mtu: this.dev.mtu,
-    };
   }
 
   async start(own: Lease) {
+    this.own = own;
     await ensureDeviceAddress(this.dev, own.subnet);
     const { network } = this.ctx.cfg;
     // one route for the whole cluster network; our own subnet's more specific route (cni0) wins locally
@@ -111,10 +117,48 @@ export class BpfVxlanBackend implements Backend {
   handle = (events: Parameters<Backend['handle']>[0]) => this.programmer.handle(events);
 
   async reconcile(peers: Lease[]) {
+    await this.ensureDevice();
+    this.ensurePinned();
     const res = await this.programmer.reconcile(peers);
     this.pruneStats(peers);
     this.ensureAttached();
     return res;
+  }
+
+  /** flannel.1 deleted or set down by hand: the same device again, with its hooks, address and route. */
+  private async ensureDevice(): Promise<void> {
+    if (!this.own) return;
+    const dev = await repairVxlanDevice(this.dev, this.devSpec, this.ctx.log);
+    if (!dev) return;
+    await this.setupDevice(dev);
+    await this.start(this.own);
+    this.repairs.device++;
+  }
+
+  /**
+   * A pin removed (or replaced) by hand does not stop the data plane (the programs hold the maps) but
+   * hides it from bpftool and from the next agent, which would start with empty maps: pin ours again.
+   */
+  private ensurePinned(): void {
+    let missing = false;
+    for (const [name, map] of Object.entries(this.maps)) {
+      const path = join(this.bpf.pinRoot, name);
+      let pinned: BpfMap | undefined;
+      try {
+        pinned = BpfMap.openPinned(path);
+        if (pinned.id() === map.id()) continue;
+      } catch {
+        /* not pinned */
+      } finally {
+        pinned?.close();
+      }
+      if (!missing) ensureBpffs(this.bpf.pinRoot);
+      missing = true;
+      if (existsSync(path)) unlinkSync(path);
+      map.pin(path);
+      this.repairs.pins++;
+      this.ctx.log.warn({ map: name, path }, 'a BPF map pin was missing or replaced; pinned ours again');
+    }
   }
 
   /** Re-attaches whatever is missing (a hook removed by hand, a restarted underlay link). */
@@ -223,6 +267,9 @@ export class BpfVxlanBackend implements Backend {
       underlayGuard: this.underlayHook,
       peers: this.programmer.peerCount(),
       ...this.programmer.stats,
+      repairedDevice: this.repairs.device,
+      repairedPins: this.repairs.pins,
+      reattachedPrograms: this.repairs.attachments,
     };
   }
 

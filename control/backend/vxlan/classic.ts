@@ -7,7 +7,7 @@ import { RTNH_F_ONLINK, NUD_PERMANENT, execBatch, listFdb, listNeighs, listRoute
 import { PeerProgrammer, type Entry } from '../peer-programmer.js';
 import type { Backend, BackendContext } from '../types.js';
 import { deviceCheck } from '../health.js';
-import { ensureDeviceAddress, ensureVxlanDevice } from './device.js';
+import { ensureDeviceAddress, ensureVxlanDevice, repairVxlanDevice, type VxlanDeviceSpec } from './device.js';
 
 const RTPROT_KERNEL = 2;
 export const DEFAULT_VXLAN_PORT = 8472;
@@ -37,6 +37,9 @@ export class ClassicVxlanBackend implements Backend {
   private dev!: Link;
   private readonly programmer: PeerProgrammer<NetlinkOp>;
   private readonly opts: VxlanOptions;
+  private devSpec!: VxlanDeviceSpec;
+  private own?: Lease;
+  private repairedDevice = 0;
 
   constructor(private readonly ctx: BackendContext) {
     this.opts = vxlanOptions(ctx.cfg.backend);
@@ -45,8 +48,7 @@ export class ClassicVxlanBackend implements Backend {
 
   async prepare() {
     const { ext } = this.ctx;
-    this.dev = await ensureVxlanDevice(
-      {
+    this.devSpec = {
         name: `flannel.${this.opts.vni}`,
         vni: this.opts.vni,
         local: ext.ifaceAddr,
@@ -55,9 +57,8 @@ export class ClassicVxlanBackend implements Backend {
         learning: this.opts.learning,
         external: false,
         mtu: this.opts.mtu ?? ext.iface.mtu - 50, // outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
-      },
-      this.ctx.log,
-    );
+    };
+    this.dev = await ensureVxlanDevice(this.devSpec, this.ctx.log);
     return {
       attrs: { publicIP: ext.publicIP, publicIPv6: null, backendType: 'vxlan', backendData: encodeVxlanData({ vni: this.opts.vni, vtepMAC: this.dev.mac }) },
       mtu: this.dev.mtu,
@@ -65,16 +66,28 @@ export class ClassicVxlanBackend implements Backend {
   }
 
   async start(own: Lease) {
+    this.own = own;
     await ensureDeviceAddress(this.dev, own.subnet);
   }
 
   handle = (events: Parameters<Backend['handle']>[0]) => this.programmer.handle(events);
-  reconcile = (peers: Lease[]) => this.programmer.reconcile(peers);
+
+  async reconcile(peers: Lease[]) {
+    // a flannel.1 deleted by hand takes every route, neighbour and FDB entry with it: the same device
+    // again (same MAC), then the reconcile below puts the entries back
+    const dev = this.own ? await repairVxlanDevice(this.dev, this.devSpec, this.ctx.log) : undefined;
+    if (dev) {
+      this.dev = dev;
+      await this.start(this.own!);
+      this.repairedDevice++;
+    }
+    return this.programmer.reconcile(peers);
+  }
 
   checks = async () => [await deviceCheck(this.dev.name)];
 
   describe() {
-    return { backend: 'vxlan', mode: 'classic', device: this.dev?.name, vni: this.opts.vni, port: this.opts.port, peers: this.programmer.peerCount(), ...this.programmer.stats };
+    return { backend: 'vxlan', mode: 'classic', device: this.dev?.name, vni: this.opts.vni, port: this.opts.port, peers: this.programmer.peerCount(), ...this.programmer.stats, repairedDevice: this.repairedDevice };
   }
 
   private entriesFor(lease: Lease): Entry<NetlinkOp>[] {

@@ -14,7 +14,11 @@ export interface VxlanDeviceSpec {
   learning: boolean;
   external: boolean;
   mtu: number;
+  /** keep this MAC when (re)creating: peers' FDB and map entries name it */
+  mac?: string;
 }
+
+const IFF_UP = 1;
 
 function compatible(l: Link, s: VxlanDeviceSpec): string | undefined {
   if (l.kind !== 'vxlan' || !l.vxlan) return `it is a ${l.kind || 'non-vxlan'} device`;
@@ -46,12 +50,29 @@ export async function ensureVxlanDevice(s: VxlanDeviceSpec, log: Logger): Promis
   if (s.local) vxlan.local = s.local;
   if (s.link) vxlan.link = s.link;
   if (!s.external) vxlan.vni = s.vni;
-  await exec({ type: 'link', action: 'add', name: s.name, kind: 'vxlan', mtu: s.mtu, vxlan });
+  await exec({ type: 'link', action: 'add', name: s.name, kind: 'vxlan', mtu: s.mtu, vxlan, ...(s.mac ? { mac: s.mac } : {}) });
   const link = await getLink(s.name);
   if (!link) throw new Error(`created ${s.name} but cannot find it`);
   await exec({ type: 'link', action: 'set', index: link.index, up: true });
   log.info({ device: s.name, index: link.index, mac: link.mac, mtu: link.mtu }, 'created the VXLAN device');
   return link;
+}
+
+/**
+ * Between reconciles someone may delete flannel.<VNI> or set it down (which also flushes its routes).
+ * Returns the device to use when it had to be recreated (same spec, same MAC, so no peer needs to
+ * learn anything) or set up again; the caller then restores the address and routes. undefined: intact.
+ */
+export async function repairVxlanDevice(dev: Link, s: VxlanDeviceSpec, log: Logger): Promise<Link | undefined> {
+  const cur = await getLink(s.name);
+  if (cur && cur.index === dev.index) {
+    if (cur.flags & IFF_UP) return undefined;
+    log.warn({ device: s.name }, 'the VXLAN device was set down; setting it up and restoring its address and routes');
+    await exec({ type: 'link', action: 'set', index: cur.index, up: true });
+    return (await getLink(s.name)) ?? cur;
+  }
+  log.warn({ device: s.name, mac: dev.mac }, 'the VXLAN device disappeared (deleted by hand?); recreating it with the same MAC');
+  return ensureVxlanDevice({ ...s, mac: dev.mac }, log);
 }
 
 /** Our subnet's network address as <ip>/32 on the device, and no other IPv4 address, as flannel does. */
