@@ -26,7 +26,9 @@ int fl_vxlan_egress(struct __sk_buff *skb)
 		fl_count(FL_NOT_IPV4, skb->len);
 		return TC_ACT_SHOT;
 	}
-	if (ip->version != 4 || ip->ihl < 5) {
+	/* Options must be there if the header says so. tot_len is not checked against skb->len: a GSO
+	 * super-packet (BIG TCP sets tot_len 0) is legitimate here and is segmented after us. */
+	if (ip->version != 4 || ip->ihl < 5 || (void *)ip + ip->ihl * 4 > data_end) {
 		fl_count(FL_MALFORMED, skb->len);
 		return TC_ACT_SHOT;
 	}

@@ -38,7 +38,7 @@ export function udp(sport: number, dport: number, payload: Buffer): Buffer {
 export function vxlan(vni: number, inner: Buffer): Buffer {
   const h = Buffer.alloc(8);
   h.writeUInt8(0x08, 0);
-  h.writeUInt32BE(vni << 8, 4);
+  h.writeUInt32BE((vni << 8) >>> 0, 4);
   return Buffer.concat([h, inner]);
 }
 
