@@ -15,6 +15,7 @@ import type { Lease } from '../subnet/lease.js';
 import type { ExternalInterface } from '../iface/select.js';
 import { ensureRules, forwardRules, masqRules, supportsRandomFully, type Rule } from '../firewall/iptables.js';
 import type { AgentStatus } from './status.js';
+import { MissingCapabilityError, missingCapabilities } from './capabilities.js';
 
 export interface AgentOptions {
   etcd: EtcdOptions;
@@ -69,6 +70,8 @@ export class Agent {
     const cfg = await this.manager.waitForConfig(this.abort.signal);
     log.info({ network: formatCidr(cfg.network), subnetLen: cfg.subnetLen, backend: cfg.backend.Type }, 'network config');
     this.cfg = cfg;
+    const missing = missingCapabilities({ backend: cfg.backend.Type, bpf: this.o.bpf.enabled });
+    if (missing.length) throw new MissingCapabilityError(missing);
 
     const ext = await lookupExternalInterface(this.o.iface);
     log.info({ iface: ext.iface.name, ifaceAddr: ext.ifaceAddr, publicIP: ext.publicIP, mtu: ext.iface.mtu }, 'using interface');

@@ -4,6 +4,7 @@ import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { Agent } from '../agent/agent.js';
+import { MissingCapabilityError, missingCapabilities } from '../agent/capabilities.js';
 import { HealthServer } from '../health/server.js';
 import { createLogger } from '../log.js';
 import { ConfigError } from '../subnet/config.js';
@@ -131,6 +132,14 @@ async function main(): Promise<void> {
   if (bad) cmd.error(`error: ${bad}`, { exitCode: 2 });
 
   const log = createLogger(f.verbosity);
+  // every backend needs CAP_NET_ADMIN: say so before waiting on etcd; the backend's own needs are
+  // checked once the config says which backend this is
+  const missing = missingCapabilities({ backend: '', bpf: false });
+  if (missing.length) {
+    log.fatal({ err: new MissingCapabilityError(missing).message }, 'failed to start');
+    log.flush?.();
+    process.exit(1);
+  }
   const agent = new Agent({
     etcd: {
       endpoints: f.etcdEndpoints.split(',').map((s) => s.trim()),

@@ -1,6 +1,7 @@
 // The typed libbpf layer: objects loaded with a pin root (maps pinned by name and reused), map access
 // with Buffers, tc/XDP attachment and BPF_PROG_TEST_RUN. libbpf's own messages go to the logger.
-import { mkdirSync, statfsSync } from 'node:fs';
+import { chmodSync, mkdirSync, readdirSync, statSync, statfsSync } from 'node:fs';
+import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { resolve } from 'node:path';
 import type { Logger } from '../log.js';
@@ -36,8 +37,29 @@ function mkdirs(dir: string): void {
 /** Makes sure dir is on a bpffs, mounting one there if needed (pins elsewhere fail with EINVAL). */
 export function ensureBpffs(dir: string): void {
   mkdirs(dir);
-  if (statfsSync(dir).type === BPF_FS_MAGIC) return;
-  execFileSync('mount', ['-t', 'bpf', 'bpf', dir]);
+  // a bpffs root is 1777 by default: anyone allowed to use bpf() could pin a map of theirs under a
+  // name we would adopt on the next start
+  if (statfsSync(dir).type !== BPF_FS_MAGIC) execFileSync('mount', ['-t', 'bpf', '-o', 'mode=0700', 'bpf', dir]);
+  if (statSync(dir).mode & 0o022) chmodSync(dir, 0o700);
+}
+
+/**
+ * Pins we are about to reuse (libbpf adopts a pinned map by name) must be root's and writable by
+ * root only: a map planted by someone else would let them steer the data plane. Returns the problems.
+ */
+export function untrustedPins(dir: string, prefix = 'fl_'): string[] {
+  const out: string[] = [];
+  let names: string[] = [];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return out;
+  }
+  for (const n of names.filter((x) => x.startsWith(prefix))) {
+    const st = statSync(join(dir, n));
+    if (st.uid !== 0 || st.mode & 0o022) out.push(`${join(dir, n)} (owner uid ${st.uid}, mode ${(st.mode & 0o777).toString(8)})`);
+  }
+  return out;
 }
 
 export function isBpffs(dir: string): boolean {

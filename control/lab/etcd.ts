@@ -1,7 +1,7 @@
 // A real etcd server (Debian's etcd-server) for the lab and the tests: its own data dir and ports,
 // optionally inside a network namespace; stopped and removed afterwards.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, mkdirSync, rmSync, openSync, closeSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync, openSync, closeSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -52,6 +52,8 @@ export interface EtcdOptions {
   dataDir?: string;
   /** outlives this process (the lab's `up` returns while the cluster runs); no exit-time cleanup */
   detached?: boolean;
+  /** serve https and require client certificates signed by caFile; our own client uses clientCert/Key */
+  tls?: { certFile: string; keyFile: string; caFile: string; clientCertFile: string; clientKeyFile: string };
 }
 
 export async function startEtcd(opts: EtcdOptions = {}): Promise<EtcdServer> {
@@ -60,18 +62,25 @@ export async function startEtcd(opts: EtcdOptions = {}): Promise<EtcdServer> {
   mkdirSync(dataDir, { recursive: true });
   const clientPort = opts.clientPort ?? (await freePort());
   const peerPort = await freePort();
-  const endpoint = `http://${host}:${clientPort}`;
+  const tls = opts.tls;
+  const endpoint = `${tls ? 'https' : 'http'}://${host}:${clientPort}`;
   const peer = `http://127.0.0.1:${peerPort}`;
   const args = [
     '--name', 'test', '--data-dir', dataDir,
     '--listen-client-urls', endpoint, '--advertise-client-urls', endpoint,
     '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer,
     '--initial-cluster', `test=${peer}`, '--log-outputs', join(dataDir, 'etcd.log'), '--logger', 'zap',
+    ...(tls ? ['--cert-file', tls.certFile, '--key-file', tls.keyFile, '--client-cert-auth', '--trusted-ca-file', tls.caFile] : []),
   ];
   let proc: ChildProcess | undefined;
-  const client = new Etcd3({ hosts: endpoint, dialTimeout: 2000 });
+  const client = new Etcd3({
+    hosts: endpoint,
+    dialTimeout: 2000,
+    ...(tls ? { credentials: { rootCertificate: readFileSync(tls.caFile), certChain: readFileSync(tls.clientCertFile), privateKey: readFileSync(tls.clientKeyFile) } } : {}),
+  });
+  const ctlTls = tls ? [`--cacert=${tls.caFile}`, `--cert=${tls.clientCertFile}`, `--key=${tls.clientKeyFile}`] : [];
   const ctl = async (...a: string[]) => {
-    const argv = ['etcdctl', `--endpoints=${endpoint}`, ...a];
+    const argv = ['etcdctl', `--endpoints=${endpoint}`, ...ctlTls, ...a];
     const { stdout } = opts.netns ? await run('ip', ['netns', 'exec', opts.netns, ...argv]) : await run(argv[0]!, argv.slice(1));
     return stdout;
   };

@@ -1,5 +1,7 @@
 // The etcd v3 side of the subnet manager: flannel's key layout under --etcd-prefix, nothing else.
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { Etcd3, type IOptions, type Watcher } from 'etcd3';
 import type { Subnet } from './ip4.js';
 import { subnetKey } from './ip4.js';
@@ -29,18 +31,79 @@ export interface WatchHandlers {
   /** the watch ended for good (canceled, compacted): the caller re-lists and watches again */
   onError(err: Error): void;
   onDisconnect?(err: Error): void;
-  /** the watch is (re)established; after a disconnect the caller checks the store was not replaced */
-  onConnected?(): void;
+}
+
+/** etcd refuses us for a reason retrying will not fix: certificates or credentials. */
+export class EtcdAccessError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'EtcdAccessError';
+  }
+}
+
+interface Tls {
+  ca: Buffer;
+  cert?: Buffer;
+  key?: Buffer;
+}
+
+function readTls(o: EtcdOptions): Tls | undefined {
+  if (!o.caFile && !o.certFile && !o.keyFile) return undefined;
+  if (!o.caFile) throw new EtcdAccessError('--etcd-cafile is required when --etcd-certfile or --etcd-keyfile is given');
+  const read = (flag: string, path: string) => {
+    try {
+      return readFileSync(path);
+    } catch (e) {
+      throw new EtcdAccessError(`${flag} ${path}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
+    }
+  };
+  return {
+    ca: read('--etcd-cafile', o.caFile),
+    ...(o.certFile ? { cert: read('--etcd-certfile', o.certFile) } : {}),
+    ...(o.keyFile ? { key: read('--etcd-keyfile', o.keyFile) } : {}),
+  };
+}
+
+/**
+ * gRPC reports every TLS failure as "UNAVAILABLE: No connection established". One plain TLS handshake
+ * with the same files says which: an unknown server CA, a client certificate the server rejects, a
+ * name mismatch. undefined when the handshake works or the server is simply not there.
+ */
+function tlsProbe(endpoint: string, tls: Tls | undefined, ms = 3000): Promise<string | undefined> {
+  const u = new URL(endpoint);
+  return new Promise((resolve) => {
+    const s = tlsConnect({
+      host: u.hostname,
+      port: Number(u.port || 2379),
+      ...(isIP(u.hostname) ? {} : { servername: u.hostname }),
+      ALPNProtocols: ['h2'],
+      ...(tls ?? {}),
+    });
+    const done = (why?: string) => {
+      clearTimeout(t);
+      s.destroy();
+      resolve(why);
+    };
+    const t = setTimeout(() => done(), ms);
+    s.once('error', (e: NodeJS.ErrnoException) => {
+      if (['ECONNREFUSED', 'EHOSTUNREACH', 'ETIMEDOUT', 'ECONNRESET'].includes(e.code ?? '')) return done();
+      // OpenSSL's text for an alert from the server names the alert deep inside a long line
+      const alert = /alert ([a-z ]+?)(:|$)/i.exec(e.message)?.[1];
+      done(alert ? `etcd rejected our client certificate (TLS alert "${alert.replace(/^sslv3 |^tlsv1[0-9]* /, '')}")` : `etcd's server certificate is not trusted: ${e.message.trim()}`);
+    });
+    // with TLS 1.3 the server judges our certificate after the handshake: give it a moment to object
+    s.once('secureConnect', () => setTimeout(() => done(), 300));
+  });
 }
 
 function clientOptions(o: EtcdOptions): IOptions {
   const opts: IOptions = { hosts: o.endpoints, dialTimeout: 5000 };
-  if (o.caFile || o.certFile || o.keyFile) {
-    if (!o.caFile) throw new Error('--etcd-cafile is required when --etcd-certfile or --etcd-keyfile is given');
+  const tls = readTls(o);
+  if (tls) {
     opts.credentials = {
-      rootCertificate: readFileSync(o.caFile),
-      ...(o.keyFile ? { privateKey: readFileSync(o.keyFile) } : {}),
-      ...(o.certFile ? { certChain: readFileSync(o.certFile) } : {}),
+      rootCertificate: tls.ca,
+      ...(tls.key ? { privateKey: tls.key } : {}),
+      ...(tls.cert ? { certChain: tls.cert } : {}),
     };
   }
   if (o.username) opts.auth = { username: o.username, password: o.password ?? '' };
@@ -51,9 +114,23 @@ export class EtcdRegistry {
   readonly client: Etcd3;
   readonly prefix: string;
 
-  constructor(opts: EtcdOptions) {
+  constructor(private readonly opts: EtcdOptions) {
     this.prefix = opts.prefix.replace(/\/+$/, '');
     this.client = new Etcd3(clientOptions(opts));
+  }
+
+  /**
+   * An etcd error that retrying will not fix, explained (wrong password, a certificate etcd or we
+   * reject), or undefined for anything that may heal (etcd down, a leader election).
+   */
+  async diagnose(err: Error): Promise<EtcdAccessError | undefined> {
+    if (/authentication failed|invalid user ID or password|user name (is )?(empty|not found)|permission denied/i.test(err.message))
+      return new EtcdAccessError(`etcd refused our credentials (--etcd-username/--etcd-password): ${err.message}`);
+    for (const e of this.opts.endpoints.filter((x) => x.startsWith('https:'))) {
+      const why = await tlsProbe(e, readTls(this.opts));
+      if (why) return new EtcdAccessError(`TLS with etcd at ${e} fails: ${why} (check --etcd-cafile, --etcd-certfile, --etcd-keyfile)`);
+    }
+    return undefined;
   }
 
   get configKey(): string {
@@ -146,7 +223,6 @@ export class EtcdRegistry {
     });
     w.on('error', (err) => h.onError(err));
     w.on('disconnected', (err) => h.onDisconnect?.(err));
-    w.on('connected', () => h.onConnected?.());
     return w;
   }
 

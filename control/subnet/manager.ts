@@ -73,6 +73,8 @@ export class SubnetManager {
       try {
         text = await this.registry.getConfig();
       } catch (e) {
+        const fatal = await this.registry.diagnose(e as Error);
+        if (fatal) throw fatal;
         this.log.warn({ err: (e as Error).message }, 'cannot reach etcd to read the network config, retrying');
         await sleep(pollMs, signal);
         continue;
@@ -247,6 +249,7 @@ export class LeaseWatch {
     private readonly sink: (events: LeaseEvent[]) => Promise<void>,
     private readonly onOwnLeaseLost: (why: string) => void,
     private readonly recovery?: StoreRecovery,
+    private readonly storeCheckMs = 5000,
   ) {
     this.ownKey = registry.leaseKey(own.subnet);
   }
@@ -310,29 +313,41 @@ export class LeaseWatch {
       this.applyListing(listing.leases);
       this.firstSync();
       const ended = new Promise<Error | undefined>((resolve) => (this.endWatch = resolve));
-      let reconnecting = false;
+      // etcd3 resumes a watch at the revision it had reached; on a store that lost its data that revision
+      // lies in the future and the watch waits, silently, for events that never come (and the client
+      // does not always report the disconnect). So ask etcd its revision every few seconds (one small
+      // read) and start over when it went back.
+      let probing = false;
+      /** the watch was ended by us, not by etcd: its watcher is still registered and must be cancelled */
+      let liveWatcher = false;
+      let current = true;
+      const probe = setInterval(async () => {
+        if (probing) return;
+        probing = true;
+        try {
+          // a request made while etcd is away may never complete
+          const now = await Promise.race([this.registry.revision(), sleep(3000).then(() => Promise.reject(new Error('timeout')))]);
+          if (now < this.revision) {
+            liveWatcher = true;
+            this.endWatch?.(new Error(`etcd revision went back from ${this.revision} to ${now}`));
+          }
+        } catch {
+          /* etcd away: the next probe asks again */
+        } finally {
+          probing = false;
+        }
+      }, this.storeCheckMs);
+      probe.unref?.();
       let watcher;
       try {
         watcher = await this.registry.watchLeases((BigInt(listing.revision) + 1n).toString(), {
           onEvents: (events, revision) => {
+            if (!current) return; // a watcher being cancelled must not apply anything any more
             if (BigInt(revision) > this.revision) this.revision = BigInt(revision);
             this.applyEvents(events);
           },
           onError: (err) => this.endWatch?.(err),
-          onConnected: () => {
-            if (!reconnecting) return;
-            reconnecting = false;
-            // etcd3 resumes a watch at the revision it had reached; on a store that lost its data that
-            // revision lies in the future and the watch would wait, silently, for events that never come
-            this.registry.revision().then(
-              (now) => {
-                if (now < this.revision) this.endWatch?.(new Error(`etcd revision went back from ${this.revision} to ${now}`));
-              },
-              () => undefined,
-            );
-          },
           onDisconnect: (err) => {
-            reconnecting = true;
             this.stats.disconnects++;
             this.log.warn({ err: err.message }, 'lost the etcd lease watch, reconnecting (the data plane keeps forwarding)');
           },
@@ -344,9 +359,11 @@ export class LeaseWatch {
       }
       if (this.stopped) this.endWatch?.();
       const err = await ended;
+      clearInterval(probe);
+      current = false;
       // etcd3 already dropped a watcher that ended in error; cancelling it again would wait forever
       // for an 'end' event, so only a live watcher is cancelled, and never for more than a second.
-      if (this.stopped) await Promise.race([watcher.cancel().catch(() => undefined), sleep(1000)]);
+      if (this.stopped || liveWatcher) await Promise.race([watcher.cancel().catch(() => undefined), sleep(1000)]);
       else this.log.warn({ err: err?.message }, 'the lease watch ended (compaction?): listing all leases again');
     }
   }

@@ -8,7 +8,7 @@ import { projectRoot } from '../../paths.js';
 import { LeaseFormatError, decodeVxlanData, encodeVxlanData, type Lease } from '../../subnet/lease.js';
 import { formatCidr, formatIp4 } from '../../subnet/ip4.js';
 import { exec, type Link } from '../../kernel/netlink.js';
-import { BpfMap, BpfObject, ensureBpffs, tcAttach, tcQuery, xdpAttach, xdpQuery, progInfo } from '../../kernel/bpf.js';
+import { BpfMap, BpfObject, ensureBpffs, untrustedPins, tcAttach, tcQuery, xdpAttach, xdpQuery, progInfo } from '../../kernel/bpf.js';
 import * as L from '../../bpf/layout.js';
 import { PeerProgrammer, type Entry } from '../peer-programmer.js';
 import type { Backend, BackendContext, HealthCheck, TrafficView } from '../types.js';
@@ -67,6 +67,8 @@ export class BpfVxlanBackend implements Backend {
   async prepare() {
     const { ext, log } = this.ctx;
     ensureBpffs(this.bpf.pinRoot);
+    const bad = untrustedPins(this.bpf.pinRoot);
+    if (bad.length) throw new Error(`refusing to reuse pinned maps that are not root's alone: ${bad.join(', ')}`);
     const dir = join(projectRoot(), 'dist', 'bpf');
     for (const name of ['vxlan_egress.o', 'vxlan_ingress.o', 'underlay_guard.o']) this.objects.push(await BpfObject.open(join(dir, name), this.bpf.pinRoot, log));
     const [egress, ingress, guard] = this.objects as [BpfObject, BpfObject, BpfObject];
