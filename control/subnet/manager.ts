@@ -225,6 +225,10 @@ export class LeaseWatch {
   private readonly cache = new Map<string, Lease>();
   /** subnet address -> key of the cached lease holding it */
   private readonly byAddress = new Map<number, string>();
+  /** public IP -> key of the cached lease holding it: one node, one lease (flannel reuses by PublicIP) */
+  private readonly byPublicIP = new Map<string, string>();
+  /** leases rejected for a conflict with a cached one: retried when that one goes */
+  private readonly conflicting = new Map<string, string>();
   private chain: Promise<void> = Promise.resolve();
   private stopped = false;
   private abort = new AbortController();
@@ -260,14 +264,19 @@ export class LeaseWatch {
 
   private cacheSet(key: string, l: Lease): void {
     const old = this.cache.get(key);
-    if (old) this.byAddress.delete(old.subnet.ip);
+    if (old) {
+      this.byAddress.delete(old.subnet.ip);
+      this.byPublicIP.delete(old.attrs.publicIP);
+    }
     this.cache.set(key, l);
     this.byAddress.set(l.subnet.ip, key);
+    this.byPublicIP.set(l.attrs.publicIP, key);
   }
 
   private cacheDelete(key: string): void {
     const old = this.cache.get(key);
     if (old && this.byAddress.get(old.subnet.ip) === key) this.byAddress.delete(old.subnet.ip);
+    if (old && this.byPublicIP.get(old.attrs.publicIP) === key) this.byPublicIP.delete(old.attrs.publicIP);
     this.cache.delete(key);
   }
 
@@ -317,27 +326,32 @@ export class LeaseWatch {
       // lies in the future and the watch waits, silently, for events that never come (and the client
       // does not always report the disconnect). So ask etcd its revision every few seconds (one small
       // read) and start over when it went back.
-      let probing = false;
+      // And when etcd was away, its client may take many seconds (backoff) to resume the watch: once
+      // the probe gets an answer again, list and watch afresh (the listing diff loses nothing).
       /** the watch was ended by us, not by etcd: its watcher is still registered and must be cancelled */
       let liveWatcher = false;
       let current = true;
-      const probe = setInterval(async () => {
-        if (probing) return;
-        probing = true;
-        try {
-          // a request made while etcd is away may never complete
-          const now = await Promise.race([this.registry.revision(), sleep(3000).then(() => Promise.reject(new Error('timeout')))]);
-          if (now < this.revision) {
-            liveWatcher = true;
-            this.endWatch?.(new Error(`etcd revision went back from ${this.revision} to ${now}`));
+      let failed = false;
+      let probe: NodeJS.Timeout | undefined;
+      const restart = (why: string) => {
+        liveWatcher = true;
+        this.endWatch?.(new Error(why));
+      };
+      const schedule = () => {
+        probe = setTimeout(async () => {
+          try {
+            // a request made while etcd is away may never complete
+            const now = await Promise.race([this.registry.revision(), sleep(3000).then(() => Promise.reject(new Error('timeout')))]);
+            if (now < this.revision) return restart(`etcd revision went back from ${this.revision} to ${now}`);
+            if (failed) return restart('etcd answers again');
+          } catch {
+            failed = true;
           }
-        } catch {
-          /* etcd away: the next probe asks again */
-        } finally {
-          probing = false;
-        }
-      }, this.storeCheckMs);
-      probe.unref?.();
+          if (current) schedule();
+        }, failed ? 1000 : this.storeCheckMs);
+        probe.unref?.();
+      };
+      schedule();
       let watcher;
       try {
         watcher = await this.registry.watchLeases((BigInt(listing.revision) + 1n).toString(), {
@@ -359,7 +373,7 @@ export class LeaseWatch {
       }
       if (this.stopped) this.endWatch?.();
       const err = await ended;
-      clearInterval(probe);
+      clearTimeout(probe);
       current = false;
       // etcd3 already dropped a watcher that ended in error; cancelling it again would wait forever
       // for an 'end' event, so only a live watcher is cancelled, and never for more than a second.
@@ -382,16 +396,30 @@ export class LeaseWatch {
       return `subnet ${formatCidr(subnet)} is outside Network ${formatCidr(this.cfg.network)} or not a /${this.cfg.subnetLen}`;
     if (overlaps(subnet, this.own.subnet)) return `subnet ${formatCidr(subnet)} overlaps our own ${formatCidr(this.own.subnet)}`;
     if (attrs.publicIP === this.own.attrs.publicIP) return `lease claims our own public IP ${attrs.publicIP}`;
+    return { subnet, attrs };
+  }
+
+  /** A valid lease can still clash with one we hold: the first one seen keeps its place. */
+  private conflict(key: string, { subnet, attrs }: Lease): string | undefined {
     // every cached subnet has the network's SubnetLen and is aligned (strict key parsing), so two
     // overlap exactly when they start at the same address: an index lookup, not a scan of all peers
     const holder = this.byAddress.get(subnet.ip);
     if (holder !== undefined && holder !== key) return `subnet ${formatCidr(subnet)} overlaps the lease of ${this.cache.get(holder)!.attrs.publicIP}`;
-    return { subnet, attrs };
+    const ipHolder = this.byPublicIP.get(attrs.publicIP);
+    // two subnets for one host: one of them is not what it claims (and a VTEP lookup would pick either)
+    if (ipHolder !== undefined && ipHolder !== key) return `public IP ${attrs.publicIP} already holds ${formatCidr(this.cache.get(ipHolder)!.subnet)}`;
+    return undefined;
   }
 
-  private put(key: string, value: string, out: LeaseEvent[]): void {
-    const res = this.validate(key, value);
+  private put(key: string, value: string, out: LeaseEvent[], retry = false): void {
+    let res = this.validate(key, value);
     const old = this.cache.get(key);
+    const clash = typeof res === 'string' ? undefined : this.conflict(key, res);
+    if (clash) {
+      this.conflicting.set(key, value);
+      if (retry) return;
+      res = clash;
+    } else this.conflicting.delete(key);
     if (typeof res === 'string') {
       this.stats.rejected++;
       this.log.warn({ key, reason: res }, 'ignoring a malformed or conflicting lease written by someone else');
@@ -417,6 +445,7 @@ export class LeaseWatch {
       }
       seen.add(l.key);
     }
+    for (const k of [...this.conflicting.keys()]) if (!seen.has(k)) this.conflicting.delete(k);
     const now = Date.now();
     for (const [key, lease] of this.cache) {
       if (!seen.has(key) && !((this.held.get(key) ?? 0) > now)) {
@@ -488,6 +517,7 @@ export class LeaseWatch {
         continue;
       }
       this.held.delete(e.key);
+      if (e.type === 'delete') this.conflicting.delete(e.key);
       if (e.type === 'put') {
         this.put(e.key, e.value, events);
       } else {
@@ -502,7 +532,14 @@ export class LeaseWatch {
     this.emit(events);
   }
 
+  /** After a removal, a lease that clashed with the removed one may be the rightful one now. */
+  private retryConflicting(events: LeaseEvent[]): void {
+    if (!this.conflicting.size || !events.some((e) => e.type === 'removed')) return;
+    for (const [key, value] of [...this.conflicting]) this.put(key, value, events, true);
+  }
+
   private emit(events: LeaseEvent[]): void {
+    this.retryConflicting(events);
     this.chain = this.chain.then(async () => {
       if (events.length === 0 || this.stopped) return;
       try {

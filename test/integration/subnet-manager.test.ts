@@ -195,6 +195,24 @@ test('watch: peers added and removed, malformed leases skipped, own-key deletion
   await w.stop();
 });
 
+test('two leases claiming one public IP: the first keeps its place, the second is taken once the first goes', async () => {
+  const { prefix, mk, cfg } = await setup();
+  const sm = mk();
+  const own = await sm.acquireLease(cfg, attrs('10.0.7.1'));
+  const c = collector();
+  const w = sm.watchLeases(cfg, own, c.sink, () => undefined);
+  await w.synced;
+  const v = JSON.stringify({ PublicIP: '10.0.7.9', PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: 'aa:bb:cc:dd:ee:09' } });
+  await etcd.client.put(`${prefix}/subnets/10.244.70.0-24`).value(v);
+  await until(() => c.peers.size === 1);
+  await etcd.client.put(`${prefix}/subnets/10.244.71.0-24`).value(v);
+  await until(() => w.stats.rejected === 1, 5000, 'the second claim rejected');
+  assert.deepEqual([...c.peers.keys()], ['10.244.70.0/24']);
+  await etcd.client.delete().key(`${prefix}/subnets/10.244.70.0-24`);
+  await until(() => c.peers.has('10.244.71.0/24') && c.peers.size === 1, 5000, 'the remaining claim programmed');
+  await w.stop();
+});
+
 test('etcd restarted mid-watch: no event is lost', async () => {
   const server = await startEtcd();
   try {
