@@ -312,14 +312,15 @@ describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
 
   test('hostile leases from another writer: skipped and reported, never programmed', async () => {
     const vx = (o: Record<string, unknown>) => JSON.stringify({ PublicIP: '172.20.0.77', PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: '02:00:00:00:77:01' }, ...o });
+    // keys beyond SubnetMax (10.0.100.0): inside the network but never a real node's, which a put would overwrite
     const bad: [string, string, string][] = [
       ['wider subnet over the nodes', '10.0.0.0-16', vx({})],
       ['outside the network', '192.168.7.0-24', vx({})],
-      ['claims node 1\'s public IP', '10.0.99.0-24', vx({ PublicIP: n1.ip })],
-      ['multicast VTEP MAC', '10.0.98.0-24', vx({ BackendData: { VNI: 1, VtepMAC: '01:00:5e:00:00:01' } })],
-      ['absurd VNI', '10.0.97.0-24', vx({ BackendData: { VNI: 2 ** 40, VtepMAC: '02:00:00:00:77:02' } })],
-      ['huge value', '10.0.96.0-24', vx({ Pad: 'x'.repeat(100_000) })],
-      ['not JSON', '10.0.95.0-24', '{"PublicIP":'],
+      ['claims node 1\'s public IP', '10.9.99.0-24', vx({ PublicIP: n1.ip })],
+      ['multicast VTEP MAC', '10.9.98.0-24', vx({ BackendData: { VNI: 1, VtepMAC: '01:00:5e:00:00:01' } })],
+      ['absurd VNI', '10.9.97.0-24', vx({ BackendData: { VNI: 2 ** 40, VtepMAC: '02:00:00:00:77:02' } })],
+      ['huge value', '10.9.96.0-24', vx({ Pad: 'x'.repeat(100_000) })],
+      ['not JSON', '10.9.95.0-24', '{"PublicIP":'],
       ['key is no subnet', 'not-a-subnet', vx({})],
     ];
     // the watch rejects what no backend could use; the vxlan backend rejects a bad VNI or MAC
