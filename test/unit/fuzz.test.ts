@@ -95,7 +95,14 @@ test('lease parser: any value gives usable attributes or a LeaseFormatError; acc
     },
     { requiredKeys: [] },
   );
-  const text = fc.oneof(leaseObject.map((o) => JSON.stringify(o)), fc.string(), fc.json(), fc.nat(4096).map((n) => JSON.stringify({ PublicIP: '10.0.0.1', BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: '02:00:00:00:00:01', Pad: 'x'.repeat(64 * 1024 + n) } })));
+  // flannel-shaped leases too, so the accepting path is exercised, not only the rejections
+  const plausible = fc.record({
+    PublicIP: fc.ipV4(),
+    PublicIPv6: fc.constant(null),
+    BackendType: fc.constantFrom('vxlan', 'host-gw'),
+    BackendData: fc.record({ VNI: fc.integer({ min: 0, max: 0xffffff }), VtepMAC: mac }),
+  });
+  const text = fc.oneof(leaseObject.map((o) => JSON.stringify(o)), plausible.map((o) => JSON.stringify(o)), fc.string(), fc.json(), fc.nat(4096).map((n) => JSON.stringify({ PublicIP: '10.0.0.1', BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: '02:00:00:00:00:01', Pad: 'x'.repeat(64 * 1024 + n) } })));
   let accepted = 0;
   fc.assert(
     fc.property(text, (t) => {
