@@ -95,6 +95,23 @@ export class BpfMap {
     return new BpfMap({ ...info, fd });
   }
 
+  /** The id of the map pinned at path, undefined when nothing (usable) is pinned there. */
+  static pinnedId(path: string): number | undefined {
+    let fd: number;
+    try {
+      fd = addon().bpfObjGet(path);
+    } catch {
+      return undefined;
+    }
+    try {
+      return addon().bpfMapInfo(fd).id;
+    } catch {
+      return undefined;
+    } finally {
+      addon().closeFd(fd);
+    }
+  }
+
   pin(path: string): void {
     addon().bpfObjPin(this.fd, path);
   }

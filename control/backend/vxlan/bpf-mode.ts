@@ -2,6 +2,7 @@
 // route for the whole cluster network; per-peer state lives in pinned BPF maps instead of routes,
 // neighbours and FDB entries. The kernel still encapsulates and decapsulates (VNI, UDP 8472, inner
 // Ethernet exactly as a classic node sends it), so BPF and classic nodes share one cluster.
+import { existsSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { constants as osConstants } from 'node:os';
 import { projectRoot } from '../../paths.js';
@@ -14,7 +15,6 @@ import { PeerProgrammer, type Entry } from '../peer-programmer.js';
 import type { Backend, BackendContext, HealthCheck, TrafficView } from '../types.js';
 import { decodeDataPlane, type DataPlaneMaps } from '../../bpf/inspect.js';
 import { disableIpv6, ensureDeviceAddress, ensureVxlanDevice, repairVxlanDevice, type VxlanDeviceSpec } from './device.js';
-import { existsSync, unlinkSync } from 'node:fs';
 import { vxlanOptions, type VxlanOptions } from './classic.js';
 
 export type UnderlayHook = 'auto' | 'xdp' | 'xdp-generic' | 'tc' | 'none';
@@ -145,15 +145,7 @@ export class BpfVxlanBackend implements Backend {
     let missing = false;
     for (const [name, map] of Object.entries(this.maps)) {
       const path = join(this.bpf.pinRoot, name);
-      let pinned: BpfMap | undefined;
-      try {
-        pinned = BpfMap.openPinned(path);
-        if (pinned.id() === map.id()) continue;
-      } catch {
-        /* not pinned */
-      } finally {
-        pinned?.close();
-      }
+      if (BpfMap.pinnedId(path) === map.id()) continue;
       if (!missing) ensureBpffs(this.bpf.pinRoot);
       missing = true;
       if (existsSync(path)) unlinkSync(path);
@@ -237,17 +229,9 @@ export class BpfVxlanBackend implements Backend {
     else if (this.bpf.underlayHook !== 'none') out.push({ name: 'underlay guard', ok: false, detail: 'not attached yet' });
     for (const [name, map] of Object.entries(this.maps)) {
       const path = join(this.bpf.pinRoot, name);
-      let detail = 'not pinned';
-      let ok = false;
-      try {
-        const pinned = BpfMap.openPinned(path);
-        const [a, b] = [pinned.id(), map.id()];
-        pinned.close();
-        ok = a === b;
-        detail = ok ? `pinned at ${path}, map ${a}` : `${path} is map ${a}, the programs use map ${b}`;
-      } catch {
-        /* not pinned */
-      }
+      const [a, b] = [BpfMap.pinnedId(path), map.id()];
+      const ok = a === b;
+      const detail = a === undefined ? 'not pinned' : ok ? `pinned at ${path}, map ${a}` : `${path} is map ${a}, the programs use map ${b}`;
       out.push({ name: `map ${name}`, ok, detail });
     }
     return out;

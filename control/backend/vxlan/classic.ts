@@ -49,14 +49,14 @@ export class ClassicVxlanBackend implements Backend {
   async prepare() {
     const { ext } = this.ctx;
     this.devSpec = {
-        name: `flannel.${this.opts.vni}`,
-        vni: this.opts.vni,
-        local: ext.ifaceAddr,
-        link: ext.iface.index,
-        port: this.opts.port,
-        learning: this.opts.learning,
-        external: false,
-        mtu: this.opts.mtu ?? ext.iface.mtu - 50, // outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
+      name: `flannel.${this.opts.vni}`,
+      vni: this.opts.vni,
+      local: ext.ifaceAddr,
+      link: ext.iface.index,
+      port: this.opts.port,
+      learning: this.opts.learning,
+      external: false,
+      mtu: this.opts.mtu ?? ext.iface.mtu - 50, // outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
     };
     this.dev = await ensureVxlanDevice(this.devSpec, this.ctx.log);
     return {
