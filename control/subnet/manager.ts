@@ -41,7 +41,6 @@ export class SubnetManager {
   private readonly random: () => number;
   private readonly storeLossHoldMs: number;
   private renewTimer?: NodeJS.Timeout;
-  private cfg?: NetworkConfig;
 
   constructor(o: SubnetManagerOptions) {
     this.registry = o.registry;
@@ -86,7 +85,6 @@ export class SubnetManager {
         continue;
       }
       const cfg = parseConfig(text);
-      this.cfg = cfg;
       if (cfg.backendDefaulted)
         this.log.warn('the network config has no Backend: using udp as flannel does (slow); set "Backend": {"Type": "vxlan"}');
       return cfg;
@@ -200,7 +198,7 @@ export class SubnetManager {
       // the same subnet, value and kind (lease or reservation) as before; create-if-absent, so a node
       // that grabbed our subnet in the meantime wins and we stop as if revoked
       reRegister: async () => (await this.registry.createLease(own.subnet, encodeAttrs(own.attrs), own.etcdLease === '0' ? 0 : this.ttl)).created,
-      restoreConfig: () => this.registry.restoreConfig(JSON.stringify((this.cfg ?? cfg).raw)),
+      restoreConfig: () => this.registry.restoreConfig(JSON.stringify(cfg.raw)),
     };
     const w = new LeaseWatch(this.registry, this.log, cfg, own, sink, onOwnLeaseLost, recovery);
     void w.run();
