@@ -5,11 +5,9 @@ import assert from 'node:assert/strict';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { existsSync } from 'node:fs';
-import { Lab, UNDERLAY_GW, type LabNode } from '../helpers/lab.ts';
+import { Lab, UNDERLAY_GW, packetsByVerdict, type LabNode } from '../helpers/lab.ts';
 import { inNs, ip, json, sh, until } from '../helpers/netns.ts';
 import { formatIp4, type Subnet } from '../../control/subnet/ip4.ts';
-import { BpfMap } from '../../control/kernel/bpf.ts';
-import * as L from '../../control/bpf/layout.ts';
 
 const SEND = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'send-vxlan.ts');
 
@@ -20,15 +18,6 @@ const bpftool = async (pin: string) =>
     assert.ok(e.formatted, `bpftool prints ${pin} without BTF field names`);
     return e.formatted;
   });
-
-function stats(n: LabNode) {
-  const m = BpfMap.openPinned(join(n.pinRoot, 'fl_stats'));
-  try {
-    return Object.fromEntries(L.REASONS.map((r, i) => [r, L.sumCounters(m.perCpu(m.lookup(L.u32Key(i))!)).packets])) as Record<L.Reason, number>;
-  } finally {
-    m.close();
-  }
-}
 
 describe('BPF vxlan, three nodes', { timeout: 300_000 }, () => {
   let lab: Lab;
@@ -107,20 +96,20 @@ describe('BPF vxlan, three nodes', { timeout: 300_000 }, () => {
     await ip('-n', attacker, 'link', 'set', 'eth0', 'up');
     const send = (ns: string, vni: number, count: number, src: string) => inNs(ns, process.execPath, '--import', 'tsx', SEND, n1.ip, '8472', String(vni), String(count), mac1, src, pod1);
 
-    const s0 = stats(n1);
+    const s0 = packetsByVerdict(n1);
     await send(attacker, 1, 50, '10.244.99.9');
-    await until('spoofed counted', async () => stats(n1).spoofed - s0.spoofed === 50 || undefined, 5000);
-    assert.equal(stats(n1).received - s0.received < 50, true, 'none of them reached flannel.1');
+    await until('spoofed counted', async () => packetsByVerdict(n1).spoofed - s0.spoofed === 50 || undefined, 5000);
+    assert.equal(packetsByVerdict(n1).received - s0.received < 50, true, 'none of them reached flannel.1');
 
     const n2 = lab.node(2);
-    const s1 = stats(n1);
+    const s1 = packetsByVerdict(n1);
     await send(n2.ns, 7, 20, n2.pods[0]!.ip);
-    await until('wrong VNI counted', async () => stats(n1).wrong_vni - s1.wrong_vni === 20 || undefined, 5000);
-    const s2 = stats(n1);
+    await until('wrong VNI counted', async () => packetsByVerdict(n1).wrong_vni - s1.wrong_vni === 20 || undefined, 5000);
+    const s2 = packetsByVerdict(n1);
     assert.ok(s2.guard_passed - s1.guard_passed >= 20, 'a member passes the underlay guard');
     await send(n2.ns, 1, 20, n2.pods[0]!.ip);
-    await until('member traffic received', async () => stats(n1).received - s2.received >= 20 || undefined, 5000);
-    assert.equal(stats(n1).spoofed, s1.spoofed, 'no member packet counted as spoofed');
+    await until('member traffic received', async () => packetsByVerdict(n1).received - s2.received >= 20 || undefined, 5000);
+    assert.equal(packetsByVerdict(n1).spoofed, s1.spoofed, 'no member packet counted as spoofed');
   });
 
   test('kill -9 of the agents while a ping runs: no packet lost, no duplicate map state', async () => {

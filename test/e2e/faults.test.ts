@@ -9,10 +9,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Lab, PREFIX, UNDERLAY_GW, type LabNode, type Pod } from '../helpers/lab.ts';
+import { Lab, PREFIX, UNDERLAY_GW, packetsByVerdict, type LabNode, type Pod } from '../helpers/lab.ts';
 import { inNs, inNsMaybe, ip, until } from '../helpers/netns.ts';
 import { BpfMap } from '../../control/kernel/bpf.ts';
-import * as L from '../../control/bpf/layout.ts';
 import { fetchStatus } from '../../control/health/client.ts';
 import { formatIp4, type Subnet } from '../../control/subnet/ip4.ts';
 import { table } from '../../control/text.ts';
@@ -30,15 +29,6 @@ function mapKeys(n: LabNode, name: string): number {
   const m = BpfMap.openPinned(join(n.pinRoot, name));
   try {
     return m.keys().length;
-  } finally {
-    m.close();
-  }
-}
-
-function stats(n: LabNode): Record<L.Reason, number> {
-  const m = BpfMap.openPinned(join(n.pinRoot, 'fl_stats'));
-  try {
-    return Object.fromEntries(L.REASONS.map((r, i) => [r, L.sumCounters(m.perCpu(m.lookup(L.u32Key(i))!)).packets])) as Record<L.Reason, number>;
   } finally {
     m.close();
   }
@@ -287,7 +277,7 @@ describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
     // flannel.1 deleted
     const mac = (await inNs(n2.ns, 'cat', '/sys/class/net/flannel.1/address')).trim();
     await ip('-n', n2.ns, 'link', 'del', 'flannel.1');
-    const dev = await timeTo('flannel.1 repaired', () => pingOnce(a, b.ip) && pingOnce(b, a.ip));
+    const dev = await timeTo('flannel.1 repaired', async () => (await pingOnce(a, b.ip)) && (await pingOnce(b, a.ip)));
     assert.equal((await inNs(n2.ns, 'cat', '/sys/class/net/flannel.1/address')).trim(), mac, 'recreated with the same MAC: peers need nothing');
     assert.match(lab.logs(n2), /VXLAN device disappeared/);
     row('flannel.1 deleted by hand', 'recreated with the same MAC, address, route and programs; pods ping both ways', 'ok', `${secs(dev)} (reconcile every 1 s in the lab, 10 s by default)`);
@@ -358,17 +348,17 @@ describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
       const mac1 = (await lab.leases()).get(`${formatIp4(subnets.get(n1)!.ip)}-24`)!.BackendData!.VtepMAC;
       const send = (ns: string, vni: number, count: number, src: string) => inNs(ns, process.execPath, '--import', 'tsx', join(FIX, 'send-vxlan.ts'), n1.ip, '8472', String(vni), String(count), mac1, src, n1.pods[0]!.ip);
       const N = 20_000;
-      const s0 = stats(n1);
+      const s0 = packetsByVerdict(n1);
       const t0 = performance.now();
       await send(attacker, 1, N, '10.0.77.9');
       const sendS = (performance.now() - t0) / 1000;
-      await until('all counted', async () => stats(n1).spoofed - s0.spoofed >= N || undefined, 10_000);
-      const s1 = stats(n1);
+      await until('all counted', async () => packetsByVerdict(n1).spoofed - s0.spoofed >= N || undefined, 10_000);
+      const s1 = packetsByVerdict(n1);
       assert.equal(s1.spoofed - s0.spoofed, N, 'every spoofed datagram dropped and counted');
       assert.ok(s1.received - s0.received < 10, 'none reached the pod side');
       await send(n2.ns, 5, 5000, n2.pods[0]!.ip);
-      await until('wrong VNI counted', async () => stats(n1).wrong_vni - s1.wrong_vni >= 5000 || undefined, 10_000);
-      assert.equal(stats(n1).wrong_vni - s1.wrong_vni, 5000);
+      await until('wrong VNI counted', async () => packetsByVerdict(n1).wrong_vni - s1.wrong_vni >= 5000 || undefined, 10_000);
+      assert.equal(packetsByVerdict(n1).wrong_vni - s1.wrong_vni, 5000);
       row('VXLAN injection', `${N} datagrams from a non-member; 5000 from a member with VNI 5`, `${N}/${N} dropped as spoofed (100 %), 5000/5000 as wrong_vni; sent at ${Math.round(N / sendS)} pps (sender-bound)`, '-');
     } finally {
       await ip('netns', 'del', attacker);
