@@ -74,4 +74,38 @@ struct fl_peer_stats {
 	__u64 rx_bytes;
 };
 
+/* Pod fast path. A local pod, as the CNI plugin registers it on ADD: where the flannel.1 ingress
+ * program delivers a packet for this IP without the bridge and routing (bpf_redirect_peer). */
+#define FL_MAX_LOCAL_PODS 4096
+
+struct fl_pod_key {
+	__u8 ip[4];
+};
+
+struct fl_pod_val {
+	__u32 ifindex;		/* the pod's host-side veth */
+	__u8 pod_mac[6];	/* the pod's eth0: destination MAC of a delivered frame */
+	__u8 gw_mac[6];		/* the bridge (cni0), the pod's gateway: source MAC of a delivered frame */
+	__u8 host_mac[6];	/* the host-side veth's own MAC: lets the agent tell a reused ifindex from ours */
+	__u16 flags;
+};
+
+#define FL_FAST_ON 1		/* receive side delivers straight into pods; send side redirects to flannel.1 */
+#define FL_FAST_NO_CT 2		/* UNSAFE, tests only: skip the conntrack check (NAT'd replies get broken) */
+
+struct fl_fast_cfg {
+	__u32 vtep_ifindex;	/* flannel.1, where the send side redirects */
+	__u32 flags;
+};
+
+enum fl_fast_result {
+	FL_FAST_TX = 0,		/* pod -> flannel.1, skipping the bridge and routing */
+	FL_FAST_RX,		/* flannel.1 -> pod, skipping routing and the bridge */
+	FL_PASS_NOT_POD,	/* to the stack: destination is no remote pod (send) / no local pod (receive) */
+	FL_PASS_NEW_FLOW,	/* to the stack: conntrack has no entry, or has not seen a reply yet, or a SYN */
+	FL_PASS_NAT,		/* to the stack: the flow is NAT'd (a Service), reverse NAT needs the stack */
+	FL_PASS_OTHER,		/* to the stack: not TCP/UDP over plain IPv4, a fragment, IP options, TTL <= 1 */
+	FL_FAST_MAX,
+};
+
 #endif

@@ -56,6 +56,42 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } fl_peer_stats SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, FL_MAX_LOCAL_PODS);
+	__type(key, struct fl_pod_key);
+	__type(value, struct fl_pod_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fl_local_pods SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fl_fast_cfg);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fl_fast_cfg SEC(".maps");
+
+/* its own counter map rather than more slots in fl_stats: a pinned fl_stats of the previous version
+ * is reused as it is (same size), so an upgrade keeps the running data plane */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FL_FAST_MAX);
+	__type(key, __u32);
+	__type(value, struct fl_counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fl_fast_stats SEC(".maps");
+
+static __always_inline void fl_count_fast(__u32 result, __u64 bytes)
+{
+	struct fl_counter *c = bpf_map_lookup_elem(&fl_fast_stats, &result);
+
+	if (c) {
+		c->packets++;
+		c->bytes += bytes;
+	}
+}
+
 static __always_inline void fl_count(__u32 reason, __u64 bytes)
 {
 	struct fl_counter *c = bpf_map_lookup_elem(&fl_stats, &reason);

@@ -1,36 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
-/* tc ingress on flannel.1 (external mode). An external vxlan device accepts every VNI on its port,
- * so this program enforces what a classic device with "id 1" did implicitly: VNI 1 only, and only
- * from cluster members. */
-#include <linux/bpf.h>
-#include <linux/pkt_cls.h>
-#include <bpf/bpf_endian.h>
-#include "maps.h"
+/* tc ingress on flannel.1 (external mode) when the pod fast path is off: the checks alone, then the
+ * normal stack (routing to cni0). */
+#include "vtep_ingress.h"
 
 SEC("tc")
 int fl_vxlan_ingress(struct __sk_buff *skb)
 {
-	struct fl_config *cfg = fl_cfg();
-	struct bpf_tunnel_key key = {};
-
-	if (!cfg || bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) < 0) {
-		fl_count(FL_MALFORMED, skb->len);
-		return TC_ACT_SHOT;
-	}
-	if (key.tunnel_id != cfg->vni) {
-		fl_count(FL_WRONG_VNI, skb->len);
-		return TC_ACT_SHOT;
-	}
-	struct fl_member_key mk;
-	__u32 remote = bpf_htonl(key.remote_ipv4);
-	__builtin_memcpy(mk.ip, &remote, 4);
-	if (!bpf_map_lookup_elem(&fl_members, &mk)) {
-		fl_count(FL_SPOOFED, skb->len);
-		return TC_ACT_SHOT;
-	}
-	fl_peer_rx(mk.ip, skb->len);
-	fl_count(FL_RECEIVED, skb->len);
-	return TC_ACT_OK;
+	return fl_vtep_accept(skb);
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -41,6 +41,7 @@ export function renderStatus(s: AgentStatus): string {
     const mode = b.mode ? ` (${b.mode})` : '';
     const why = b.fallbackReason ? `, classic because: ${b.fallbackReason}` : b.mode === 'bpf' ? `, underlay guard: ${b.underlayGuard}` : '';
     out.push(`backend:   ${b.backend}${mode} on ${b.device}${why}`);
+    if (b.mode === 'bpf') out.push(`fast path: ${b.fastPath === 'on' ? `on, ${b.localPods} local pods registered` : `off (${b.fastPathOffBecause ?? 'unknown'})`}`);
   }
   const w = s.watch;
   out.push(`etcd:      ${w.events} lease events, ${w.relists} re-lists, ${w.reconnects} reconnects, ${w.storeLosses ? `${w.storeLosses} store losses recovered, ` : ''}${w.rejected} leases rejected${w.lastEventAgeSeconds !== null ? `, last event ${dur(w.lastEventAgeSeconds)} ago` : ''}`);
@@ -54,6 +55,7 @@ export function renderStatus(s: AgentStatus): string {
   }
   out.push('', s.peers.length ? table(rows) : 'no peers');
   if (s.traffic) out.push('', `packets:   ${Object.entries(s.traffic.packets).map(([k, v]) => `${k}=${v}`).join('  ')}`);
+  if (s.traffic?.fastPath) out.push(`fast path: ${Object.entries(s.traffic.fastPath).map(([k, v]) => `${k}=${v}`).join('  ')}`);
   else if (s.ready) out.push('', 'packets:   this backend does not count (classic vxlan and host-gw use the kernel\'s own paths)');
   if (s.checks.length) out.push('', 'data plane:', ...s.checks.map((c) => `  ${c.ok ? 'ok  ' : 'FAIL'}  ${c.name}: ${c.detail}`));
   return out.join('\n') + '\n';

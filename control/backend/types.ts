@@ -31,6 +31,8 @@ export interface TrafficView {
   peers: PeerTraffic[];
   /** packets by verdict: forwarded, received, and each drop reason */
   packets: Record<string, number>;
+  /** pod fast path (BPF mode, when on): packets that took it and packets left to the stack, by reason */
+  fastPath?: Record<string, number>;
 }
 
 /** One thing the data plane needs to be healthy (a program attached, a map pinned, a device up). */

@@ -107,3 +107,47 @@ export function sumPeerStats(perCpu: Buffer[]) {
   for (const c of perCpu) for (let i = 0; i < 4; i++) s[i]! += c.readBigUInt64LE(i * 8);
   return { txPackets: Number(s[0]), txBytes: Number(s[1]), rxPackets: Number(s[2]), rxBytes: Number(s[3]) };
 }
+
+// Pod fast path (bpf/flannel.h: fl_pod_*, fl_fast_*)
+export const FAST_RESULTS = ['fast_tx', 'fast_rx', 'pass_not_pod', 'pass_new_flow', 'pass_nat', 'pass_other'] as const;
+export type FastResult = (typeof FAST_RESULTS)[number];
+export const FAST_ON = 1;
+/** UNSAFE, for tests only: the fast path stops asking conntrack (replies of NAT'd flows break) */
+export const FAST_NO_CT = 2;
+
+export interface LocalPod {
+  ip: string;
+  /** the pod's host-side veth */
+  ifindex: number;
+  podMAC: string;
+  /** the bridge's MAC (the pod's gateway) */
+  gwMAC: string;
+  /** the host-side veth's own MAC, to tell our veth from a later device that got the same ifindex */
+  hostMAC: string;
+}
+
+/** struct fl_pod_key { u8 ip[4]; } */
+export const podKey = (ip: string) => ipBytes(ip);
+export const decodePodKey = (b: Buffer) => formatIp4(b.readUInt32BE(0));
+
+/** struct fl_pod_val { u32 ifindex; u8 pod_mac[6]; u8 gw_mac[6]; u8 host_mac[6]; u16 flags; } */
+export function podVal(p: Omit<LocalPod, 'ip'>): Buffer {
+  const b = Buffer.alloc(24);
+  b.writeUInt32LE(p.ifindex, 0);
+  writeMac(p.podMAC, b, 4);
+  writeMac(p.gwMAC, b, 10);
+  writeMac(p.hostMAC, b, 16);
+  return b;
+}
+export function decodePodVal(b: Buffer): Omit<LocalPod, 'ip'> {
+  return { ifindex: b.readUInt32LE(0), podMAC: macStr(b.subarray(4, 10)), gwMAC: macStr(b.subarray(10, 16)), hostMAC: macStr(b.subarray(16, 22)) };
+}
+
+/** struct fl_fast_cfg { u32 vtep_ifindex; u32 flags; } */
+export function fastCfgVal(c: { vtepIfindex: number; flags: number }): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeUInt32LE(c.vtepIfindex, 0);
+  b.writeUInt32LE(c.flags, 4);
+  return b;
+}
+export const decodeFastCfg = (b: Buffer) => ({ vtepIfindex: b.readUInt32LE(0), flags: b.readUInt32LE(4) });

@@ -51,6 +51,8 @@ export interface FlannelNetConf {
   type: string;
   subnetFile?: string;
   dataDir?: string;
+  /** where the agent pins its BPF maps (its --bpf-pin-root); the pod fast path is used when its program is pinned there */
+  bpfPinRoot?: string;
   delegate?: Record<string, unknown>;
   ipam?: Record<string, unknown>;
   prevResult?: unknown;
@@ -94,4 +96,34 @@ export function renderDelegate(n: FlannelNetConf, env: SubnetEnv): Record<string
   ipam.routes = routes;
   d.ipam = ipam;
   return d;
+}
+
+interface ResultIface {
+  name?: string;
+  mac?: string;
+  sandbox?: string;
+}
+interface ResultIp {
+  address?: string;
+  interface?: number;
+}
+
+/**
+ * What the pod fast path needs from the bridge plugin's result: the pod's IPv4 address and MAC, its
+ * host-side veth, the bridge's MAC (the pod's gateway). A reason string when the result has none.
+ */
+export function podFromResult(result: unknown, bridge: string): { ip: string; podMAC: string; hostVeth: string; gwMAC: string } | string {
+  const r = result as { interfaces?: ResultIface[]; ips?: ResultIp[] };
+  if (!r || !Array.isArray(r.interfaces) || !Array.isArray(r.ips)) return 'the delegate result lists no interfaces or IPs';
+  const ifs = r.interfaces;
+  const v4 = r.ips.find((i) => typeof i.address === 'string' && /^\d+\.\d+\.\d+\.\d+\//.test(i.address));
+  if (!v4) return 'the pod has no IPv4 address';
+  const pod = typeof v4.interface === 'number' ? ifs[v4.interface] : ifs.find((i) => i.sandbox);
+  const br = ifs.find((i) => i.name === bridge && !i.sandbox);
+  const host = ifs.find((i) => !i.sandbox && i !== br && i.name);
+  if (!pod?.mac || !pod.sandbox) return 'the delegate result has no pod interface with a MAC';
+  if (!br?.mac) return `the delegate result has no bridge ${bridge}`;
+  if (!host?.name) return 'the delegate result has no host-side veth';
+  const ip = v4.address!.split('/')[0]!;
+  return parseCidr(`${ip}/32`) ? { ip, podMAC: pod.mac, hostVeth: host.name, gwMAC: br.mac } : `not an IPv4 address: ${ip}`;
 }

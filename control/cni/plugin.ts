@@ -8,6 +8,7 @@ import { CniError, SUPPORTED_VERSIONS, parseNetConf, parseSubnetEnv, renderDeleg
 
 const DEFAULT_SUBNET_FILE = '/run/flannel/subnet.env';
 const DEFAULT_DATA_DIR = '/var/lib/cni/flannel';
+const DEFAULT_PIN_ROOT = '/sys/fs/bpf/flannel';
 
 function env(name: string): string {
   const v = process.env[name];
@@ -24,13 +25,22 @@ function findPlugin(type: string): string {
   throw new CniError(7, `delegate plugin ${type} not found in CNI_PATH (${process.env.CNI_PATH})`);
 }
 
-/** Runs the delegate with the same environment; its stdout (result or error JSON) is ours. */
-function delegate(conf: Record<string, unknown>): number {
+/** Runs the delegate with the same environment; its stdout (result or error JSON) becomes ours. */
+function runDelegate(conf: Record<string, unknown>): { status: number; stdout: Buffer } {
   const r = spawnSync(findPlugin(String(conf.type)), { input: JSON.stringify(conf), env: process.env, stdio: ['pipe', 'pipe', 'inherit'] });
   if (r.error) throw new CniError(999, `cannot run delegate plugin ${String(conf.type)}`, r.error.message);
-  process.stdout.write(r.stdout);
-  return r.status ?? 1;
+  return { status: r.status ?? 1, stdout: r.stdout };
 }
+
+function delegate(conf: Record<string, unknown>): number {
+  const r = runDelegate(conf);
+  process.stdout.write(r.stdout);
+  return r.status;
+}
+
+const pinRoot = (n: FlannelNetConf) => (typeof n.bpfPinRoot === 'string' ? n.bpfPinRoot : DEFAULT_PIN_ROOT);
+// the pin of the fast-path program exists only while the agent runs the fast path
+const fastPathOn = (n: FlannelNetConf) => existsSync(join(pinRoot(n), 'fl_pod_egress'));
 
 function scratchPath(n: FlannelNetConf): string {
   const id = env('CNI_CONTAINERID');
@@ -39,7 +49,7 @@ function scratchPath(n: FlannelNetConf): string {
   return join(n.dataDir ?? DEFAULT_DATA_DIR, id);
 }
 
-function add(n: FlannelNetConf): number {
+async function add(n: FlannelNetConf): Promise<number> {
   const path = scratchPath(n);
   const file = n.subnetFile ?? DEFAULT_SUBNET_FILE;
   let text: string;
@@ -53,7 +63,13 @@ function add(n: FlannelNetConf): number {
   mkdirSync(n.dataDir ?? DEFAULT_DATA_DIR, { recursive: true, mode: 0o700 });
   writeFileSync(`${path}.tmp`, JSON.stringify(conf), { mode: 0o600 });
   renameSync(`${path}.tmp`, path);
-  return delegate(conf);
+  const r = runDelegate(conf);
+  if (r.status === 0 && conf.type === 'bridge' && fastPathOn(n)) {
+    const { registerFromResult } = await import('./fastpath.js');
+    process.stderr.write(`${await registerFromResult(pinRoot(n), typeof conf.bridge === 'string' ? conf.bridge : 'cni0', r.stdout.toString(), `${path}.fastpath`)}\n`);
+  }
+  process.stdout.write(r.stdout);
+  return r.status;
 }
 
 function saved(n: FlannelNetConf): Record<string, unknown> | undefined {
@@ -66,7 +82,14 @@ function saved(n: FlannelNetConf): Record<string, unknown> | undefined {
   }
 }
 
-function del(n: FlannelNetConf): number {
+async function del(n: FlannelNetConf): Promise<number> {
+  const fast = `${scratchPath(n)}.fastpath`;
+  if (existsSync(fast)) {
+    // before the veth goes: the receive side must never redirect to a deleted (or reused) ifindex
+    const { unregisterSaved } = await import('./fastpath.js');
+    const msg = unregisterSaved(pinRoot(n), fast);
+    if (msg) process.stderr.write(`${msg}\n`);
+  }
   const conf = saved(n);
   if (!conf) return 0; // DEL is idempotent: nothing was added, or it was deleted already
   const status = delegate(conf);
@@ -82,7 +105,7 @@ function check(n: FlannelNetConf): number {
   return delegate(conf);
 }
 
-function main(): number {
+async function main(): Promise<number> {
   let version = '1.0.0';
   try {
     const cmd = env('CNI_COMMAND');
@@ -94,9 +117,9 @@ function main(): number {
     version = n.cniVersion ?? version;
     switch (cmd) {
       case 'ADD':
-        return add(n);
+        return await add(n);
       case 'DEL':
-        return del(n);
+        return await del(n);
       case 'CHECK':
         if (n.cniVersion && ['0.3.0', '0.3.1'].includes(n.cniVersion)) throw new CniError(1, `CHECK needs CNI version 0.4.0 or later, got ${n.cniVersion}`);
         return check(n);
@@ -110,4 +133,4 @@ function main(): number {
   }
 }
 
-process.exitCode = main();
+process.exitCode = await main();

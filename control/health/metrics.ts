@@ -25,6 +25,7 @@ export class AgentMetrics {
   private readonly iptablesRepairs = this.c('flannel_iptables_repairs_total', 'iptables chains or jumps restored after they went missing or changed');
   private readonly peerPackets = this.c('flannel_peer_packets_total', 'packets exchanged with a peer, counted by the data plane', ['subnet', 'public_ip', 'direction']);
   private readonly peerBytes = this.c('flannel_peer_bytes_total', 'bytes exchanged with a peer, counted by the data plane', ['subnet', 'public_ip', 'direction']);
+  private readonly fastPathPackets = this.c('flannel_fastpath_packets_total', 'pod fast path: packets it carried (fast_tx, fast_rx) and packets it left to the stack, by reason (pass_*)', ['result']);
   private readonly datapathPackets = this.c('flannel_datapath_packets_total', 'packets by data plane verdict: forwarded, received, or a drop reason', ['verdict']);
   private readonly check = this.g('flannel_datapath_check', '1 when a data plane part is in place (program attached, map pinned, device up)', ['check']);
 
@@ -64,6 +65,7 @@ export class AgentMetrics {
       set(this.peerBytes, p.rxBytes, { ...l, direction: 'rx' });
     }
     for (const [verdict, n] of Object.entries(s.traffic?.packets ?? {})) set(this.datapathPackets, n, { verdict });
+    for (const [result, n] of Object.entries(s.traffic?.fastPath ?? {})) set(this.fastPathPackets, n, { result });
     for (const c of s.checks) this.check.set({ check: c.name }, c.ok ? 1 : 0);
     return this.registry.metrics();
   }

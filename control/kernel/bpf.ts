@@ -177,6 +177,28 @@ export class BpfObject {
     return p;
   }
 
+  /** Pins a program, so that another process (the CNI plugin) can attach it. */
+  pinProgram(name: string, path: string): void {
+    addon().bpfObjPin(this.program(name).fd, path);
+  }
+
+  /** The id of the program pinned at path, undefined when nothing (usable) is pinned there. */
+  static pinnedProgramId(path: string): number | undefined {
+    let fd: number;
+    try {
+      fd = addon().bpfObjGet(path);
+    } catch {
+      return undefined;
+    }
+    try {
+      return addon().bpfProgInfo(fd).id;
+    } catch {
+      return undefined;
+    } finally {
+      addon().closeFd(fd);
+    }
+  }
+
   map(name: string): BpfMap {
     const m = this.maps.get(name);
     if (!m) throw new Error(`${this.path} has no map ${name}`);

@@ -217,18 +217,12 @@ export class Lab {
 
   /** A pod as a container runtime makes it: a namespace, then CNI ADD through the flannel plugin. */
   async addPodCni(node: LabNode): Promise<Pod> {
-    const ns = `${this.prefix}n${node.index}p${node.pods.length}`;
+    let k = node.pods.length;
+    // pods come and go: the next free name, never one still in use
+    while (node.pods.some((p) => p.ns === `${this.prefix}n${node.index}p${k}`)) k++;
+    const ns = `${this.prefix}n${node.index}p${k}`;
     await ip('netns', 'add', ns);
-    // kube-flannel's standard delegate: without a default route a pod cannot answer traffic that the
-    // bridge plugin masqueraded to the node's address (it does, while FLANNEL_IPMASQ is false)
-    const conf = {
-      cniVersion: '1.0.0', name: `${this.prefix}`, type: 'flannel', subnetFile: node.subnetFile, dataDir: join(node.dir, 'cni'),
-      delegate: { hairpinMode: true, isDefaultGateway: true }, ipam: { dataDir: join(node.dir, 'ipam') },
-    };
-    const r = spawnSync('ip', ['netns', 'exec', node.ns, join(CNI_BIN, 'flannel')], {
-      input: JSON.stringify(conf),
-      env: { ...process.env, CNI_COMMAND: 'ADD', CNI_CONTAINERID: ns, CNI_NETNS: `/var/run/netns/${ns}`, CNI_IFNAME: 'eth0', CNI_PATH: `${CNI_BIN}:/usr/lib/cni` },
-    });
+    const r = this.cni(node, 'ADD', ns);
     const out = r.stdout.toString();
     if (r.status !== 0) throw new Error(`CNI ADD for ${ns} failed: ${out || r.stderr.toString()}`);
     await ip('-n', ns, 'link', 'set', 'lo', 'up');
@@ -236,6 +230,27 @@ export class Lab {
     const pod: Pod = { ns, ip: result.ips[0]!.address.split('/')[0]! };
     node.pods.push(pod);
     return pod;
+  }
+
+  /** CNI DEL through the flannel plugin, as a runtime does when a pod goes; then its namespace goes. */
+  async delPodCni(node: LabNode, pod: Pod): Promise<void> {
+    const r = this.cni(node, 'DEL', pod.ns);
+    if (r.status !== 0) throw new Error(`CNI DEL for ${pod.ns} failed: ${r.stdout.toString() || r.stderr.toString()}`);
+    await ip('netns', 'del', pod.ns);
+    node.pods.splice(node.pods.indexOf(pod), 1);
+  }
+
+  private cni(node: LabNode, command: 'ADD' | 'DEL', ns: string) {
+    // kube-flannel's standard delegate: without a default route a pod cannot answer traffic that the
+    // bridge plugin masqueraded to the node's address (it does, while FLANNEL_IPMASQ is false)
+    const conf = {
+      cniVersion: '1.0.0', name: `${this.prefix}`, type: 'flannel', subnetFile: node.subnetFile, dataDir: join(node.dir, 'cni'), bpfPinRoot: node.pinRoot,
+      delegate: { hairpinMode: true, isDefaultGateway: true }, ipam: { dataDir: join(node.dir, 'ipam') },
+    };
+    return spawnSync('ip', ['netns', 'exec', node.ns, join(CNI_BIN, 'flannel')], {
+      input: JSON.stringify(conf),
+      env: { ...process.env, CNI_COMMAND: command, CNI_CONTAINERID: ns, CNI_NETNS: `/var/run/netns/${ns}`, CNI_IFNAME: 'eth0', CNI_PATH: `${CNI_BIN}:/usr/lib/cni` },
+    });
   }
 
   async ping(from: Pod, to: string, count = 1): Promise<boolean> {

@@ -16,12 +16,15 @@ import type { Backend, BackendContext, HealthCheck, TrafficView } from '../types
 import { decodeDataPlane, type DataPlaneMaps } from '../../bpf/inspect.js';
 import { disableIpv6, ensureDeviceAddress, ensureVxlanDevice, repairVxlanDevice, type VxlanDeviceSpec } from './device.js';
 import { vxlanOptions, type VxlanOptions } from './classic.js';
+import { FastPath, type FastPathMaps, type FastPathMode } from './fast-path.js';
 
 export type UnderlayHook = 'auto' | 'xdp' | 'xdp-generic' | 'tc' | 'none';
 
 export interface BpfModeOptions {
   pinRoot: string;
   underlayHook: UnderlayHook;
+  /** the pod fast path: auto (on when the kernel accepts its programs), on (required), off */
+  fastPath?: FastPathMode;
 }
 
 type MapName = 'fl_subnets' | 'fl_vteps' | 'fl_members';
@@ -48,6 +51,8 @@ export class BpfVxlanBackend implements Backend {
   private readonly opts: VxlanOptions;
   private readonly objects: BpfObject[] = [];
   private maps!: DataPlaneMaps;
+  private fastMaps!: FastPathMaps;
+  private fast!: FastPath;
   private progs!: { egress: number; ingress: number; guardTc: number; guardXdp: number };
   private readonly programmer: PeerProgrammer<MapOp>;
   private underlayHook: string = 'not attached';
@@ -80,9 +85,12 @@ export class BpfVxlanBackend implements Backend {
       fl_stats: egress.map('fl_stats'),
       fl_peer_stats: egress.map('fl_peer_stats'),
     };
+    this.fastMaps = { fl_local_pods: egress.map('fl_local_pods'), fl_fast_cfg: egress.map('fl_fast_cfg'), fl_fast_stats: egress.map('fl_fast_stats') };
+    this.fast = new FastPath(this.bpf.fastPath ?? 'auto', this.bpf.pinRoot, this.fastMaps, log);
+    await this.fast.load(join(dir, 'pod_fastpath.o'));
     this.progs = {
       egress: egress.program('fl_vxlan_egress').fd,
-      ingress: ingress.program('fl_vxlan_ingress').fd,
+      ingress: this.fast.ingressProgram(ingress.program('fl_vxlan_ingress').fd),
       guardTc: guard.program('fl_guard_tc').fd,
       guardXdp: guard.program('fl_guard_xdp').fd,
     };
@@ -102,6 +110,7 @@ export class BpfVxlanBackend implements Backend {
     // no IPv6 on the tunnel: router solicitations would only be dropped and counted as not_ipv4
     disableIpv6(this.dev.name);
     this.maps.fl_config.update(L.u32Key(0), L.configVal({ vni: this.opts.vni, port: this.opts.port, ttl: 64, flags: 0, localMAC: this.dev.mac }));
+    this.fast.configure(this.dev.index);
     // flannel.1's own hooks hold no per-peer state: safe before any peer is known, and replaced in
     // place on a restart so a running data plane never sees an empty hook
     tcAttach(this.dev.index, 'egress', this.progs.egress, TC_HANDLE, TC_PRIO);
@@ -124,6 +133,7 @@ export class BpfVxlanBackend implements Backend {
     const res = await this.programmer.reconcile(peers);
     this.pruneStats(peers);
     this.ensureAttached();
+    await this.fast.reconcile();
     return res;
   }
 
@@ -143,7 +153,8 @@ export class BpfVxlanBackend implements Backend {
    */
   private ensurePinned(): void {
     let missing = false;
-    for (const [name, map] of Object.entries(this.maps)) {
+    if (this.fast.ensurePinned()) this.repairs.pins++;
+    for (const [name, map] of Object.entries(this.pinnedMaps())) {
       const path = join(this.bpf.pinRoot, name);
       if (BpfMap.pinnedId(path) === map.id()) continue;
       if (!missing) ensureBpffs(this.bpf.pinRoot);
@@ -206,9 +217,14 @@ export class BpfVxlanBackend implements Backend {
     this.maps.fl_peer_stats.deleteMany(stale);
   }
 
+  private pinnedMaps(): Record<string, BpfMap> {
+    return { ...this.maps, ...this.fastMaps };
+  }
+
   traffic(): TrafficView {
     const v = decodeDataPlane(this.bpf.pinRoot, this.maps);
     return {
+      ...(this.fast.on ? { fastPath: this.fast.counters() } : {}),
       peers: v.peers.filter((p) => p.hostIP).map((p) => ({ subnet: p.subnet, publicIP: p.hostIP!, txPackets: p.txPackets, txBytes: p.txBytes, rxPackets: p.rxPackets, rxBytes: p.rxBytes })),
       packets: Object.fromEntries(Object.entries(v.counters).map(([r, c]) => [r, c.packets])),
     };
@@ -227,7 +243,8 @@ export class BpfVxlanBackend implements Backend {
     if (this.underlayHook.startsWith('xdp')) attached(`underlay guard (${this.underlayHook})`, xdpQuery(idx).progId, this.progs.guardXdp);
     else if (this.underlayHook.startsWith('tc')) attached(`underlay guard (${this.underlayHook})`, tcQuery(idx, 'ingress', TC_HANDLE, TC_PRIO), this.progs.guardTc);
     else if (this.bpf.underlayHook !== 'none') out.push({ name: 'underlay guard', ok: false, detail: 'not attached yet' });
-    for (const [name, map] of Object.entries(this.maps)) {
+    out.push(...this.fast.checks());
+    for (const [name, map] of Object.entries(this.pinnedMaps())) {
       const path = join(this.bpf.pinRoot, name);
       const [a, b] = [BpfMap.pinnedId(path), map.id()];
       const ok = a === b;
@@ -240,6 +257,7 @@ export class BpfVxlanBackend implements Backend {
   /** Closes the loaded objects (programs stay attached where the kernel holds them). */
   close(): void {
     for (const o of this.objects.splice(0)) o.close();
+    this.fast?.close();
   }
 
   describe() {
@@ -256,6 +274,7 @@ export class BpfVxlanBackend implements Backend {
       repairedDevice: this.repairs.device,
       repairedPins: this.repairs.pins,
       reattachedPrograms: this.repairs.attachments,
+      ...this.fast.describe(),
     };
   }
 

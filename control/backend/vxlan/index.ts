@@ -5,6 +5,8 @@ import { readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Lease } from '../../subnet/lease.js';
 import type { Backend, BackendContext } from '../types.js';
+import { detachAllPods } from '../../bpf/local-pods.js';
+import { FastPathRequiredError } from './fast-path.js';
 import { BpfVxlanBackend, type BpfModeOptions } from './bpf-mode.js';
 import { ClassicVxlanBackend } from './classic.js';
 
@@ -25,6 +27,7 @@ export class VxlanBackend implements Backend {
   async prepare() {
     if (!this.bpf.enabled) {
       this.fallbackReason = 'disabled with --no-bpf';
+      this.dropFastPath();
     } else {
       const b = new BpfVxlanBackend(this.ctx, this.bpf);
       try {
@@ -32,14 +35,26 @@ export class VxlanBackend implements Backend {
         this.active = b;
         return r;
       } catch (e) {
-        this.fallbackReason = (e as Error).message;
         b.close();
+        if (e instanceof FastPathRequiredError) throw e;
+        this.fallbackReason = (e as Error).message;
+        this.dropFastPath();
         removePins(this.bpf.pinRoot);
         this.ctx.log.warn({ reason: this.fallbackReason }, 'BPF data plane unavailable, falling back to classic vxlan (routes, neighbours, FDB)');
       }
     }
     this.active = new ClassicVxlanBackend(this.ctx);
     return this.active.prepare();
+  }
+
+  /** A BPF run before this one may have left the fast-path program on pod veths: classic has no maps for it. */
+  private dropFastPath(): void {
+    try {
+      const n = detachAllPods(this.bpf.pinRoot);
+      if (n) this.ctx.log.info({ veths: n }, 'pod fast path: detached the program from pod veths (classic mode)');
+    } catch (e) {
+      this.ctx.log.warn({ err: (e as Error).message }, 'pod fast path: could not detach the program from pod veths');
+    }
   }
 
   start = (own: Lease) => this.active.start(own);

@@ -1,0 +1,238 @@
+// SPDX-License-Identifier: GPL-2.0
+/* The pod fast path (not in flannel). Two programs:
+ *  - fl_pod_egress, tc ingress on each pod's host-side veth (attached by the CNI plugin): a packet for
+ *    a remote pod skips the bridge and routing and goes straight to flannel.1, whose egress program
+ *    sets the tunnel key as for any other packet;
+ *  - fl_vxlan_ingress_fast, tc ingress on flannel.1 in place of fl_vxlan_ingress: the same checks,
+ *    then a packet for a local pod goes straight into the pod (bpf_redirect_peer).
+ * Both decrement the TTL as routing would. Only flows that the stack has already accepted in both
+ * directions, without NAT, take the fast path: conntrack says so (kfunc bpf_skb_ct_lookup). Everything
+ * else (new flows, Service traffic that needs reverse NAT, ICMP, fragments) takes the normal stack, so
+ * kube-proxy's NAT and the first packets of every flow still meet the node's iptables rules. */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <linux/pkt_cls.h>
+#include <linux/netfilter/nf_conntrack_common.h>
+#include <stddef.h>
+#include <bpf/bpf_endian.h>
+#include "vtep_ingress.h"
+
+/* Only the field we read; CO-RE places it where the running kernel has it. */
+struct nf_conn {
+	unsigned long status;
+} __attribute__((preserve_access_index));
+
+struct bpf_ct_opts___local {
+	__s32 netns_id;
+	__s32 error;
+	__u8 l4proto;
+	__u8 dir;
+	__u16 ct_zone_id;
+	__u8 ct_zone_dir;
+	__u8 reserved[3];
+};
+
+extern struct nf_conn *bpf_skb_ct_lookup(struct __sk_buff *skb, struct bpf_sock_tuple *tuple, __u32 tuple__sz,
+					 struct bpf_ct_opts___local *opts, __u32 opts__sz) __ksym;
+extern void bpf_ct_release(struct nf_conn *ct) __ksym;
+extern int bpf_ct_change_timeout(struct nf_conn *ct, __u32 timeout) __ksym;
+
+#define FL_FLOW_OK (-1)
+/* eth + IPv4 without options + the larger of the TCP and UDP headers we read */
+#define FL_HDRS (ETH_HLEN + sizeof(struct iphdr) + sizeof(struct tcphdr))
+/* A flow we carry past the stack leaves conntrack's TCP state at ESTABLISHED (5 days). On FIN or RST
+ * the entry gets the timeout conntrack itself would give (TIME_WAIT 120 s, CLOSE 10 s), or closed
+ * connections would fill the table. The stack never sees these packets: with its stale TCP window it
+ * would call them INVALID, and kube-proxy drops INVALID packets in FORWARD. */
+#define FL_CT_FIN_MS 120000
+#define FL_CT_RST_MS 10000
+
+static __always_inline struct fl_fast_cfg *fl_fast(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&fl_fast_cfg, &zero);
+}
+
+/* Headers in the linear part, or a pass to the stack. After GRO they may sit in page fragments. */
+static __always_inline struct iphdr *fl_ipv4(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+
+	if (data + FL_HDRS > data_end) {
+		__u32 want = skb->len < FL_HDRS ? skb->len : FL_HDRS;
+
+		if (bpf_skb_pull_data(skb, want) < 0)
+			return NULL;
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+	}
+	struct ethhdr *eth = data;
+	struct iphdr *ip = data + ETH_HLEN;
+
+	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return NULL;
+	/* options, fragments and expiring TTLs are the stack's: it handles them (and sends ICMP) */
+	if (ip->version != 4 || ip->ihl != 5 || (ip->frag_off & bpf_htons(0x3fff)) || ip->ttl <= 1)
+		return NULL;
+	return ip;
+}
+
+/* FL_FLOW_OK when conntrack has a confirmed entry for this flow that has seen both directions and
+ * does no NAT; otherwise the reason to leave the packet to the stack. */
+static __always_inline int fl_flow_ok(struct __sk_buff *skb, struct iphdr *ip, __u32 flags)
+{
+	void *data_end = (void *)(long)skb->data_end;
+	struct bpf_sock_tuple t = {};
+	__u32 timeout = 0;
+
+	if (flags & FL_FAST_NO_CT)
+		return FL_FLOW_OK;
+	t.ipv4.saddr = ip->saddr;
+	t.ipv4.daddr = ip->daddr;
+	if (ip->protocol == IPPROTO_TCP) {
+		struct tcphdr *th = (void *)(ip + 1);
+
+		if ((void *)(th + 1) > data_end)
+			return FL_PASS_OTHER;
+		/* a new connection meets the FORWARD rules, also when it reuses a 4-tuple conntrack knows */
+		if (th->syn && !th->ack)
+			return FL_PASS_NEW_FLOW;
+		if (th->rst)
+			timeout = FL_CT_RST_MS;
+		else if (th->fin)
+			timeout = FL_CT_FIN_MS;
+		t.ipv4.sport = th->source;
+		t.ipv4.dport = th->dest;
+	} else if (ip->protocol == IPPROTO_UDP) {
+		struct udphdr *uh = (void *)(ip + 1);
+
+		if ((void *)(uh + 1) > data_end)
+			return FL_PASS_OTHER;
+		t.ipv4.sport = uh->source;
+		t.ipv4.dport = uh->dest;
+	} else {
+		return FL_PASS_OTHER;
+	}
+
+	struct bpf_ct_opts___local o = { .netns_id = -1, .l4proto = ip->protocol };
+	struct nf_conn *ct = bpf_skb_ct_lookup(skb, &t, sizeof(t.ipv4), &o, sizeof(o));
+
+	if (!ct)
+		return FL_PASS_NEW_FLOW;
+	unsigned long status = ct->status;
+	int r = FL_FLOW_OK;
+
+	if (status & (IPS_SRC_NAT | IPS_DST_NAT))
+		r = FL_PASS_NAT;
+	else if (!(status & IPS_SEEN_REPLY))
+		r = FL_PASS_NEW_FLOW;
+	else if (timeout)
+		bpf_ct_change_timeout(ct, timeout);
+	bpf_ct_release(ct);
+	return r;
+}
+
+/* TTL - 1 with the header checksum fixed. Invalidates packet pointers. */
+static __always_inline void fl_ttl_dec(struct __sk_buff *skb, struct iphdr *ip)
+{
+	__u16 *pair = (__u16 *)&ip->ttl;	/* ttl and protocol: one 16-bit word of the checksum */
+	__u16 old = *pair;
+
+	ip->ttl--;
+	bpf_l3_csum_replace(skb, ETH_HLEN + offsetof(struct iphdr, check), old, *pair, 2);
+}
+
+SEC("tc")
+int fl_pod_egress(struct __sk_buff *skb)
+{
+	struct fl_fast_cfg *fc = fl_fast();
+
+	if (!fc || !(fc->flags & FL_FAST_ON) || !fc->vtep_ifindex) {
+		fl_count_fast(FL_PASS_OTHER, skb->len);
+		return TC_ACT_OK;
+	}
+	struct iphdr *ip = fl_ipv4(skb);
+
+	if (!ip) {
+		fl_count_fast(FL_PASS_OTHER, skb->len);
+		return TC_ACT_OK;
+	}
+	struct fl_subnet_key sk = { .prefixlen = 32 };
+
+	__builtin_memcpy(sk.addr, &ip->daddr, 4);
+	if (!bpf_map_lookup_elem(&fl_subnets, &sk)) {
+		fl_count_fast(FL_PASS_NOT_POD, skb->len);
+		return TC_ACT_OK;
+	}
+	int r = fl_flow_ok(skb, ip, fc->flags);
+
+	if (r != FL_FLOW_OK) {
+		fl_count_fast(r, skb->len);
+		return TC_ACT_OK;
+	}
+	__u32 vtep = fc->vtep_ifindex;
+
+	fl_ttl_dec(skb, ip);
+	fl_count_fast(FL_FAST_TX, skb->len);
+	/* flannel.1's egress program runs on the redirected packet: it writes the MACs and the tunnel key */
+	return bpf_redirect(vtep, 0);
+}
+
+SEC("tc")
+int fl_vxlan_ingress_fast(struct __sk_buff *skb)
+{
+	int verdict = fl_vtep_accept(skb);
+
+	if (verdict != TC_ACT_OK)
+		return verdict;
+	struct fl_fast_cfg *fc = fl_fast();
+
+	if (!fc || !(fc->flags & FL_FAST_ON)) {
+		fl_count_fast(FL_PASS_OTHER, skb->len);
+		return TC_ACT_OK;
+	}
+	struct iphdr *ip = fl_ipv4(skb);
+
+	if (!ip) {
+		fl_count_fast(FL_PASS_OTHER, skb->len);
+		return TC_ACT_OK;
+	}
+	struct fl_pod_key pk;
+
+	__builtin_memcpy(pk.ip, &ip->daddr, 4);
+	struct fl_pod_val *pod = bpf_map_lookup_elem(&fl_local_pods, &pk);
+
+	if (!pod || !pod->ifindex) {
+		fl_count_fast(FL_PASS_NOT_POD, skb->len);
+		return TC_ACT_OK;
+	}
+	int r = fl_flow_ok(skb, ip, fc->flags);
+
+	if (r != FL_FLOW_OK) {
+		fl_count_fast(r, skb->len);
+		return TC_ACT_OK;
+	}
+	/* the frame as the bridge would hand it to the pod: from its gateway, to its MAC */
+	struct ethhdr *eth = (void *)(long)skb->data;
+
+	if ((void *)(eth + 1) > (void *)(long)skb->data_end)
+		return TC_ACT_OK;
+	__builtin_memcpy(eth->h_dest, pod->pod_mac, 6);
+	__builtin_memcpy(eth->h_source, pod->gw_mac, 6);
+	__u32 ifindex = pod->ifindex;
+
+	ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > (void *)(long)skb->data_end)
+		return TC_ACT_OK;
+	fl_ttl_dec(skb, ip);
+	fl_count_fast(FL_FAST_RX, skb->len);
+	return bpf_redirect_peer(ifindex, 0);
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,37 @@
+/* What flannel.1's tc ingress checks on every decapsulated packet, shared by the plain ingress program
+ * and the fast-path one. An external vxlan device accepts every VNI on its port, so this enforces what
+ * a classic device with "id 1" did implicitly: VNI 1 only, and only from cluster members. */
+#ifndef FLANNEL_VTEP_INGRESS_H
+#define FLANNEL_VTEP_INGRESS_H
+
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_endian.h>
+#include "maps.h"
+
+static __always_inline int fl_vtep_accept(struct __sk_buff *skb)
+{
+	struct fl_config *cfg = fl_cfg();
+	struct bpf_tunnel_key key = {};
+
+	if (!cfg || bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) < 0) {
+		fl_count(FL_MALFORMED, skb->len);
+		return TC_ACT_SHOT;
+	}
+	if (key.tunnel_id != cfg->vni) {
+		fl_count(FL_WRONG_VNI, skb->len);
+		return TC_ACT_SHOT;
+	}
+	struct fl_member_key mk;
+	__u32 remote = bpf_htonl(key.remote_ipv4);
+	__builtin_memcpy(mk.ip, &remote, 4);
+	if (!bpf_map_lookup_elem(&fl_members, &mk)) {
+		fl_count(FL_SPOOFED, skb->len);
+		return TC_ACT_SHOT;
+	}
+	fl_peer_rx(mk.ip, skb->len);
+	fl_count(FL_RECEIVED, skb->len);
+	return TC_ACT_OK;
+}
+
+#endif

@@ -1,0 +1,149 @@
+// The pod fast path in BPF mode (not in flannel): which ingress program flannel.1 runs, the program
+// on pod veths, and their upkeep. The CNI plugin registers pods (control/bpf/local-pods.ts); here the
+// agent decides whether the fast path runs at all, attaches the program to veths registered before
+// it ran, detaches it when off, and drops entries whose veth is gone.
+import { existsSync, unlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { BpfObject, type BpfMap, progInfo } from '../../kernel/bpf.js';
+import { listLinks } from '../../kernel/netlink.js';
+import * as L from '../../bpf/layout.js';
+import { POD_PROGRAM_PIN, detachPodProgram, listPods, podProgramOn, attachPodProgram } from '../../bpf/local-pods.js';
+import type { HealthCheck } from '../types.js';
+
+export type FastPathMode = 'auto' | 'on' | 'off';
+
+/** --fast-path=on and the kernel refused: the agent stops rather than run without it. */
+export class FastPathRequiredError extends Error {}
+
+export interface FastPathMaps {
+  fl_local_pods: BpfMap;
+  fl_fast_cfg: BpfMap;
+  fl_fast_stats: BpfMap;
+}
+
+export class FastPath {
+  private obj?: BpfObject;
+  /** why the fast path is off, undefined while it runs */
+  reason?: string;
+  readonly stats = { attached: 0, detached: 0, stalePods: 0 };
+
+  constructor(
+    private readonly mode: FastPathMode,
+    private readonly pinRoot: string,
+    private readonly maps: FastPathMaps,
+    private readonly log: Logger,
+  ) {}
+
+  get on(): boolean {
+    return this.obj !== undefined;
+  }
+
+  /**
+   * Loads the fast-path programs. The kernel's verifier is the safety check: it refuses them without
+   * the conntrack kfuncs (bpf_skb_ct_lookup), bpf_redirect_peer or BTF. --fast-path=on makes a refusal
+   * fatal; the default turns the fast path off and says why.
+   */
+  async load(path: string): Promise<void> {
+    if (this.mode === 'off') {
+      this.reason = 'disabled with --fast-path=off';
+      return;
+    }
+    try {
+      this.obj = await BpfObject.open(path, this.pinRoot, this.log);
+    } catch (e) {
+      const why = `the kernel refused the fast-path programs (they need the conntrack kfunc bpf_skb_ct_lookup, bpf_redirect_peer and kernel BTF): ${(e as Error).message}`;
+      if (this.mode === 'on') throw new FastPathRequiredError(`--fast-path=on: ${why}`);
+      this.reason = why;
+      this.log.warn({ reason: why }, 'pod fast path off');
+    }
+  }
+
+  /** flannel.1's ingress program: the fast one when on (same checks, then delivery into pods). */
+  ingressProgram(plain: number): number {
+    return this.obj ? this.obj.program('fl_vxlan_ingress_fast').fd : plain;
+  }
+
+  private get podProgram(): number {
+    return this.obj!.program('fl_pod_egress').fd;
+  }
+
+  /** For the send side: where flannel.1 is; and the switch both programs read. */
+  configure(vtepIfindex: number): void {
+    this.maps.fl_fast_cfg.update(L.u32Key(0), L.fastCfgVal({ vtepIfindex, flags: this.on ? L.FAST_ON : 0 }));
+  }
+
+  /** The program pin is the CNI plugin's switch: present exactly while the fast path runs. */
+  ensurePinned(): boolean {
+    const path = join(this.pinRoot, POD_PROGRAM_PIN);
+    if (!this.on) {
+      if (existsSync(path)) unlinkSync(path);
+      return false;
+    }
+    if (BpfObject.pinnedProgramId(path) === progInfo(this.podProgram).id) return false;
+    if (existsSync(path)) unlinkSync(path);
+    this.obj!.pinProgram('fl_pod_egress', path);
+    return true;
+  }
+
+  /** Every registered pod has our current program on its veth (none when off); gone veths leave the map. */
+  async reconcile(): Promise<void> {
+    const pods = listPods(this.maps.fl_local_pods);
+    if (!pods.length) return;
+    const links = new Map((await listLinks()).map((l) => [l.index, l]));
+    const want = this.on ? progInfo(this.podProgram).id : undefined;
+    const stale: Buffer[] = [];
+    let attached = 0;
+    for (const p of pods) {
+      const link = links.get(p.ifindex);
+      // a pod gone without DEL: its ifindex may already belong to another device
+      if (!link || link.mac !== p.hostMAC) {
+        stale.push(L.podKey(p.ip));
+        continue;
+      }
+      const got = podProgramOn(p.ifindex);
+      if (want !== undefined && got !== want) {
+        attachPodProgram(this.pinRoot, p.ifindex);
+        attached++;
+      } else if (want === undefined && got) {
+        detachPodProgram(p.ifindex);
+        this.stats.detached++;
+      }
+    }
+    if (stale.length) {
+      this.maps.fl_local_pods.deleteMany(stale);
+      this.stats.stalePods += stale.length;
+      this.log.info({ pods: stale.map((k) => L.decodePodKey(k)) }, 'pod fast path: dropped pods whose veth is gone');
+    }
+    if (attached) {
+      this.stats.attached += attached;
+      this.log.info({ veths: attached }, 'pod fast path: attached the current program to pod veths');
+    }
+  }
+
+  counters(): Record<L.FastResult, number> {
+    return Object.fromEntries(
+      L.FAST_RESULTS.map((r, i) => {
+        const v = this.maps.fl_fast_stats.lookup(L.u32Key(i));
+        return [r, v ? L.sumCounters(this.maps.fl_fast_stats.perCpu(v)).packets : 0];
+      }),
+    ) as Record<L.FastResult, number>;
+  }
+
+  checks(): HealthCheck[] {
+    if (!this.on) return [];
+    const path = join(this.pinRoot, POD_PROGRAM_PIN);
+    const id = BpfObject.pinnedProgramId(path);
+    const want = progInfo(this.podProgram).id;
+    return [{ name: 'pod fast path program', ok: id === want, detail: id === want ? `pinned at ${path}, program ${want}` : id === undefined ? `not pinned at ${path}` : `${path} is program ${id}, not ${want}` }];
+  }
+
+  describe(): Record<string, unknown> {
+    return { fastPath: this.on ? 'on' : 'off', ...(this.reason ? { fastPathOffBecause: this.reason } : {}), localPods: this.maps.fl_local_pods.keys().length, ...this.stats };
+  }
+
+  close(): void {
+    this.obj?.close();
+    this.obj = undefined;
+  }
+}

@@ -1,0 +1,115 @@
+// The pod fast path's registry of local pods (map fl_local_pods) and its program on each pod's veth.
+// The CNI plugin registers a pod on ADD and unregisters it on DEL; the agent attaches the program to
+// veths registered before it ran, detaches it when the fast path is off, and drops entries whose veth
+// is gone (a pod that vanished without DEL). One module, so both sides agree on names and handles.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { addon } from '../kernel/addon.js';
+import { BpfMap, tcAttach, tcDetach, tcQuery } from '../kernel/bpf.js';
+import * as L from './layout.js';
+
+/** Pin of fl_pod_egress, present only while the agent runs the fast path: the CNI plugin's switch. */
+export const POD_PROGRAM_PIN = 'fl_pod_egress';
+export const LOCAL_PODS_PIN = 'fl_local_pods';
+// our tc filter on a pod veth's ingress: the same handle/priority as on flannel.1, replaced in place
+export const POD_TC_HANDLE = 0xf1a;
+export const POD_TC_PRIO = 1;
+
+export const fastPathEnabled = (pinRoot: string) => existsSync(join(pinRoot, POD_PROGRAM_PIN));
+
+/** Attaches the pinned program to the veth; false when the agent runs without the fast path. */
+export function attachPodProgram(pinRoot: string, ifindex: number): boolean {
+  let fd: number;
+  try {
+    fd = addon().bpfObjGet(join(pinRoot, POD_PROGRAM_PIN));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw e;
+  }
+  try {
+    tcAttach(ifindex, 'ingress', fd, POD_TC_HANDLE, POD_TC_PRIO);
+    return true;
+  } finally {
+    addon().closeFd(fd);
+  }
+}
+
+export function detachPodProgram(ifindex: number): void {
+  tcDetach(ifindex, 'ingress', POD_TC_HANDLE, POD_TC_PRIO);
+}
+
+export const podProgramOn = (ifindex: number) => tcQuery(ifindex, 'ingress', POD_TC_HANDLE, POD_TC_PRIO);
+
+/**
+ * Registers a pod: program on its veth first, then the map entry (the receive side), so a failure
+ * leaves neither. Returns false, having changed nothing, when the fast path is off.
+ */
+export function registerPod(pinRoot: string, pod: L.LocalPod): boolean {
+  if (!attachPodProgram(pinRoot, pod.ifindex)) return false;
+  try {
+    const map = BpfMap.openPinned(join(pinRoot, LOCAL_PODS_PIN));
+    try {
+      map.update(L.podKey(pod.ip), L.podVal(pod));
+    } finally {
+      map.close();
+    }
+  } catch (e) {
+    try {
+      detachPodProgram(pod.ifindex);
+    } catch {
+      /* the veth is already gone */
+    }
+    throw e;
+  }
+  return true;
+}
+
+/**
+ * Removes a pod's entry if it still is the one registered for this veth (DEL may come late, after
+ * the IP went to another pod). The program leaves with the veth, which the bridge plugin deletes.
+ */
+export function unregisterPod(pinRoot: string, ip: string, ifindex: number): boolean {
+  const path = join(pinRoot, LOCAL_PODS_PIN);
+  if (!existsSync(path)) return false;
+  const map = BpfMap.openPinned(path);
+  try {
+    const key = L.podKey(ip);
+    const v = map.lookup(key);
+    if (!v || L.decodePodVal(v).ifindex !== ifindex) return false;
+    return map.deleteMany([key])[0] === 0;
+  } finally {
+    map.close();
+  }
+}
+
+export function listPods(map: BpfMap): L.LocalPod[] {
+  const out: L.LocalPod[] = [];
+  for (const k of map.keys()) {
+    const v = map.lookup(k);
+    if (v) out.push({ ip: L.decodePodKey(k), ...L.decodePodVal(v) });
+  }
+  return out;
+}
+
+/** Takes the program off every registered veth (the agent runs without BPF now); keeps the entries. */
+export function detachAllPods(pinRoot: string): number {
+  const path = join(pinRoot, LOCAL_PODS_PIN);
+  if (!existsSync(path)) return 0;
+  let n = 0;
+  const map = BpfMap.openPinned(path);
+  try {
+    for (const p of listPods(map)) {
+      try {
+        if (podProgramOn(p.ifindex)) {
+          detachPodProgram(p.ifindex);
+          n++;
+        }
+      } catch {
+        /* the veth is gone */
+      }
+    }
+  } finally {
+    map.close();
+  }
+  return n;
+}
