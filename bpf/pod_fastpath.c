@@ -3,7 +3,7 @@
  *  - fl_pod_egress, tc ingress on each pod's host-side veth (attached by the CNI plugin): a packet for
  *    a remote pod skips the bridge and routing and goes straight to flannel.1, whose egress program
  *    sets the tunnel key as for any other packet;
- *  - fl_vxlan_ingress_fast, tc ingress on flannel.1 in place of fl_vxlan_ingress: the same checks,
+ *  - fl_ingress_fast, tc ingress on flannel.1 in place of fl_vxlan_ingress: the same checks,
  *    then a packet for a local pod goes straight into the pod (bpf_redirect_peer).
  * Both decrement the TTL as routing would. Only flows that the stack has already accepted in both
  * directions, without NAT, take the fast path: conntrack says so (kfunc bpf_skb_ct_lookup). Everything
@@ -185,7 +185,7 @@ int fl_pod_egress(struct __sk_buff *skb)
 }
 
 SEC("tc")
-int fl_vxlan_ingress_fast(struct __sk_buff *skb)
+int fl_ingress_fast(struct __sk_buff *skb)
 {
 	int verdict = fl_vtep_accept(skb);
 

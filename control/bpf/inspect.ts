@@ -1,8 +1,10 @@
 // Reads the pinned maps of a node's data plane and decodes them: what `flannelctl maps` prints.
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { BpfMap } from '../kernel/bpf.js';
 import * as L from './layout.js';
 import { table } from '../text.js';
+import { POD_PROGRAM_PIN, listPods } from './local-pods.js';
 
 export interface PeerView {
   subnet: string;
@@ -20,6 +22,15 @@ export interface DataPlaneView {
   config: L.FlConfig | null;
   peers: PeerView[];
   counters: Record<L.Reason, { packets: number; bytes: number }>;
+  /** the pod fast path; null when its maps are not pinned (an agent of an earlier version) */
+  fastPath: FastPathView | null;
+}
+
+export interface FastPathView {
+  on: boolean;
+  vtepIfindex: number;
+  localPods: L.LocalPod[];
+  counters: Record<L.FastResult, { packets: number; bytes: number }>;
 }
 
 export type DataPlaneMaps = Record<'fl_subnets' | 'fl_vteps' | 'fl_members' | 'fl_config' | 'fl_stats' | 'fl_peer_stats', BpfMap>;
@@ -29,14 +40,35 @@ export function readDataPlane(pinRoot: string): DataPlaneView {
   const open = (name: string) => BpfMap.openPinned(join(pinRoot, name));
   const maps: DataPlaneMaps = { fl_subnets: open('fl_subnets'), fl_vteps: open('fl_vteps'), fl_members: open('fl_members'), fl_config: open('fl_config'), fl_stats: open('fl_stats'), fl_peer_stats: open('fl_peer_stats') };
   try {
-    return decodeDataPlane(pinRoot, maps);
+    return { ...decodeDataPlane(pinRoot, maps), fastPath: readFastPath(pinRoot) };
   } finally {
     for (const m of Object.values(maps)) m.close();
   }
 }
 
+function readFastPath(pinRoot: string): FastPathView | null {
+  const names = ['fl_local_pods', 'fl_fast_cfg', 'fl_fast_stats'] as const;
+  if (!names.every((n) => existsSync(join(pinRoot, n)))) return null;
+  const [pods, cfgMap, stats] = names.map((n) => BpfMap.openPinned(join(pinRoot, n))) as [BpfMap, BpfMap, BpfMap];
+  try {
+    const c = cfgMap.lookup(L.u32Key(0));
+    const cfg = c ? L.decodeFastCfg(c) : { vtepIfindex: 0, flags: 0 };
+    const localPods = listPods(pods).sort((a, b) => a.ip.localeCompare(b.ip, 'en', { numeric: true }));
+    const counters = Object.fromEntries(
+      L.FAST_RESULTS.map((r, i) => {
+        const v = stats.lookup(L.u32Key(i));
+        return [r, v ? L.sumCounters(stats.perCpu(v)) : { packets: 0, bytes: 0 }];
+      }),
+    ) as FastPathView['counters'];
+    // pinned program = the agent runs it (the CNI plugin's switch); the flag alone may be left over
+    return { on: (cfg.flags & L.FAST_ON) !== 0 && existsSync(join(pinRoot, POD_PROGRAM_PIN)), vtepIfindex: cfg.vtepIfindex, localPods, counters };
+  } finally {
+    for (const m of [pods, cfgMap, stats]) m.close();
+  }
+}
+
 /** Decodes maps already open (the agent reads its own without reopening the pins). */
-export function decodeDataPlane(pinRoot: string, maps: DataPlaneMaps): DataPlaneView {
+export function decodeDataPlane(pinRoot: string, maps: DataPlaneMaps): Omit<DataPlaneView, 'fastPath'> {
   const cfg = maps.fl_config.lookup(L.u32Key(0));
   const peers: PeerView[] = [];
   for (const k of maps.fl_subnets.keys()) {
@@ -66,5 +98,11 @@ export function renderDataPlane(v: DataPlaneView): string {
   for (const p of v.peers) rows.push([p.subnet, p.vtepMAC, p.hostIP ?? '(no VTEP entry)', String(p.txPackets), String(p.txBytes), String(p.rxPackets), String(p.rxBytes)]);
   const cfg = v.config ? `VNI ${v.config.vni}, port ${v.config.port}, local VTEP ${v.config.localMAC}` : 'no config entry';
   const drops = L.REASONS.map((r) => `${r}=${v.counters[r].packets}`).join('  ');
-  return `data plane pinned at ${v.pinRoot} (${cfg})\n\n${table(rows)}\n\npackets by reason: ${drops}\n`;
+  let fast = '';
+  if (v.fastPath) {
+    const f = v.fastPath;
+    const prow = [['POD IP', 'HOST VETH IFINDEX', 'POD MAC', 'GATEWAY MAC'], ...f.localPods.map((p) => [p.ip, String(p.ifindex), p.podMAC, p.gwMAC])];
+    fast = `\npod fast path: ${f.on ? 'on' : 'off'}, ${f.localPods.length} local pods\n${f.localPods.length ? `${table(prow)}\n` : ''}fast path packets: ${L.FAST_RESULTS.map((r) => `${r}=${f.counters[r].packets}`).join('  ')}\n`;
+  }
+  return `data plane pinned at ${v.pinRoot} (${cfg})\n\n${table(rows)}\n\npackets by reason: ${drops}\n${fast}`;
 }

@@ -15,7 +15,6 @@ export const LOCAL_PODS_PIN = 'fl_local_pods';
 export const POD_TC_HANDLE = 0xf1a;
 export const POD_TC_PRIO = 1;
 
-export const fastPathEnabled = (pinRoot: string) => existsSync(join(pinRoot, POD_PROGRAM_PIN));
 
 /** Attaches the pinned program to the veth; false when the agent runs without the fast path. */
 export function attachPodProgram(pinRoot: string, ifindex: number): boolean {
@@ -41,11 +40,12 @@ export function detachPodProgram(ifindex: number): void {
 export const podProgramOn = (ifindex: number) => tcQuery(ifindex, 'ingress', POD_TC_HANDLE, POD_TC_PRIO);
 
 /**
- * Registers a pod: program on its veth first, then the map entry (the receive side), so a failure
- * leaves neither. Returns false, having changed nothing, when the fast path is off.
+ * Registers a pod: the program on its veth (when the fast path runs), then the map entry. Pods are
+ * registered also while the fast path is off, so that turning it on later covers them. A failure
+ * leaves neither. Returns whether the program went on.
  */
 export function registerPod(pinRoot: string, pod: L.LocalPod): boolean {
-  if (!attachPodProgram(pinRoot, pod.ifindex)) return false;
+  const attached = attachPodProgram(pinRoot, pod.ifindex);
   try {
     const map = BpfMap.openPinned(join(pinRoot, LOCAL_PODS_PIN));
     try {
@@ -55,13 +55,13 @@ export function registerPod(pinRoot: string, pod: L.LocalPod): boolean {
     }
   } catch (e) {
     try {
-      detachPodProgram(pod.ifindex);
+      if (attached) detachPodProgram(pod.ifindex);
     } catch {
       /* the veth is already gone */
     }
     throw e;
   }
-  return true;
+  return attached;
 }
 
 /**

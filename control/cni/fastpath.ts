@@ -22,11 +22,8 @@ export async function registerFromResult(pinRoot: string, bridge: string, result
     // saved first: DEL can always undo, also if we die right after registering
     writeFileSync(`${savePath}.tmp`, JSON.stringify({ ip: pod.ip, ifindex: pod.ifindex } satisfies Saved), { mode: 0o600 });
     renameSync(`${savePath}.tmp`, savePath);
-    if (!registerPod(pinRoot, pod)) {
-      rmSync(savePath, { force: true });
-      return 'pod fast path is off on this node';
-    }
-    return `pod fast path: ${pod.ip} on ${r.hostVeth} (ifindex ${pod.ifindex})`;
+    const on = registerPod(pinRoot, pod);
+    return `pod fast path: registered ${pod.ip} on ${r.hostVeth} (ifindex ${pod.ifindex})${on ? '' : '; the fast path is off on this node for now'}`;
   } catch (e) {
     rmSync(savePath, { force: true });
     return `pod fast path not used: ${(e as Error).message}`;

@@ -39,8 +39,8 @@ function delegate(conf: Record<string, unknown>): number {
 }
 
 const pinRoot = (n: FlannelNetConf) => (typeof n.bpfPinRoot === 'string' ? n.bpfPinRoot : DEFAULT_PIN_ROOT);
-// the pin of the fast-path program exists only while the agent runs the fast path
-const fastPathOn = (n: FlannelNetConf) => existsSync(join(pinRoot(n), 'fl_pod_egress'));
+// pinned only while the agent runs in BPF mode (classic mode removes every fl_* pin)
+const bpfMode = (n: FlannelNetConf) => existsSync(join(pinRoot(n), 'fl_local_pods'));
 
 function scratchPath(n: FlannelNetConf): string {
   const id = env('CNI_CONTAINERID');
@@ -64,7 +64,7 @@ async function add(n: FlannelNetConf): Promise<number> {
   writeFileSync(`${path}.tmp`, JSON.stringify(conf), { mode: 0o600 });
   renameSync(`${path}.tmp`, path);
   const r = runDelegate(conf);
-  if (r.status === 0 && conf.type === 'bridge' && fastPathOn(n)) {
+  if (r.status === 0 && conf.type === 'bridge' && bpfMode(n)) {
     const { registerFromResult } = await import('./fastpath.js');
     process.stderr.write(`${await registerFromResult(pinRoot(n), typeof conf.bridge === 'string' ? conf.bridge : 'cni0', r.stdout.toString(), `${path}.fastpath`)}\n`);
   }

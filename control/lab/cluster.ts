@@ -235,9 +235,9 @@ export class Lab {
   /** CNI DEL through the flannel plugin, as a runtime does when a pod goes; then its namespace goes. */
   async delPodCni(node: LabNode, pod: Pod): Promise<void> {
     const r = this.cni(node, 'DEL', pod.ns);
-    if (r.status !== 0) throw new Error(`CNI DEL for ${pod.ns} failed: ${r.stdout.toString() || r.stderr.toString()}`);
-    await ip('netns', 'del', pod.ns);
     node.pods.splice(node.pods.indexOf(pod), 1);
+    if (r.status !== 0) throw new Error(`CNI DEL for ${pod.ns} failed: ${r.stdout.toString() || r.stderr.toString()}`);
+    if ((await ip('netns', 'list')).split('\n').some((l) => l.split(' ')[0] === pod.ns)) await ip('netns', 'del', pod.ns);
   }
 
   private cni(node: LabNode, command: 'ADD' | 'DEL', ns: string) {

@@ -61,7 +61,7 @@ export class FastPath {
 
   /** flannel.1's ingress program: the fast one when on (same checks, then delivery into pods). */
   ingressProgram(plain: number): number {
-    return this.obj ? this.obj.program('fl_vxlan_ingress_fast').fd : plain;
+    return this.obj ? this.obj.program('fl_ingress_fast').fd : plain;
   }
 
   private get podProgram(): number {
