@@ -16,7 +16,7 @@ const LOCAL_MAC = '02:00:00:00:00:01', PEER_MAC = '02:00:00:00:00:02', ORPHAN_MA
 const PEER_IP = '172.20.0.12', STRANGER = '172.20.0.66';
 
 const pinRoot = mkdtempSync('/run/flannel-test-bpffs-');
-let egress: BpfObject, ingress: BpfObject, guard: BpfObject;
+let egress: BpfObject, ingress: BpfObject, guard: BpfObject, fastObj: BpfObject;
 
 function counters() {
   const m = egress.map('fl_stats');
@@ -28,6 +28,7 @@ before(async () => {
   egress = await BpfObject.open(join(OBJ, 'vxlan_egress.o'), pinRoot);
   ingress = await BpfObject.open(join(OBJ, 'vxlan_ingress.o'), pinRoot);
   guard = await BpfObject.open(join(OBJ, 'underlay_guard.o'), pinRoot);
+  fastObj = await BpfObject.open(join(OBJ, 'pod_fastpath.o'), pinRoot);
   egress.map('fl_config').update(L.u32Key(0), L.configVal({ vni: 1, port: 8472, ttl: 64, flags: 0, localMAC: LOCAL_MAC }));
   egress.map('fl_subnets').update(L.subnetKey('10.244.5.0', 24), L.subnetVal(PEER_MAC));
   egress.map('fl_subnets').update(L.subnetKey('10.244.6.0', 24), L.subnetVal(ORPHAN_MAC));
@@ -35,7 +36,7 @@ before(async () => {
   egress.map('fl_members').update(L.memberKey(PEER_IP), L.memberVal());
 });
 after(() => {
-  for (const o of [egress, ingress, guard]) o?.close();
+  for (const o of [egress, ingress, guard, fastObj]) o?.close();
   try {
     execFileSync('umount', [pinRoot]);
   } finally {
@@ -112,6 +113,88 @@ for (const [hook, prog, PASS, DROP] of [['tc', 'fl_guard_tc', TC_ACT_OK, TC_ACT_
     assert.equal(c1.malformed, c0.malformed + 1);
   });
 }
+
+const TC_ACT_REDIRECT = 7;
+const IPPROTO_TCP = 6;
+function fastCounters() {
+  const m = fastObj.map('fl_fast_stats');
+  return Object.fromEntries(L.FAST_RESULTS.map((r, i) => [r, L.sumCounters(m.perCpu(m.lookup(L.u32Key(i))!)).packets])) as Record<L.FastResult, number>;
+}
+const setFast = (flags: number) => fastObj.map('fl_fast_cfg').update(L.u32Key(0), L.fastCfgVal({ vtepIfindex: 1, flags }));
+const tcpSeg = (flags: number) => {
+  const h = Buffer.alloc(20);
+  h.writeUInt16BE(40000, 0);
+  h.writeUInt16BE(7000, 2);
+  h.writeUInt8(0x50, 12);
+  h.writeUInt8(flags, 13);
+  return h;
+};
+const SYN = 0x02, ACK = 0x10;
+const fromPod = (dst: string, proto: number, payload: Buffer, o: { ttl?: number; fragOffset?: number } = {}) => {
+  const p = eth(LOCAL_MAC, LOCAL_MAC, ETH_P_IP, ipv4('10.244.3.2', dst, proto, payload, { fragOffset: o.fragOffset }));
+  if (o.ttl !== undefined) {
+    p.writeUInt8(o.ttl, 14 + 8);
+    p.writeUInt16BE(0, 14 + 10);
+    p.writeUInt16BE(ipChecksum(p.subarray(14, 34)), 14 + 10);
+  }
+  return p;
+};
+function ipChecksum(h: Buffer): number {
+  let sum = 0;
+  for (let i = 0; i < h.length; i += 2) sum += h.readUInt16BE(i);
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >> 16);
+  return ~sum & 0xffff;
+}
+
+test('pod fast path, send side: a remote pod packet is redirected with TTL - 1 and a valid checksum; everything else goes to the stack, counted by reason', async () => {
+  const fd = fastObj.program('fl_pod_egress').fd;
+  const udpTo = (dst: string, o = {}) => fromPod(dst, IPPROTO_UDP, udp(40000, 7000, Buffer.alloc(32)), o);
+  // the conntrack check switched off (the test switch): only the routing decision is left
+  setFast(L.FAST_ON | L.FAST_NO_CT);
+  let c0 = fastCounters();
+  const r = await testRun(fd, udpTo('10.244.5.7'));
+  assert.equal(r.retval, TC_ACT_REDIRECT);
+  assert.equal(r.data.readUInt8(14 + 8), 63, 'TTL decremented as routing would');
+  assert.equal(ipChecksum(r.data.subarray(14, 34)), 0, 'header checksum still valid');
+  assert.deepEqual(r.data.subarray(0, 14 + 8), udpTo('10.244.5.7').subarray(0, 14 + 8), 'MACs and the rest untouched: flannel.1 egress writes them');
+  assert.equal(fastCounters().fast_tx, c0.fast_tx + 1);
+
+  c0 = fastCounters();
+  const passes: [string, Buffer][] = [
+    ['pass_not_pod', udpTo('10.99.0.1')], // a Service IP, the outside world
+    ['pass_not_pod', udpTo('10.244.3.9')], // a local pod: the bridge's job
+    ['pass_other', udpTo('10.244.5.7', { ttl: 1 })], // the stack sends time-exceeded
+    ['pass_other', udpTo('10.244.5.7', { fragOffset: 0x2000 })], // a fragment
+    ['pass_other', eth(LOCAL_MAC, LOCAL_MAC, ETH_P_ARP, Buffer.alloc(28))],
+  ];
+  for (const [, p] of passes) assert.equal((await testRun(fd, p)).retval, TC_ACT_OK);
+  const c1 = fastCounters();
+  assert.equal(c1.pass_not_pod, c0.pass_not_pod + 2);
+  assert.equal(c1.pass_other, c0.pass_other + 3);
+
+  // with the check: no conntrack entry for these flows in the test's namespace, so nothing is fast
+  setFast(L.FAST_ON);
+  c0 = fastCounters();
+  assert.equal((await testRun(fd, udpTo('10.244.5.7'))).retval, TC_ACT_OK);
+  assert.equal((await testRun(fd, fromPod('10.244.5.7', IPPROTO_TCP, tcpSeg(ACK)))).retval, TC_ACT_OK);
+  assert.equal((await testRun(fd, fromPod('10.244.5.7', IPPROTO_TCP, tcpSeg(SYN)))).retval, TC_ACT_OK);
+  assert.equal((await testRun(fd, fromPod('10.244.5.7', IPPROTO_ICMP, icmpEcho()))).retval, TC_ACT_OK, 'ICMP: conntrack lookup covers TCP and UDP only');
+  const c2 = fastCounters();
+  assert.equal(c2.pass_new_flow, c0.pass_new_flow + 3);
+  assert.equal(c2.pass_other, c0.pass_other + 1);
+  assert.equal(c2.fast_tx, c0.fast_tx);
+
+  setFast(0);
+  assert.equal((await testRun(fd, udpTo('10.244.5.7'))).retval, TC_ACT_OK, 'switched off: everything to the stack');
+});
+
+test('pod fast path, receive side: the flannel.1 checks come first (no tunnel metadata: dropped as malformed)', async () => {
+  setFast(L.FAST_ON | L.FAST_NO_CT);
+  const c0 = counters();
+  assert.equal((await testRun(fastObj.program('fl_ingress_fast').fd, podPacket('10.244.3.2'))).retval, TC_ACT_SHOT);
+  assert.equal(counters().malformed, c0.malformed + 1);
+  setFast(0);
+});
 
 test('cost per packet (BPF_PROG_TEST_RUN, 1e6 repeats)', async (t) => {
   const runs: [string, number, Buffer][] = [

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CniError, parseNetConf, parseSubnetEnv, renderDelegate } from '../../control/cni/delegate.ts';
+import { CniError, parseNetConf, parseSubnetEnv, podFromResult, renderDelegate } from '../../control/cni/delegate.ts';
 
 const ENV = 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n';
 
@@ -25,4 +25,32 @@ test('delegate and ipam overrides; a non-bridge delegate gets no isGateway; extr
   assert.equal(d.isGateway, undefined);
   assert.equal(d.ipMasq, true);
   assert.deepEqual((d.ipam as { routes: unknown[] }).routes, [{ dst: '192.0.2.0/24' }, { dst: '10.244.0.0/16' }]);
+});
+
+// what the bridge plugin (1.0.0) prints after ADD, as the flannel plugin receives it
+const RESULT = {
+  cniVersion: '1.0.0',
+  interfaces: [
+    { name: 'cni0', mac: '2a:0c:1b:6e:8f:01' },
+    { name: 'veth5d2c0a1e', mac: '6e:3f:aa:10:20:30' },
+    { name: 'eth0', mac: '9a:7b:01:02:03:04', sandbox: '/var/run/netns/pod1' },
+  ],
+  ips: [{ interface: 2, address: '10.244.1.5/24', gateway: '10.244.1.1' }],
+  routes: [{ dst: '10.244.0.0/16' }],
+  dns: {},
+};
+
+test('pod fast path: pod IP and MAC, host veth and gateway MAC come from the bridge plugin result', () => {
+  assert.deepEqual(podFromResult(RESULT, 'cni0'), { ip: '10.244.1.5', podMAC: '9a:7b:01:02:03:04', hostVeth: 'veth5d2c0a1e', gwMAC: '2a:0c:1b:6e:8f:01' });
+  // dual stack, IPv6 listed first: the IPv4 address is the one the fast path serves
+  const dual = { ...RESULT, ips: [{ interface: 2, address: 'fd00::5/64' }, ...RESULT.ips] };
+  assert.equal((podFromResult(dual, 'cni0') as { ip: string }).ip, '10.244.1.5');
+});
+
+test('pod fast path: a result it cannot use gives a reason, never a wrong registration', () => {
+  assert.match(podFromResult({}, 'cni0') as string, /no interfaces/);
+  assert.match(podFromResult({ ...RESULT, ips: [{ interface: 2, address: 'fd00::5/64' }] }, 'cni0') as string, /no IPv4/);
+  assert.match(podFromResult(RESULT, 'mybr0') as string, /no bridge mybr0/);
+  assert.match(podFromResult({ ...RESULT, interfaces: [RESULT.interfaces[0], RESULT.interfaces[2]], ips: [{ interface: 1, address: '10.244.1.5/24' }] }, 'cni0') as string, /no host-side veth/);
+  assert.match(podFromResult({ ...RESULT, interfaces: [RESULT.interfaces[0], RESULT.interfaces[1], { name: 'eth0', sandbox: '/x' }] }, 'cni0') as string, /no pod interface with a MAC/);
 });
