@@ -32,8 +32,8 @@ export async function measurePrograms(repeat: number, peers = 1000): Promise<{ p
   const objs: BpfObject[] = [];
   try {
     const dir = join(projectRoot(), 'dist', 'bpf');
-    for (const n of ['vxlan_egress.o', 'vxlan_ingress.o', 'underlay_guard.o']) objs.push(await BpfObject.open(join(dir, n), pinRoot));
-    const [egress, , guard] = objs as [BpfObject, BpfObject, BpfObject];
+    for (const n of ['vxlan_egress.o', 'vxlan_ingress.o', 'underlay_guard.o', 'pod_fastpath.o']) objs.push(await BpfObject.open(join(dir, n), pinRoot));
+    const [egress, , guard, fast] = objs as [BpfObject, BpfObject, BpfObject, BpfObject];
     egress.map('fl_config').update(L.u32Key(0), L.configVal({ vni: 1, port: 8472, ttl: 64, flags: 0, localMAC: LOCAL_MAC }));
     // a realistic table: `peers` subnets, VTEPs and members, the measured peer among them
     const subnets: [Buffer, Buffer][] = [], vteps: [Buffer, Buffer][] = [], members: [Buffer, Buffer][] = [];
@@ -63,6 +63,15 @@ export async function measurePrograms(repeat: number, peers = 1000): Promise<{ p
     ];
     const out: Record<string, number> = {};
     for (const [name, fd, pkt] of runs) out[name] = (await testRun(fd, pkt, repeat)).durationNs;
+    // the fast path's send decision on a UDP packet for a remote pod: with the conntrack lookup (no
+    // entry exists in the benchmark's namespace, so this is a miss: lookup cost, then the stack) and
+    // without it (the test switch: the redirect path alone)
+    const podUdp = eth(LOCAL_MAC, LOCAL_MAC, ETH_P_IP, ipv4('10.244.3.2', '10.244.5.7', IPPROTO_UDP, udp(40000, 7000, Buffer.alloc(32))));
+    const fastCfg = (flags: number) => fast.map('fl_fast_cfg').update(L.u32Key(0), L.fastCfgVal({ vtepIfindex: 1, flags }));
+    fastCfg(L.FAST_ON);
+    out['pod fast path send, conntrack lookup (tc)'] = (await testRun(fast.program('fl_pod_egress').fd, podUdp, repeat)).durationNs;
+    fastCfg(L.FAST_ON | L.FAST_NO_CT);
+    out['pod fast path send, redirect alone (tc)'] = (await testRun(fast.program('fl_pod_egress').fd, podUdp, repeat)).durationNs;
     const tmp = mkdtempSync(join(tmpdir(), 'flannel-bench-parts-'));
     try {
       const parts = await BpfObject.open(buildParts(tmp), pinRoot);

@@ -7,8 +7,9 @@
  *    then a packet for a local pod goes straight into the pod (bpf_redirect_peer).
  * Both decrement the TTL as routing would. Only flows that the stack has already accepted in both
  * directions, without NAT, take the fast path: conntrack says so (kfunc bpf_skb_ct_lookup). Everything
- * else (new flows, Service traffic that needs reverse NAT, ICMP, fragments) takes the normal stack, so
- * kube-proxy's NAT and the first packets of every flow still meet the node's iptables rules. */
+ * else (new flows, Service traffic that needs reverse NAT, ICMP, fragments, packets too big for
+ * flannel.1) takes the normal stack, so kube-proxy's NAT and the first packets of every flow still
+ * meet the node's iptables rules. */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
@@ -177,7 +178,14 @@ int fl_pod_egress(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	}
 	__u32 vtep = fc->vtep_ifindex;
+	__u32 mtu = 0;
 
+	/* A redirect skips the forwarding path's MTU check: a packet too big for flannel.1 goes to the
+	 * stack, which answers "fragmentation needed" as it would without us (GSO checks its segments). */
+	if (bpf_check_mtu(skb, vtep, &mtu, 0, 0) != BPF_MTU_CHK_RET_SUCCESS) {
+		fl_count_fast(FL_PASS_OTHER, skb->len);
+		return TC_ACT_OK;
+	}
 	fl_ttl_dec(skb, ip);
 	fl_count_fast(FL_FAST_TX, skb->len);
 	/* flannel.1's egress program runs on the redirected packet: it writes the MACs and the tunnel key */

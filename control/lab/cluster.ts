@@ -101,14 +101,18 @@ export class Lab {
     return lab;
   }
 
-  /** Starts every agent and gives each node one pod; on failure the caller's destroy() cleans up. */
-  async bringUp(): Promise<Map<LabNode, Subnet>> {
+  /**
+   * Starts every agent and gives each node one pod, made by hand or (cni) through the flannel CNI
+   * plugin as a runtime makes it; on failure the caller's destroy() cleans up.
+   */
+  async bringUp(o: { cni?: boolean } = {}): Promise<Map<LabNode, Subnet>> {
     const subnets = new Map<LabNode, Subnet>();
     for (const n of this.nodes) this.startAgent(n);
     for (const n of this.nodes) {
       const { subnet, mtu } = await this.waitReady(n);
       subnets.set(n, subnet);
-      await this.addPod(n, subnet, mtu);
+      if (o.cni) await this.addPodCni(n);
+      else await this.addPod(n, subnet, mtu);
     }
     return subnets;
   }

@@ -17,10 +17,10 @@ test('bench/run.ts --quick: all sections measured, JSON + Markdown + SVG written
     const r = spawnSync(process.execPath, ['--import', 'tsx', join(ROOT, 'bench', 'run.ts'), '--quick', '--out', out], { cwd: ROOT, encoding: 'utf8', timeout: 540_000 });
     assert.equal(r.status, 0, r.stderr.slice(-3000));
     const res = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8'));
-    assert.deepEqual(Object.keys(res.datapath), ['BPF vxlan', 'classic vxlan', 'host-gw', 'udp', 'underlay (no overlay)']);
+    assert.deepEqual(Object.keys(res.datapath), ['BPF + pod fast path', 'BPF vxlan', 'classic vxlan', 'host-gw', 'udp', 'underlay (no overlay)']);
     for (const [mode, d] of Object.entries<Record<string, { median: number }>>(res.datapath))
       for (const [k, v] of Object.entries(d)) assert.ok(Number.isFinite(v.median) && v.median > 0, `${mode} ${k} = ${v.median}`);
-    assert.equal(Object.keys(res.programs).length, 6);
+    assert.equal(Object.keys(res.programs).length, 8);
     for (const v of Object.values<{ median: number }>(res.programs)) assert.ok(v.median > 0);
     for (const k of ['bpf 100', 'classic 100', 'bpf 1000', 'classic 1000']) assert.ok(res.startup[k].programMs.median > 0 && res.startup[k].rssMB.median > 30, k);
     for (const m of ['bpf', 'classic']) assert.ok(res.convergence[m].addP99 > 0 && res.convergence[m].churn.events === 200, m);
