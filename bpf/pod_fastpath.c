@@ -139,6 +139,13 @@ static __always_inline int fl_flow_ok(struct __sk_buff *skb, struct iphdr *ip, _
 	return r;
 }
 
+/* Leaves the packet to the stack, counting why. */
+static __always_inline int fl_pass(struct __sk_buff *skb, __u32 reason)
+{
+	fl_count_fast(reason, skb->len);
+	return TC_ACT_OK;
+}
+
 /* TTL - 1 with the header checksum fixed. Invalidates packet pointers. */
 static __always_inline void fl_ttl_dec(struct __sk_buff *skb, struct iphdr *ip)
 {
@@ -153,39 +160,26 @@ SEC("tc")
 int fl_pod_egress(struct __sk_buff *skb)
 {
 	struct fl_fast_cfg *fc = fl_fast();
+	struct iphdr *ip;
 
-	if (!fc || !(fc->flags & FL_FAST_ON) || !fc->vtep_ifindex) {
-		fl_count_fast(FL_PASS_OTHER, skb->len);
-		return TC_ACT_OK;
-	}
-	struct iphdr *ip = fl_ipv4(skb);
-
-	if (!ip) {
-		fl_count_fast(FL_PASS_OTHER, skb->len);
-		return TC_ACT_OK;
-	}
+	if (!fc || !(fc->flags & FL_FAST_ON) || !fc->vtep_ifindex || !(ip = fl_ipv4(skb)))
+		return fl_pass(skb, FL_PASS_OTHER);
 	struct fl_subnet_key sk = { .prefixlen = 32 };
 
 	__builtin_memcpy(sk.addr, &ip->daddr, 4);
-	if (!bpf_map_lookup_elem(&fl_subnets, &sk)) {
-		fl_count_fast(FL_PASS_NOT_POD, skb->len);
-		return TC_ACT_OK;
-	}
+	if (!bpf_map_lookup_elem(&fl_subnets, &sk))
+		return fl_pass(skb, FL_PASS_NOT_POD);
 	int r = fl_flow_ok(skb, ip, fc->flags);
 
-	if (r != FL_FLOW_OK) {
-		fl_count_fast(r, skb->len);
-		return TC_ACT_OK;
-	}
+	if (r != FL_FLOW_OK)
+		return fl_pass(skb, r);
 	__u32 vtep = fc->vtep_ifindex;
 	__u32 mtu = 0;
 
 	/* A redirect skips the forwarding path's MTU check: a packet too big for flannel.1 goes to the
 	 * stack, which answers "fragmentation needed" as it would without us (GSO checks its segments). */
-	if (bpf_check_mtu(skb, vtep, &mtu, 0, 0) != BPF_MTU_CHK_RET_SUCCESS) {
-		fl_count_fast(FL_PASS_OTHER, skb->len);
-		return TC_ACT_OK;
-	}
+	if (bpf_check_mtu(skb, vtep, &mtu, 0, 0) != BPF_MTU_CHK_RET_SUCCESS)
+		return fl_pass(skb, FL_PASS_OTHER);
 	fl_ttl_dec(skb, ip);
 	fl_count_fast(FL_FAST_TX, skb->len);
 	/* flannel.1's egress program runs on the redirected packet: it writes the MACs and the tunnel key */
@@ -200,32 +194,21 @@ int fl_ingress_fast(struct __sk_buff *skb)
 	if (verdict != TC_ACT_OK)
 		return verdict;
 	struct fl_fast_cfg *fc = fl_fast();
+	struct iphdr *ip;
 
-	if (!fc || !(fc->flags & FL_FAST_ON)) {
-		fl_count_fast(FL_PASS_OTHER, skb->len);
-		return TC_ACT_OK;
-	}
-	struct iphdr *ip = fl_ipv4(skb);
-
-	if (!ip) {
-		fl_count_fast(FL_PASS_OTHER, skb->len);
-		return TC_ACT_OK;
-	}
+	if (!fc || !(fc->flags & FL_FAST_ON) || !(ip = fl_ipv4(skb)))
+		return fl_pass(skb, FL_PASS_OTHER);
 	struct fl_pod_key pk;
 
 	__builtin_memcpy(pk.ip, &ip->daddr, 4);
 	struct fl_pod_val *pod = bpf_map_lookup_elem(&fl_local_pods, &pk);
 
-	if (!pod || !pod->ifindex) {
-		fl_count_fast(FL_PASS_NOT_POD, skb->len);
-		return TC_ACT_OK;
-	}
+	if (!pod || !pod->ifindex)
+		return fl_pass(skb, FL_PASS_NOT_POD);
 	int r = fl_flow_ok(skb, ip, fc->flags);
 
-	if (r != FL_FLOW_OK) {
-		fl_count_fast(r, skb->len);
-		return TC_ACT_OK;
-	}
+	if (r != FL_FLOW_OK)
+		return fl_pass(skb, r);
 	/* the frame as the bridge would hand it to the pod: from its gateway, to its MAC */
 	struct ethhdr *eth = (void *)(long)skb->data;
 

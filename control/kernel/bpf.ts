@@ -70,6 +70,23 @@ export function isBpffs(dir: string): boolean {
   }
 }
 
+/** The kernel id of what is pinned at path (info fails on the wrong kind); undefined when nothing usable. */
+function pinnedObjectId(path: string, info: (fd: number) => number): number | undefined {
+  let fd: number;
+  try {
+    fd = addon().bpfObjGet(path);
+  } catch {
+    return undefined;
+  }
+  try {
+    return info(fd);
+  } catch {
+    return undefined;
+  } finally {
+    addon().closeFd(fd);
+  }
+}
+
 export class BpfMap {
   readonly percpu: boolean;
   /** bytes of one lookup result: per-CPU maps return one 8-byte-aligned value per possible CPU */
@@ -97,19 +114,7 @@ export class BpfMap {
 
   /** The id of the map pinned at path, undefined when nothing (usable) is pinned there. */
   static pinnedId(path: string): number | undefined {
-    let fd: number;
-    try {
-      fd = addon().bpfObjGet(path);
-    } catch {
-      return undefined;
-    }
-    try {
-      return addon().bpfMapInfo(fd).id;
-    } catch {
-      return undefined;
-    } finally {
-      addon().closeFd(fd);
-    }
+    return pinnedObjectId(path, (fd) => addon().bpfMapInfo(fd).id);
   }
 
   pin(path: string): void {
@@ -184,19 +189,7 @@ export class BpfObject {
 
   /** The id of the program pinned at path, undefined when nothing (usable) is pinned there. */
   static pinnedProgramId(path: string): number | undefined {
-    let fd: number;
-    try {
-      fd = addon().bpfObjGet(path);
-    } catch {
-      return undefined;
-    }
-    try {
-      return addon().bpfProgInfo(fd).id;
-    } catch {
-      return undefined;
-    } finally {
-      addon().closeFd(fd);
-    }
+    return pinnedObjectId(path, (fd) => addon().bpfProgInfo(fd).id);
   }
 
   map(name: string): BpfMap {
