@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { Lab, type LabNode } from './cluster.js';
 import { inNs, until } from './netns.js';
 import { readDataPlane } from '../bpf/inspect.js';
+import * as L from '../bpf/layout.js';
 import { formatCidr } from '../subnet/ip4.js';
 import { table as textTable } from '../text.js';
 
@@ -92,6 +93,8 @@ export async function labUp(o: LabUpOptions, out: Out): Promise<number> {
         const ping = await inNs(a.ns, 'ping', '-q', '-c', '20', '-i', '0.05', b.ip);
         const rtt = /= ([\d.]+)\/([\d.]+)\/([\d.]+)/.exec(ping);
         out(`    ${a.ip} -> ${b.ip}: ${(r.end.sum_received.bits_per_second / 1e9).toFixed(2)} Gbit/s TCP (one stream), ping RTT min/avg/max ${rtt?.slice(1, 4).join('/')} ms`);
+        const fast = existsSync(join(lab.node(1).pinRoot, 'fl_fast_stats')) ? readDataPlane(lab.node(1).pinRoot).fastPath : null;
+        if (fast?.on) out(`    pod fast path on ${lab.node(1).ns}: ${L.FAST_RESULTS.map((k) => `${k}=${fast.counters[k].packets}`).join('  ')} (pings take the stack: pass_other)`);
       } finally {
         server.kill();
       }

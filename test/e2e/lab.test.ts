@@ -33,6 +33,9 @@ test('lab up: three nodes, pods through CNI ADD, all pairs answer, leases, maps 
   assert.match(r.out, /\/coreos\.com\/network\/subnets\/10\.244\.\d+\.0-24\s+\{"PublicIP":"172\.20\.0\.1\d"/);
   assert.match(r.out, /BPF map entries/);
   assert.match(r.out, /Gbit\/s TCP/);
+  assert.match(r.out, /fast path: on, 2 local pods registered/);
+  const fast = /pod fast path on \S+: fast_tx=(\d+)  fast_rx=(\d+)/.exec(r.out);
+  assert.ok(fast && Number(fast[1]) > 1000 && Number(fast[2]) > 1000, `the iperf3 flow took the fast path: ${fast?.[0]}`);
   assert.match(r.out, /bpftool map dump pinned .*fl_subnets/);
   assert.equal(namespaces().length, 1 + 3 + 6, 'underlay, nodes, pods');
   assert.equal(processes().length, 4, 'etcd and three agents keep running after up returns');
