@@ -26,11 +26,15 @@ export function attachPodProgram(pinRoot: string, ifindex: number): boolean {
     throw e;
   }
   try {
-    tcAttach(ifindex, 'ingress', fd, POD_TC_HANDLE, POD_TC_PRIO);
+    attachPodProgramFd(ifindex, fd);
     return true;
   } finally {
     addon().closeFd(fd);
   }
+}
+
+export function attachPodProgramFd(ifindex: number, progFd: number): void {
+  tcAttach(ifindex, 'ingress', progFd, POD_TC_HANDLE, POD_TC_PRIO);
 }
 
 export function detachPodProgram(ifindex: number): void {

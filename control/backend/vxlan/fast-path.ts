@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import { BpfObject, type BpfMap, progInfo } from '../../kernel/bpf.js';
 import { listLinks } from '../../kernel/netlink.js';
 import * as L from '../../bpf/layout.js';
-import { POD_PROGRAM_PIN, detachPodProgram, listPods, podProgramOn, attachPodProgram } from '../../bpf/local-pods.js';
+import { POD_PROGRAM_PIN, attachPodProgramFd, detachPodProgram, listPods, podProgramOn } from '../../bpf/local-pods.js';
 import type { HealthCheck } from '../types.js';
 
 export type FastPathMode = 'auto' | 'on' | 'off';
@@ -98,12 +98,14 @@ export class FastPath {
       const link = links.get(p.ifindex);
       // a pod gone without DEL: its ifindex may already belong to another device
       if (!link || link.mac !== p.hostMAC) {
-        stale.push(L.podKey(p.ip));
+        // only if the entry still names that veth: a new pod may have taken the IP meanwhile
+        const cur = this.maps.fl_local_pods.lookup(L.podKey(p.ip));
+        if (cur && L.decodePodVal(cur).ifindex === p.ifindex && L.decodePodVal(cur).hostMAC === p.hostMAC) stale.push(L.podKey(p.ip));
         continue;
       }
       const got = podProgramOn(p.ifindex);
       if (want !== undefined && got !== want) {
-        attachPodProgram(this.pinRoot, p.ifindex);
+        attachPodProgramFd(p.ifindex, this.podProgram);
         attached++;
       } else if (want === undefined && got) {
         detachPodProgram(p.ifindex);
