@@ -55,8 +55,8 @@ export function renderStatus(s: AgentStatus): string {
   }
   out.push('', s.peers.length ? table(rows) : 'no peers');
   if (s.traffic) out.push('', `packets:   ${Object.entries(s.traffic.packets).map(([k, v]) => `${k}=${v}`).join('  ')}`);
-  if (s.traffic?.fastPath) out.push(`fast path: ${Object.entries(s.traffic.fastPath).map(([k, v]) => `${k}=${v}`).join('  ')}`);
   else if (s.ready) out.push('', 'packets:   this backend does not count (classic vxlan and host-gw use the kernel\'s own paths)');
+  if (s.traffic?.fastPath) out.push(`fast path: ${Object.entries(s.traffic.fastPath).map(([k, v]) => `${k}=${v}`).join('  ')}`);
   if (s.checks.length) out.push('', 'data plane:', ...s.checks.map((c) => `  ${c.ok ? 'ok  ' : 'FAIL'}  ${c.name}: ${c.detail}`));
   return out.join('\n') + '\n';
 }

@@ -15,6 +15,7 @@ import { readDataPlane } from '../../control/bpf/inspect.ts';
 import { BpfMap, BpfObject } from '../../control/kernel/bpf.ts';
 import * as L from '../../control/bpf/layout.ts';
 import { getFromSocket, fetchStatus } from '../../control/health/client.ts';
+import { renderStatus } from '../../control/agent/status.ts';
 
 const PORT = 7000;
 const fast = (n: LabNode) => {
@@ -199,6 +200,10 @@ describe('pod fast path, three BPF nodes with --ip-masq', { timeout: 300_000 }, 
     const st = await fetchStatus(n2.statusSocket);
     assert.equal(st.backend?.fastPath, 'off');
     assert.equal(st.backend?.fastPathOffBecause, 'disabled with --fast-path=off');
+    const text = renderStatus(st);
+    assert.match(text, /^fast path: off \(disabled with --fast-path=off\)$/m);
+    assert.match(text, /^packets: {3}forwarded=\d+/m, 'BPF mode counts its packets also with the fast path off');
+    assert.doesNotMatch(text, /does not count/);
     assert.ok(!existsSync(join(n2.pinRoot, 'fl_pod_egress')), 'no program pin: the CNI plugin attaches nothing');
     const ingress = await inNs(n2.ns, 'tc', 'filter', 'show', 'dev', 'flannel.1', 'ingress');
     assert.match(ingress, /fl_vxlan_ingres/, 'the plain ingress program on flannel.1');
