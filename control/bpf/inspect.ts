@@ -46,6 +46,16 @@ export function readDataPlane(pinRoot: string): DataPlaneView {
   }
 }
 
+/** A per-CPU counter array (fl_stats, fl_fast_stats) summed over CPUs, slot i named names[i]. */
+export function countersByIndex<N extends string>(map: BpfMap, names: readonly N[]): Record<N, { packets: number; bytes: number }> {
+  return Object.fromEntries(
+    names.map((r, i) => {
+      const v = map.lookup(L.u32Key(i));
+      return [r, v ? L.sumCounters(map.perCpu(v)) : { packets: 0, bytes: 0 }];
+    }),
+  ) as Record<N, { packets: number; bytes: number }>;
+}
+
 function readFastPath(pinRoot: string): FastPathView | null {
   const names = ['fl_local_pods', 'fl_fast_cfg', 'fl_fast_stats'] as const;
   if (!names.every((n) => existsSync(join(pinRoot, n)))) return null;
@@ -54,12 +64,7 @@ function readFastPath(pinRoot: string): FastPathView | null {
     const c = cfgMap.lookup(L.u32Key(0));
     const cfg = c ? L.decodeFastCfg(c) : { vtepIfindex: 0, flags: 0 };
     const localPods = listPods(pods).sort((a, b) => a.ip.localeCompare(b.ip, 'en', { numeric: true }));
-    const counters = Object.fromEntries(
-      L.FAST_RESULTS.map((r, i) => {
-        const v = stats.lookup(L.u32Key(i));
-        return [r, v ? L.sumCounters(stats.perCpu(v)) : { packets: 0, bytes: 0 }];
-      }),
-    ) as FastPathView['counters'];
+    const counters = countersByIndex(stats, L.FAST_RESULTS);
     // pinned program = the agent runs it (the CNI plugin's switch); the flag alone may be left over
     return { on: (cfg.flags & L.FAST_ON) !== 0 && existsSync(join(pinRoot, POD_PROGRAM_PIN)), vtepIfindex: cfg.vtepIfindex, localPods, counters };
   } finally {
@@ -84,12 +89,7 @@ export function decodeDataPlane(pinRoot: string, maps: DataPlaneMaps): Omit<Data
     peers.push({ subnet: `${ip}/${len}`, vtepMAC, hostIP, member, ...s });
   }
   peers.sort((a, b) => a.subnet.localeCompare(b.subnet, 'en', { numeric: true }));
-  const counters = Object.fromEntries(
-    L.REASONS.map((r, i) => {
-      const v = maps.fl_stats.lookup(L.u32Key(i));
-      return [r, v ? L.sumCounters(maps.fl_stats.perCpu(v)) : { packets: 0, bytes: 0 }];
-    }),
-  ) as DataPlaneView['counters'];
+  const counters = countersByIndex(maps.fl_stats, L.REASONS);
   return { pinRoot, config: cfg ? L.decodeConfig(cfg) : null, peers, counters };
 }
 

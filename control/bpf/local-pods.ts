@@ -15,7 +15,6 @@ export const LOCAL_PODS_PIN = 'fl_local_pods';
 export const POD_TC_HANDLE = 0xf1a;
 export const POD_TC_PRIO = 1;
 
-
 /** Attaches the pinned program to the veth; false when the agent runs without the fast path. */
 export function attachPodProgram(pinRoot: string, ifindex: number): boolean {
   let fd: number;

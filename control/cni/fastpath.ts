@@ -1,6 +1,6 @@
 // The CNI plugin's part of the pod fast path: after the bridge plugin made the pod, register it (the
 // program on its host-side veth, its entry in fl_local_pods); on DEL, remove the entry before the
-// veth goes. Loaded only when the agent runs the fast path, so the plugin starts fast otherwise.
+// veth goes. Loaded only when the agent runs in BPF mode, so the plugin starts fast otherwise.
 import { readFileSync, rmSync, writeFileSync, renameSync } from 'node:fs';
 import { getLink } from '../kernel/netlink.js';
 import { registerPod, unregisterPod } from '../bpf/local-pods.js';

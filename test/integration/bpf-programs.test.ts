@@ -8,6 +8,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BpfObject, ensureBpffs, testRun } from '../../control/kernel/bpf.ts';
 import * as L from '../../control/bpf/layout.ts';
+import { countersByIndex } from '../../control/bpf/inspect.ts';
 import { eth, ipv4, udp, vxlan, icmpEcho, mac, ETH_P_IP, ETH_P_ARP, IPPROTO_ICMP, IPPROTO_UDP } from '../helpers/packets.ts';
 
 const OBJ = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist', 'bpf');
@@ -117,8 +118,8 @@ for (const [hook, prog, PASS, DROP] of [['tc', 'fl_guard_tc', TC_ACT_OK, TC_ACT_
 const TC_ACT_REDIRECT = 7;
 const IPPROTO_TCP = 6;
 function fastCounters() {
-  const m = fastObj.map('fl_fast_stats');
-  return Object.fromEntries(L.FAST_RESULTS.map((r, i) => [r, L.sumCounters(m.perCpu(m.lookup(L.u32Key(i))!)).packets])) as Record<L.FastResult, number>;
+  const c = countersByIndex(fastObj.map('fl_fast_stats'), L.FAST_RESULTS);
+  return Object.fromEntries(L.FAST_RESULTS.map((r) => [r, c[r].packets])) as Record<L.FastResult, number>;
 }
 const setFast = (flags: number) => fastObj.map('fl_fast_cfg').update(L.u32Key(0), L.fastCfgVal({ vtepIfindex: 1, flags }));
 const tcpSeg = (flags: number) => {

@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import { BpfObject, type BpfMap, progInfo } from '../../kernel/bpf.js';
 import { listLinks } from '../../kernel/netlink.js';
 import * as L from '../../bpf/layout.js';
+import { countersByIndex } from '../../bpf/inspect.js';
 import { POD_PROGRAM_PIN, attachPodProgramFd, detachPodProgram, listPods, podProgramOn } from '../../bpf/local-pods.js';
 import type { HealthCheck } from '../types.js';
 
@@ -100,7 +101,8 @@ export class FastPath {
       if (!link || link.mac !== p.hostMAC) {
         // only if the entry still names that veth: a new pod may have taken the IP meanwhile
         const cur = this.maps.fl_local_pods.lookup(L.podKey(p.ip));
-        if (cur && L.decodePodVal(cur).ifindex === p.ifindex && L.decodePodVal(cur).hostMAC === p.hostMAC) stale.push(L.podKey(p.ip));
+        const now = cur && L.decodePodVal(cur);
+        if (now && now.ifindex === p.ifindex && now.hostMAC === p.hostMAC) stale.push(L.podKey(p.ip));
         continue;
       }
       const got = podProgramOn(p.ifindex);
@@ -124,12 +126,8 @@ export class FastPath {
   }
 
   counters(): Record<L.FastResult, number> {
-    return Object.fromEntries(
-      L.FAST_RESULTS.map((r, i) => {
-        const v = this.maps.fl_fast_stats.lookup(L.u32Key(i));
-        return [r, v ? L.sumCounters(this.maps.fl_fast_stats.perCpu(v)).packets : 0];
-      }),
-    ) as Record<L.FastResult, number>;
+    const c = countersByIndex(this.maps.fl_fast_stats, L.FAST_RESULTS);
+    return Object.fromEntries(L.FAST_RESULTS.map((r) => [r, c[r].packets])) as Record<L.FastResult, number>;
   }
 
   checks(): HealthCheck[] {
