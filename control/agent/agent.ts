@@ -87,6 +87,11 @@ export class Agent {
     this.lease = lease;
     await backend.start(lease);
 
+    // flannel exits when its lease is revoked: another node may get the subnet, so keep nothing
+    const leaseLost = (why: string) => {
+      log.error({ reason: why }, 'our lease is gone; shutting down');
+      void this.stop(1);
+    };
     let live = false;
     this.watch = this.manager.watchLeases(
       cfg,
@@ -94,11 +99,7 @@ export class Agent {
       // until the first reconcile, events only fill the watch's cache: that reconcile programs every
       // peer in one pass, instead of programming them as events and then reading them all back
       (events) => (live ? this.exclusive(() => backend.handle(events)) : Promise.resolve()),
-      (why) => {
-        // flannel exits when its lease is revoked: another node may get the subnet, so keep nothing
-        log.error({ reason: why }, 'our lease is gone; shutting down');
-        void this.stop(1);
-      },
+      leaseLost,
     );
     await this.watch.synced;
     // removes what a previous run left for peers that are gone, adds whatever is missing; peers() is
@@ -111,7 +112,7 @@ export class Agent {
     await this.startFirewall(cfg, lease);
     await writeSubnetFile(this.o.subnetFile, { network: cfg.network, subnet: lease.subnet, mtu, ipMasq: this.o.ipMasq });
     log.info({ file: this.o.subnetFile, subnet: formatCidr(lease.subnet), mtu }, 'wrote the subnet file');
-    this.manager.startRenewal(lease, (l) => (this.lease = l));
+    this.manager.startRenewal(lease, (l) => (this.lease = l), leaseLost);
     this.reconcileTimer = setInterval(() => {
       void this.exclusive(() => backend.reconcile(this.watch!.peers())).catch((e) => log.error({ err: (e as Error).message }, 'reconcile failed'));
     }, this.o.reconcileIntervalMs);

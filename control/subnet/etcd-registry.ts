@@ -186,15 +186,25 @@ export class EtcdRegistry {
     return { created: true, lease };
   }
 
-  /** Rewrites the key with a fresh TTL (0: no TTL, a reservation stays a reservation). */
-  async updateLease(s: Subnet, value: string, ttlSeconds: number): Promise<string> {
+  /**
+   * Rewrites the key with a fresh TTL (0: no TTL, a reservation stays a reservation), but only while
+   * it still holds what we expect: `expect.value` and `expect.lease` (our renewal), or the revision we
+   * read it at (taking over our previous lease). Anything else on the key belongs to someone else now
+   * (after a partition longer than the TTL another node may hold the subnet): undefined, nothing written.
+   */
+  async updateLease(s: Subnet, value: string, ttlSeconds: number, expect: { value: string; lease: string } | { modRevision: string }): Promise<string | undefined> {
     const key = this.leaseKey(s);
-    if (ttlSeconds <= 0) {
-      await this.client.put(key).value(value);
-      return '0';
+    const lease = ttlSeconds > 0 ? await this.grant(ttlSeconds) : '0';
+    const put = this.client.put(key).value(value);
+    const cond =
+      'modRevision' in expect
+        ? this.client.if(key, 'Mod', '==', expect.modRevision)
+        : this.client.if(key, 'Value', '==', expect.value).and(key, 'Lease', '==', expect.lease);
+    const res = await cond.then(lease === '0' ? put : put.lease(lease)).commit();
+    if (!res.succeeded) {
+      await this.revoke(lease);
+      return undefined;
     }
-    const lease = await this.grant(ttlSeconds);
-    await this.client.put(key).value(value).lease(lease);
     return lease;
   }
 

@@ -22,6 +22,20 @@ export function parseIp4(s: string): number | undefined {
   return v;
 }
 
+/**
+ * Why an address cannot be a node's public IP (undefined when it can): no tunnel can be aimed at
+ * "this network" (0/8), loopback, multicast or the reserved/broadcast range; a lease claiming one
+ * would send its subnet's traffic nowhere, or to every host.
+ */
+export function notAHostAddress(v: number): string | undefined {
+  const a = v >>> 24;
+  if (a === 0) return 'is in 0.0.0.0/8 ("this network")';
+  if (a === 127) return 'is a loopback address';
+  if (a >= 224 && a < 240) return 'is a multicast address';
+  if (a >= 240) return 'is reserved or the broadcast address';
+  return undefined;
+}
+
 export function formatIp4(v: number): string {
   return `${(v >>> 24) & 255}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}`;
 }

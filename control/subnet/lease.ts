@@ -1,7 +1,7 @@
 // Lease values as flannel writes them in etcd, byte for byte:
 // {"PublicIP":"192.168.56.12","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"..."}}
 // Go's encoder omits BackendType and BackendData when empty (udp and host-gw leases), keeps PublicIPv6 as null.
-import { formatIp4, parseIp4, type Subnet } from './ip4.js';
+import { formatIp4, notAHostAddress, parseIp4, type Subnet } from './ip4.js';
 
 export interface LeaseAttrs {
   publicIP: string;
@@ -46,6 +46,8 @@ export function decodeAttrs(text: string): LeaseAttrs {
   const o = raw as Record<string, unknown>;
   if (typeof o.PublicIP !== 'string' || parseIp4(o.PublicIP) === undefined)
     throw new LeaseFormatError(`lease PublicIP is not an IPv4 address: ${JSON.stringify(o.PublicIP)?.slice(0, 64)}`);
+  const notHost = notAHostAddress(parseIp4(o.PublicIP)!);
+  if (notHost) throw new LeaseFormatError(`lease PublicIP ${o.PublicIP} ${notHost}: no node can be reached there`);
   const v6 = o.PublicIPv6 ?? null;
   if (v6 !== null && typeof v6 !== 'string') throw new LeaseFormatError('lease PublicIPv6 is neither null nor a string');
   const bt = o.BackendType ?? '';
@@ -76,6 +78,18 @@ export function decodeVxlanData(attrs: LeaseAttrs): VxlanBackendData {
   // a multicast or all-zero MAC cannot be a VTEP: programming it would flood or blackhole
   if (first & 1 || mac === '00:00:00:00:00:00') throw new LeaseFormatError(`vxlan lease VtepMAC ${mac} is not a unicast address`);
   return { vni, vtepMAC: mac };
+}
+
+/**
+ * The VTEP MAC a lease claims, lower-cased, whatever its backend (undefined when it names none). The
+ * watch needs it before any backend parses the lease: the VTEP map and the classic FDB are keyed by MAC,
+ * so two leases with one MAC would steer each other's traffic.
+ */
+export function claimedVtepMAC(attrs: LeaseAttrs): string | undefined {
+  const d = attrs.backendData;
+  if (typeof d !== 'object' || d === null || Array.isArray(d)) return undefined;
+  const mac = (d as Record<string, unknown>).VtepMAC;
+  return typeof mac === 'string' ? mac.toLowerCase() : undefined;
 }
 
 export function encodeVxlanData(d: VxlanBackendData): { VNI: number; VtepMAC: string } {

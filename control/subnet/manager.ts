@@ -5,10 +5,18 @@ import { pickFreeSubnet, NetworkExhaustedError } from './allocate.js';
 import { ConfigError, isCompatible, parseConfig, type NetworkConfig } from './config.js';
 import type { EtcdRegistry, RawEvent, RawLease } from './etcd-registry.js';
 import { contains, formatCidr, overlaps, parseSubnetKey, sameSubnet, type Subnet } from './ip4.js';
-import { decodeAttrs, encodeAttrs, type Lease, type LeaseAttrs } from './lease.js';
+import { claimedVtepMAC, decodeAttrs, encodeAttrs, type Lease, type LeaseAttrs } from './lease.js';
 
 export const DEFAULT_SUBNET_TTL_S = 24 * 3600;
 const RACE_RETRIES = 10;
+
+/** Our key holds someone else's value, or another etcd lease: the subnet is no longer ours. */
+export class LeaseLostError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'LeaseLostError';
+  }
+}
 
 export type LeaseEvent = { type: 'added'; lease: Lease } | { type: 'removed'; lease: Lease };
 
@@ -128,7 +136,9 @@ export class SubnetManager {
       if (isCompatible(cfg, subnet)) {
         const reservation = raw.lease === '0';
         this.log.info({ subnet: formatCidr(subnet), reservation }, 'found a lease for our public IP, reusing it');
-        const etcdLease = await this.registry.updateLease(subnet, value, reservation ? 0 : this.ttl);
+        // conditioned on the revision we read: a change in between means we lost a race, start over
+        const etcdLease = await this.registry.updateLease(subnet, value, reservation ? 0 : this.ttl, { modRevision: raw.modRevision });
+        if (etcdLease === undefined) return undefined;
         if (!reservation) await this.registry.revoke(raw.lease);
         return this.lease(subnet, attrs, etcdLease);
       }
@@ -160,16 +170,23 @@ export class SubnetManager {
     };
   }
 
-  /** Rewrites our key with a fresh TTL (flannel grants a new etcd lease and writes the key again). */
+  /**
+   * Rewrites our key with a fresh TTL (flannel grants a new etcd lease and writes the key again), in a
+   * transaction that holds only while the key still carries our value and our etcd lease. flannel's
+   * unconditional put would overwrite the lease of a node that got our subnet after we were cut off
+   * for longer than the TTL: both would then route the subnet. LeaseLostError when it is not ours.
+   */
   async renewLease(l: Lease): Promise<Lease> {
     const old = l.etcdLease ?? '0';
-    const etcdLease = await this.registry.updateLease(l.subnet, encodeAttrs(l.attrs), this.ttl);
+    const value = encodeAttrs(l.attrs);
+    const etcdLease = await this.registry.updateLease(l.subnet, value, this.ttl, { value, lease: old });
+    if (etcdLease === undefined) throw new LeaseLostError(`our lease ${this.registry.leaseKey(l.subnet)} is no longer ours (gone, or another node's value is on it): not renewing`);
     await this.registry.revoke(old);
     return this.lease(l.subnet, l.attrs, etcdLease);
   }
 
   /** Keeps our lease alive until stopRenewal(); reservations never expire and are left alone. */
-  startRenewal(l: Lease, onRenewed?: (l: Lease) => void): void {
+  startRenewal(l: Lease, onRenewed?: (l: Lease) => void, onLost?: (why: string) => void): void {
     if (!l.expiration) return;
     const schedule = (lease: Lease, delay: number) => {
       this.renewTimer = setTimeout(async () => {
@@ -179,6 +196,7 @@ export class SubnetManager {
           onRenewed?.(next);
           schedule(next, next.expiration!.getTime() - Date.now() - this.marginMs);
         } catch (e) {
+          if (e instanceof LeaseLostError) return onLost?.(e.message);
           this.log.error({ err: (e as Error).message, retryInMs: this.retryMs }, 'failed to renew our lease');
           schedule(lease, this.retryMs);
         }
@@ -225,6 +243,8 @@ export class LeaseWatch {
   private readonly byAddress = new Map<number, string>();
   /** public IP -> key of the cached lease holding it: one node, one lease (flannel reuses by PublicIP) */
   private readonly byPublicIP = new Map<string, string>();
+  /** VTEP MAC -> key of the cached lease holding it: the VTEP map and the FDB are keyed by MAC */
+  private readonly byVtepMAC = new Map<string, string>();
   /** leases rejected for a conflict with a cached one: retried when that one goes */
   private readonly conflicting = new Map<string, string>();
   private chain: Promise<void> = Promise.resolve();
@@ -232,6 +252,8 @@ export class LeaseWatch {
   private abort = new AbortController();
   private endWatch?: (err?: Error) => void;
   private readonly ownKey: string;
+  private readonly ownValue: string;
+  private readonly ownMAC?: string;
   private firstSync!: () => void;
   /** resolves once the first listing has been handed to the sink */
   readonly synced = new Promise<void>((r) => (this.firstSync = r));
@@ -254,6 +276,8 @@ export class LeaseWatch {
     private readonly storeCheckMs = 5000,
   ) {
     this.ownKey = registry.leaseKey(own.subnet);
+    this.ownValue = encodeAttrs(own.attrs);
+    this.ownMAC = claimedVtepMAC(own.attrs);
   }
 
   peers(): Lease[] {
@@ -262,19 +286,24 @@ export class LeaseWatch {
 
   private cacheSet(key: string, l: Lease): void {
     const old = this.cache.get(key);
-    if (old) {
-      this.byAddress.delete(old.subnet.ip);
-      this.byPublicIP.delete(old.attrs.publicIP);
-    }
+    if (old) this.unindex(key, old);
     this.cache.set(key, l);
     this.byAddress.set(l.subnet.ip, key);
     this.byPublicIP.set(l.attrs.publicIP, key);
+    const mac = claimedVtepMAC(l.attrs);
+    if (mac) this.byVtepMAC.set(mac, key);
+  }
+
+  private unindex(key: string, old: Lease): void {
+    if (this.byAddress.get(old.subnet.ip) === key) this.byAddress.delete(old.subnet.ip);
+    if (this.byPublicIP.get(old.attrs.publicIP) === key) this.byPublicIP.delete(old.attrs.publicIP);
+    const mac = claimedVtepMAC(old.attrs);
+    if (mac && this.byVtepMAC.get(mac) === key) this.byVtepMAC.delete(mac);
   }
 
   private cacheDelete(key: string): void {
     const old = this.cache.get(key);
-    if (old && this.byAddress.get(old.subnet.ip) === key) this.byAddress.delete(old.subnet.ip);
-    if (old && this.byPublicIP.get(old.attrs.publicIP) === key) this.byPublicIP.delete(old.attrs.publicIP);
+    if (old) this.unindex(key, old);
     this.cache.delete(key);
   }
 
@@ -394,6 +423,8 @@ export class LeaseWatch {
       return `subnet ${formatCidr(subnet)} is outside Network ${formatCidr(this.cfg.network)} or not a /${this.cfg.subnetLen}`;
     if (overlaps(subnet, this.own.subnet)) return `subnet ${formatCidr(subnet)} overlaps our own ${formatCidr(this.own.subnet)}`;
     if (attrs.publicIP === this.own.attrs.publicIP) return `lease claims our own public IP ${attrs.publicIP}`;
+    const mac = claimedVtepMAC(attrs);
+    if (mac && mac === this.ownMAC) return `lease claims our own VTEP MAC ${mac}`;
     return { subnet, attrs };
   }
 
@@ -406,6 +437,10 @@ export class LeaseWatch {
     const ipHolder = this.byPublicIP.get(attrs.publicIP);
     // two subnets for one host: one of them is not what it claims (and a VTEP lookup would pick either)
     if (ipHolder !== undefined && ipHolder !== key) return `public IP ${attrs.publicIP} already holds ${formatCidr(this.cache.get(ipHolder)!.subnet)}`;
+    // one VTEP, one host: a second lease with a taken MAC would redirect the holder's traffic
+    const mac = claimedVtepMAC(attrs);
+    const macHolder = mac && this.byVtepMAC.get(mac);
+    if (macHolder && macHolder !== key) return `VTEP MAC ${mac} is already held by ${this.cache.get(macHolder)!.attrs.publicIP}`;
     return undefined;
   }
 
@@ -439,6 +474,7 @@ export class LeaseWatch {
     for (const l of leases) {
       if (l.key === this.ownKey) {
         ownSeen = true;
+        if (l.value !== this.ownValue) return this.onOwnLeaseLost(`another writer's value is on our lease ${this.ownKey}: the subnet is no longer ours`);
         continue;
       }
       seen.add(l.key);
@@ -512,6 +548,8 @@ export class LeaseWatch {
       this.stats.events++;
       if (e.key === this.ownKey) {
         if (e.type === 'delete') this.onOwnLeaseLost(`our lease ${this.ownKey} was deleted or expired`);
+        // our renewal writes the same value; anything else means another node holds the subnet now
+        else if (e.value !== this.ownValue) this.onOwnLeaseLost(`another writer's value is on our lease ${this.ownKey}: the subnet is no longer ours`);
         continue;
       }
       this.held.delete(e.key);

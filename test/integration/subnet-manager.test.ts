@@ -227,7 +227,7 @@ test('etcd restarted mid-watch: no event is lost', async () => {
     await server.stop();
     await server.start();
     // written the moment etcd is back, before the watch has necessarily reconnected
-    await Promise.all(Array.from({ length: 20 }, (_, i) => mk().acquireLease(cfg, attrs(`10.0.4.${i + 1}`, 'aa:bb:cc:dd:ee:03'))));
+    await Promise.all(Array.from({ length: 20 }, (_, i) => mk().acquireLease(cfg, attrs(`10.0.4.${i + 1}`, `aa:bb:cc:dd:e4:${(i + 1).toString(16).padStart(2, '0')}`))));
     await until(() => c.peers.size === 21, 20_000, '21 peers after restart');
     await w.stop();
   } finally {
@@ -313,7 +313,7 @@ test('compaction of the revision the watch needs: re-list, resume, nothing lost 
     // the watcher is cut off while leases change and history is compacted away
     proxy.cut();
     await direct().registry.deleteLease(gone.subnet);
-    for (let i = 0; i < 5; i++) await direct().acquireLease(cfg, attrs(`10.0.6.${i + 1}`, 'aa:bb:cc:dd:ee:04'));
+    for (let i = 0; i < 5; i++) await direct().acquireLease(cfg, attrs(`10.0.6.${i + 1}`, `aa:bb:cc:dd:e6:0${i + 1}`));
     const rev = (await etcd.client.getAll().prefix(prefix).exec()).header.revision;
     await etcd.client.kv.compact({ revision: rev, physical: true });
     proxy.restore();
@@ -337,4 +337,55 @@ test('a missing config is waited for; a bad one is a ConfigError naming the fiel
   assert.equal((await p).backend.Type, 'host-gw');
   await etcd.client.put(`${prefix}/config`).value('{"Network":"10.50.0.0/16","SubnetLen":40}');
   await assert.rejects(sm.waitForConfig(), /SubnetLen: 40 is too long/);
+});
+
+test('a lease reusing a VTEP MAC that another lease (or we) hold is rejected; it is taken once the holder goes', async () => {
+  const { prefix, mk, cfg } = await setup();
+  const sm = mk();
+  const own = await sm.acquireLease(cfg, attrs('10.0.8.1', 'aa:bb:cc:dd:e8:01'));
+  const c = collector();
+  const w = sm.watchLeases(cfg, own, c.sink, () => undefined);
+  await w.synced;
+  const x = await mk().acquireLease(cfg, attrs('10.0.8.2', 'aa:bb:cc:dd:e8:02'));
+  await until(() => c.peers.size === 1, 5000, 'node X programmed');
+  // the review's case: a free subnet, a stranger's public IP, node X's VTEP MAC (in another case)
+  const steal = (mac: string) => JSON.stringify({ PublicIP: '203.0.113.9', PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: mac } });
+  await etcd.client.put(`${prefix}/subnets/10.244.80.0-24`).value(steal('AA:BB:CC:DD:E8:02'));
+  await until(() => w.stats.rejected === 1, 5000, 'the MAC thief rejected');
+  await etcd.client.put(`${prefix}/subnets/10.244.81.0-24`).value(JSON.stringify({ PublicIP: '203.0.113.10', PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: 'aa:bb:cc:dd:e8:01' } }));
+  await until(() => w.stats.rejected === 2, 5000, 'a lease with our own MAC rejected');
+  await new Promise((r) => setTimeout(r, 200));
+  assert.deepEqual([...c.peers.entries()], [[formatCidr(x.subnet), '10.0.8.2']], 'node X keeps its VTEP');
+  assert.ok(!c.events.some((e) => e.lease.attrs.publicIP.startsWith('203.')), 'nothing of the thieves reached the backend');
+  await mk().registry.deleteLease(x.subnet);
+  await until(() => c.peers.has('10.244.80.0/24') && c.peers.size === 1, 5000, 'the MAC is free again: the waiting lease is taken');
+  await w.stop();
+});
+
+test('renewal is conditional: a foreign value on our key is never overwritten, and means our lease is lost', async () => {
+  const { prefix, mk, cfg } = await setup();
+  const sm = mk();
+  const own = await sm.acquireLease(cfg, attrs('10.0.9.1', 'aa:bb:cc:dd:e9:01'));
+  const key = `${prefix}/subnets/${formatCidr(own.subnet).replace('/', '-')}`;
+  let lost = '';
+  const w = sm.watchLeases(cfg, own, collector().sink, (why) => (lost ||= why));
+  await w.synced;
+  // after a partition longer than the TTL another node got our subnet: its lease now sits on our key
+  const foreign = JSON.stringify({ PublicIP: '10.0.9.2', PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: 'aa:bb:cc:dd:e9:02' } });
+  await etcd.client.put(key).value(foreign);
+  await until(() => lost !== '', 5000, 'the watch reports the foreign value on our key');
+  assert.match(lost, /another writer|no longer ours/);
+  await assert.rejects(sm.renewLease(own), /no longer ours|lost/);
+  assert.equal(await etcd.client.get(key).string(), foreign, 'the other node\'s lease is intact');
+  // startRenewal reports the loss instead of retrying forever
+  let renewLost = '';
+  const short = mk({ subnetTTLSeconds: 4, renewMarginMs: 2500 });
+  const l2 = await short.acquireLease(cfg, attrs('10.0.9.3', 'aa:bb:cc:dd:e9:03'));
+  const key2 = `${prefix}/subnets/${formatCidr(l2.subnet).replace('/', '-')}`;
+  await etcd.client.put(key2).value(foreign.replace('10.0.9.2', '10.0.9.4'));
+  short.startRenewal(l2, undefined, (why) => (renewLost = why));
+  await until(() => renewLost !== '', 5000, 'renewal reports the loss');
+  short.stopRenewal();
+  assert.equal(JSON.parse((await etcd.client.get(key2).string())!).PublicIP, '10.0.9.4');
+  await w.stop();
 });

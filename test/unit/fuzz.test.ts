@@ -97,7 +97,7 @@ test('lease parser: any value gives usable attributes or a LeaseFormatError; acc
   );
   // flannel-shaped leases too, so the accepting path is exercised, not only the rejections
   const plausible = fc.record({
-    PublicIP: fc.ipV4(),
+    PublicIP: fc.oneof(fc.ipV4(), fc.constantFrom('0.0.0.0', '255.255.255.255', '127.0.0.1', '224.0.0.1', '239.1.2.3', '240.0.0.1', '0.1.2.3')),
     PublicIPv6: fc.constant(null),
     BackendType: fc.constantFrom('vxlan', 'host-gw'),
     BackendData: fc.record({ VNI: fc.integer({ min: 0, max: 0xffffff }), VtepMAC: mac }),
@@ -110,6 +110,8 @@ test('lease parser: any value gives usable attributes or a LeaseFormatError; acc
         const a = decodeAttrs(t);
         accepted++;
         assert.notEqual(parseIp4(a.publicIP), undefined);
+        const first = Number(a.publicIP.split('.')[0]);
+        assert.ok(first !== 0 && first !== 127 && first < 224, `PublicIP ${a.publicIP} cannot be a node (this network, loopback, multicast, reserved or broadcast)`);
         assert.deepEqual(decodeAttrs(encodeAttrs(a)), a, 'what we accept we can write back unchanged');
         try {
           const v = decodeVxlanData(a);
