@@ -66,11 +66,13 @@ export function buildCommand(): Command {
     .addOption(opt('--subnet-lease-renew-margin <minutes>', 'renew the 24 h lease this many minutes before it expires (1-1439)', 'FLANNELD_SUBNET_LEASE_RENEW_MARGIN').argParser(int('--subnet-lease-renew-margin', 1, 1439)).default(60))
     .addOption(opt('--subnet-lease-ttl <seconds>', 'TTL of our lease in etcd; flannel\'s is fixed at 24 h; shorter only to test expiry (not in flannel)', 'FLANNELD_SUBNET_LEASE_TTL').argParser(int('--subnet-lease-ttl', 5, 7 * 86400)).default(86400))
     .addOption(opt('--ip-masq [bool]', 'masquerade traffic leaving the overlay network (sets FLANNEL_IPMASQ)', 'FLANNELD_IP_MASQ').argParser(bool).preset(true).default(false))
-    .addOption(opt('--healthz-ip <ip>', 'address of the HTTP endpoint serving /healthz, /readyz, /metrics and /status', 'FLANNELD_HEALTHZ_IP').default('0.0.0.0'))
+    .addOption(opt('--healthz-ip <ip>', 'address of the HTTP endpoint serving /healthz and /readyz', 'FLANNELD_HEALTHZ_IP').default('0.0.0.0'))
     .addOption(opt('--healthz-port <port>', 'port of that endpoint (0 = off, as in flannel)', 'FLANNELD_HEALTHZ_PORT').argParser(int('--healthz-port', 0, 65535)).default(0))
+    .addOption(opt('--metrics-ip <ip>', 'address of the Prometheus endpoint /metrics (not in flannel)', 'FLANNELD_METRICS_IP').default('127.0.0.1'))
+    .addOption(opt('--metrics-port <port>', 'port of /metrics over TCP (0 = off; the status socket always serves it) (not in flannel)', 'FLANNELD_METRICS_PORT').argParser(int('--metrics-port', 0, 65535)).default(0))
     .addOption(opt('--iptables-resync <seconds>', 'how often the iptables rules are checked and restored', 'FLANNELD_IPTABLES_RESYNC').argParser(int('--iptables-resync', 1, 3600)).default(5))
     .addOption(opt('--iptables-forward-rules [bool]', 'accept forwarded traffic from and to the network in the FORWARD chain (FLANNEL-FWD)', 'FLANNELD_IPTABLES_FORWARD_RULES').argParser(bool).preset(true).default(true))
-    .addOption(opt('--status-socket <path>', 'unix socket (root only) serving /status, /metrics, /readyz for `flannelctl status`; "" = off (not in flannel)', 'FLANNELD_STATUS_SOCKET').default('/run/flannel/flanneld.sock'))
+    .addOption(opt('--status-socket <path>', 'unix socket (root only) serving /status, /metrics, /readyz, /healthz for `flannelctl status`; "" = off (not in flannel)', 'FLANNELD_STATUS_SOCKET').default('/run/flannel/flanneld.sock'))
     .addOption(opt('--reconcile-interval <seconds>', 'how often the kernel state is checked against the leases (not in flannel)', 'FLANNELD_RECONCILE_INTERVAL').argParser(int('--reconcile-interval', 1, 3600)).default(10))
     .addOption(opt('--no-bpf', 'vxlan: run the classic flannel.1 data plane (routes, neighbours, FDB) instead of BPF (not in flannel)', 'FLANNELD_NO_BPF'))
     .addOption(opt('--bpf-pin-root <dir>', 'where the BPF maps are pinned; a bpffs is mounted there if needed (not in flannel)', 'FLANNELD_BPF_PIN_ROOT').default('/sys/fs/bpf/flannel'))
@@ -98,6 +100,8 @@ export interface FlanneldFlags {
   ipMasq: boolean;
   healthzIp: string;
   healthzPort: number;
+  metricsIp: string;
+  metricsPort: number;
   iptablesResync: number;
   iptablesForwardRules: boolean;
   statusSocket: string;
@@ -115,6 +119,8 @@ export function checkFlags(f: FlanneldFlags): string | undefined {
   if ((f.etcdCertfile || f.etcdKeyfile) && !f.etcdCafile) return '--etcd-cafile is required with --etcd-certfile/--etcd-keyfile';
   if (f.etcdPassword && !f.etcdUsername) return '--etcd-password needs --etcd-username';
   if (f.healthzPort && parseIp4(f.healthzIp) === undefined) return `--healthz-ip: ${JSON.stringify(f.healthzIp)} is not an IPv4 address`;
+  if (f.metricsPort && parseIp4(f.metricsIp) === undefined) return `--metrics-ip: ${JSON.stringify(f.metricsIp)} is not an IPv4 address`;
+  if (f.metricsPort && f.metricsPort === f.healthzPort) return '--metrics-port must differ from --healthz-port';
   for (const e of f.etcdEndpoints.split(',')) {
     try {
       const u = new URL(e.trim());
@@ -134,6 +140,8 @@ async function main(): Promise<void> {
   if (bad) cmd.error(`error: ${bad}`, { exitCode: 2 });
 
   const log = createLogger(f.verbosity);
+  // flannel logs its effective flags at start; the password never leaves the process
+  log.info({ flags: { ...f, ...(f.etcdPassword ? { etcdPassword: '(set, not shown)' } : {}) } }, 'CLI flags config');
   // every backend needs CAP_NET_ADMIN: say so before waiting on etcd; the backend's own needs are
   // checked once the config says which backend this is
   const missing = missingCapabilities({ backend: '', bpf: false });
@@ -166,6 +174,7 @@ async function main(): Promise<void> {
   const health = new HealthServer({
     status: () => agent.status(),
     tcp: f.healthzPort ? { host: f.healthzIp, port: f.healthzPort } : undefined,
+    metrics: f.metricsPort ? { host: f.metricsIp, port: f.metricsPort } : undefined,
     socketPath: f.statusSocket || undefined,
     log,
   });

@@ -29,6 +29,9 @@ export class AgentMetrics {
   private readonly datapathPackets = this.c('flannel_datapath_packets_total', 'packets by data plane verdict: forwarded, received, or a drop reason', ['verdict']);
   private readonly check = this.g('flannel_datapath_check', '1 when a data plane part is in place (program attached, map pinned, device up)', ['check']);
 
+  /** every metric of ours (the default process metrics are prom-client's own) */
+  private readonly own = this.registry.getMetricsAsArray() as unknown as (Gauge<string> | Counter<string>)[];
+
   constructor() {
     collectDefaultMetrics({ register: this.registry });
   }
@@ -39,8 +42,9 @@ export class AgentMetrics {
   }
 
   async render(s: AgentStatus): Promise<string> {
-    for (const m of [this.leaseInfo, this.backend, this.check, this.leaseExpiry, this.lastEventAge]) m.reset();
-    for (const m of [this.watchReconnects, this.watchRelists, this.watchEvents, this.watchRejected, this.reconcileRuns, this.reconcileCorrections, this.reconcileFailures, this.iptablesRepairs, this.peerPackets, this.peerBytes, this.datapathPackets]) m.reset();
+    // every value comes whole from the snapshot (counters as cumulative totals): start each scrape from
+    // zero, all of them, or a counter left out of a hand-kept list adds its total again every scrape
+    for (const m of this.own) m.reset();
     this.ready.set(isReady(s) ? 1 : 0);
     if (s.lease && s.node) this.leaseInfo.set({ subnet: s.lease.subnet, public_ip: s.node.publicIP }, 1);
     if (s.lease?.expiresInSeconds != null) this.leaseExpiry.set(s.lease.expiresInSeconds);

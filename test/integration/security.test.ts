@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { startEtcd, freePort, type EtcdServer } from '../helpers/etcd.ts';
 import { FLANNELD } from '../helpers/lab.ts';
 import { parseSubnetFile } from '../../control/subnet/subnet-file.ts';
+import { getFromSocket } from '../../control/health/client.ts';
 
 const ns = `flsec${randomBytes(3).toString('hex')}`;
 const tmp = mkdtempSync(join(tmpdir(), 'flannel-test-sec-'));
@@ -81,10 +82,14 @@ interface Run {
   code: number | null;
   log: string;
   ready: boolean;
+  /** still running when the deadline came (or when ready), and stopped by us */
+  stoppedByUs: boolean;
+  /** what onReady collected while the agent ran */
+  probed: string;
 }
 
 /** Runs flanneld in the namespace until it writes its subnet file (then stops it) or exits on its own. */
-async function flanneld(args: string[], o: { wrap?: string[]; ms?: number } = {}): Promise<Run> {
+async function flanneld(args: string[], o: { wrap?: string[]; ms?: number; onReady?: (socket: string) => Promise<string> } = {}): Promise<Run> {
   const id = randomBytes(3).toString('hex');
   const subnetFile = f(`subnet-${id}.env`);
   const argv = ['netns', 'exec', ns, ...(o.wrap ?? []), process.execPath, FLANNELD, '--iface=eth0', `--subnet-file=${subnetFile}`, `--status-socket=${f(`s-${id}.sock`)}`, ...args];
@@ -95,6 +100,7 @@ async function flanneld(args: string[], o: { wrap?: string[]; ms?: number } = {}
   const exited = new Promise<number | null>((r) => p.once('exit', (c) => r(c)));
   const deadline = Date.now() + (o.ms ?? 15_000);
   let ready = false;
+  let probed = '';
   while (Date.now() < deadline && p.exitCode === null) {
     if (existsSync(subnetFile)) {
       ready = true;
@@ -102,13 +108,15 @@ async function flanneld(args: string[], o: { wrap?: string[]; ms?: number } = {}
       assert.equal(statSync(subnetFile).mode & 0o777, 0o644, 'subnet file is 0644');
       assert.equal(statSync(f(`s-${id}.sock`)).mode & 0o077, 0, 'status socket is root-only');
       assert.ok(parseSubnetFile(readFileSync(subnetFile, 'utf8')).FLANNEL_SUBNET?.startsWith('10.233.'));
+      if (o.onReady) probed = await o.onReady(f(`s-${id}.sock`));
       break;
     }
     await new Promise((r) => setTimeout(r, 100));
   }
-  if (p.exitCode === null) p.kill('SIGTERM');
+  const stoppedByUs = p.exitCode === null;
+  if (stoppedByUs) p.kill('SIGTERM');
   const code = await exited;
-  return { code, log, ready };
+  return { code, log, ready, stoppedByUs, probed };
 }
 
 const lastError = (log: string) => {
@@ -142,13 +150,37 @@ test('wrong certificates fail at once with an error that says which and what to 
 });
 
 test('etcd with users and passwords: the right one works, a wrong one is a clear error', async () => {
-  const ok = await flanneld([`--etcd-endpoints=${authEtcd.endpoint}`, '--etcd-username=flannel', '--etcd-password=s3cret']);
+  // at trace verbosity, and with everything the status socket serves read while it runs
+  const ok = await flanneld([`--etcd-endpoints=${authEtcd.endpoint}`, '--etcd-username=flannel', '--etcd-password=s3cret', '-v=3'], {
+    onReady: async (sock) => {
+      let all = '';
+      for (const path of ['/status', '/metrics', '/readyz']) {
+        const r = await getFromSocket(sock, path);
+        assert.ok(r.code === 200 || (path === '/readyz' && r.code === 503), `${path}: ${r.code}`);
+        all += r.body;
+      }
+      return all;
+    },
+  });
   assert.ok(ok.ready, ok.log.slice(-2000));
+  assert.match(ok.probed, /flannel_lease_info/, 'the socket answered while the agent ran');
+  assert.match(ok.log, /"msg":"CLI flags config"/, 'the flags were logged');
+  assert.match(ok.log, /"etcdUsername":"flannel","etcdPassword":"\(set, not shown\)"/);
+  assert.doesNotMatch(ok.log, /s3cret/, 'the password never appears in the logs');
+  assert.doesNotMatch(ok.probed, /s3cret/, 'nor in /status, /metrics or /readyz');
   const bad = await flanneld([`--etcd-endpoints=${authEtcd.endpoint}`, '--etcd-username=flannel', '--etcd-password=wrong'], { ms: 30_000 });
   assert.equal(bad.code, 1);
   assert.match(lastError(bad.log), /etcd refused our credentials \(--etcd-username\/--etcd-password\): .*authentication failed/);
-  const none = await flanneld([`--etcd-endpoints=${authEtcd.endpoint}`], { ms: 8000 });
-  assert.ok(!none.ready, 'without credentials etcd shows nothing: the agent waits for a config it may not read');
+  // no credentials against an etcd with auth on: a clear, fatal error naming the flags, within
+  // seconds (not a crash, not an endless wait for a config it may not read)
+  const t0 = Date.now();
+  const none = await flanneld([`--etcd-endpoints=${authEtcd.endpoint}`], { ms: 20_000 });
+  assert.ok(!none.ready);
+  assert.ok(!none.stoppedByUs, 'it exited on its own');
+  assert.equal(none.code, 1);
+  assert.match(lastError(none.log), /^failed to start: etcd refused our credentials \(--etcd-username\/--etcd-password\): .*user name is empty/);
+  assert.doesNotMatch(none.log, /TypeError|ReferenceError|at .*\.js:\d+/, 'no stack trace: an error for the operator');
+  assert.ok(Date.now() - t0 < 15_000);
 });
 
 test('without the capabilities it needs, flanneld refuses to start and names them', async () => {
