@@ -105,6 +105,7 @@ enum fl_fast_result {
 	FL_PASS_NEW_FLOW,	/* to the stack: conntrack has no entry, or has not seen a reply yet, or a SYN */
 	FL_PASS_NAT,		/* to the stack: the flow is NAT'd (a Service), reverse NAT needs the stack */
 	FL_PASS_OTHER,		/* to the stack: not TCP/UDP over plain IPv4, a fragment, IP options, TTL <= 1 */
+	FL_PASS_CT_ERROR,	/* to the stack: the conntrack lookup failed for another reason than "no entry" */
 	FL_FAST_MAX,
 };
 

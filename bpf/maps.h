@@ -48,9 +48,13 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } fl_stats SEC(".maps");
 
+/* Not preallocated: a preallocated per-CPU hash reserves max_entries x value x possible CPUs up front
+ * (65536 x 32 B x 256 CPUs = 512 MiB of kernel memory on a large host, charged to the agent). An entry is
+ * allocated when a peer first exchanges traffic and freed when the peer goes. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, FL_MAX_PEERS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct fl_member_key);
 	__type(value, struct fl_peer_stats);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);

@@ -11,6 +11,7 @@
  * flannel.1) takes the normal stack, so kube-proxy's NAT and the first packets of every flow still
  * meet the node's iptables rules. */
 #include <linux/bpf.h>
+#include <linux/errno.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
@@ -18,13 +19,24 @@
 #include <linux/udp.h>
 #include <linux/pkt_cls.h>
 #include <linux/netfilter/nf_conntrack_common.h>
+#include <linux/netfilter/nf_conntrack_tcp.h>
 #include <stddef.h>
 #include <bpf/bpf_endian.h>
 #include "vtep_ingress.h"
 
-/* Only the field we read; CO-RE places it where the running kernel has it. */
+/* Only the fields we read; CO-RE places them where the running kernel has them. */
+struct ip_ct_tcp {
+	__u8 state;
+} __attribute__((preserve_access_index));
+
+union nf_conntrack_proto {
+	struct ip_ct_tcp tcp;
+} __attribute__((preserve_access_index));
+
 struct nf_conn {
 	unsigned long status;
+	__u32 timeout;		/* in jiffies, absolute (nfct_time_stamp + what is left) */
+	union nf_conntrack_proto proto;
 } __attribute__((preserve_access_index));
 
 struct bpf_ct_opts___local {
@@ -36,6 +48,11 @@ struct bpf_ct_opts___local {
 	__u8 ct_zone_dir;
 	__u8 reserved[3];
 };
+
+/* The options size we pass: 12, the struct before ct_zone_id. Kernels with the zone fields accept 12
+ * or 16, older ones (6.1 LTS among them) only 12 and answer anything else with NULL and -EINVAL,
+ * which would look like "no entry" for every flow: the fast path on, and never taken. */
+#define FL_CT_OPTS_SZ 12
 
 extern struct nf_conn *bpf_skb_ct_lookup(struct __sk_buff *skb, struct bpf_sock_tuple *tuple, __u32 tuple__sz,
 					 struct bpf_ct_opts___local *opts, __u32 opts__sz) __ksym;
@@ -51,6 +68,36 @@ extern int bpf_ct_change_timeout(struct nf_conn *ct, __u32 timeout) __ksym;
  * would call them INVALID, and kube-proxy drops INVALID packets in FORWARD. */
 #define FL_CT_FIN_MS 120000
 #define FL_CT_RST_MS 10000
+/* The stack refreshes an entry's timeout on every packet it sees; for a flow carried only by the fast
+ * path nobody would, and the entry would expire mid-flow (UDP after 30 s or 120 s, TCP after 5 days):
+ * the next packet then meets FORWARD as NEW. So a fast-pathed packet refreshes it with the timeout
+ * conntrack would give (its defaults: nf_conntrack_tcp_timeout_established, udp_timeout(_stream)). */
+#define FL_CT_TCP_EST_MS 432000000u
+#define FL_CT_UDP_STREAM_MS 120000u
+#define FL_CT_UDP_MS 30000u
+
+/* Jiffies per second of the running kernel, learnt at the first refresh: afterwards the entry's timeout
+ * minus now is exactly our timeout in jiffies. CONFIG_HZ is no BTF fact, and libbpf reads it only from
+ * a kernel config file many hosts lack. 0 until learnt. */
+__u64 fl_ct_jps = 0;
+
+/* Rate-limited: at most 16 writes to the entry per timeout period (every 7.5 s for a UDP stream, every
+ * 7.5 h for an established TCP flow), not one per packet on a shared cache line. */
+static __always_inline void fl_ct_refresh(struct nf_conn *ct, __u32 timeout_ms)
+{
+	__s32 left = (__s32)(ct->timeout - (__u32)bpf_jiffies64());
+	__u64 jps = fl_ct_jps;
+
+	if (jps && left > 0 && (__u64)left * 1000 * 16 > (__u64)timeout_ms * jps * 15)
+		return;
+	if (bpf_ct_change_timeout(ct, timeout_ms))
+		return;
+	if (!jps) {
+		left = (__s32)(ct->timeout - (__u32)bpf_jiffies64());
+		if (left > 0)
+			fl_ct_jps = (__u64)left * 1000 / timeout_ms;
+	}
+}
 
 static __always_inline struct fl_fast_cfg *fl_fast(void)
 {
@@ -122,10 +169,10 @@ static __always_inline int fl_flow_ok(struct __sk_buff *skb, struct iphdr *ip, _
 	}
 
 	struct bpf_ct_opts___local o = { .netns_id = -1, .l4proto = ip->protocol };
-	struct nf_conn *ct = bpf_skb_ct_lookup(skb, &t, sizeof(t.ipv4), &o, sizeof(o));
+	struct nf_conn *ct = bpf_skb_ct_lookup(skb, &t, sizeof(t.ipv4), &o, FL_CT_OPTS_SZ);
 
 	if (!ct)
-		return FL_PASS_NEW_FLOW;
+		return o.error == -ENOENT ? FL_PASS_NEW_FLOW : FL_PASS_CT_ERROR;
 	unsigned long status = ct->status;
 	int r = FL_FLOW_OK;
 
@@ -135,15 +182,20 @@ static __always_inline int fl_flow_ok(struct __sk_buff *skb, struct iphdr *ip, _
 		r = FL_PASS_NEW_FLOW;
 	else if (timeout)
 		bpf_ct_change_timeout(ct, timeout);
+	else if (ip->protocol == IPPROTO_UDP)
+		fl_ct_refresh(ct, (status & IPS_ASSURED) ? FL_CT_UDP_STREAM_MS : FL_CT_UDP_MS);
+	else if (ct->proto.tcp.state == TCP_CONNTRACK_ESTABLISHED)
+		fl_ct_refresh(ct, FL_CT_TCP_EST_MS);
 	bpf_ct_release(ct);
 	return r;
 }
 
-/* Leaves the packet to the stack, counting why. */
+/* Leaves the packet to the stack, counting why. TC_ACT_UNSPEC, not TC_ACT_OK: the filters after ours on
+ * the veth or on flannel.1 still run. */
 static __always_inline int fl_pass(struct __sk_buff *skb, __u32 reason)
 {
 	fl_count_fast(reason, skb->len);
-	return TC_ACT_OK;
+	return TC_ACT_UNSPEC;
 }
 
 /* TTL - 1 with the header checksum fixed. Invalidates packet pointers. */
@@ -177,8 +229,9 @@ int fl_pod_egress(struct __sk_buff *skb)
 	__u32 mtu = 0;
 
 	/* A redirect skips the forwarding path's MTU check: a packet too big for flannel.1 goes to the
-	 * stack, which answers "fragmentation needed" as it would without us (GSO checks its segments). */
-	if (bpf_check_mtu(skb, vtep, &mtu, 0, 0) != BPF_MTU_CHK_RET_SUCCESS)
+	 * stack, which answers "fragmentation needed" as it would without us. A GSO packet passes the plain
+	 * check whatever its segment size; BPF_MTU_CHK_SEGS checks each segment it will become. */
+	if (bpf_check_mtu(skb, vtep, &mtu, 0, BPF_MTU_CHK_SEGS) != BPF_MTU_CHK_RET_SUCCESS)
 		return fl_pass(skb, FL_PASS_OTHER);
 	fl_ttl_dec(skb, ip);
 	fl_count_fast(FL_FAST_TX, skb->len);
@@ -191,7 +244,7 @@ int fl_ingress_fast(struct __sk_buff *skb)
 {
 	int verdict = fl_vtep_accept(skb);
 
-	if (verdict != TC_ACT_OK)
+	if (verdict == TC_ACT_SHOT)
 		return verdict;
 	struct fl_fast_cfg *fc = fl_fast();
 	struct iphdr *ip;
@@ -213,17 +266,39 @@ int fl_ingress_fast(struct __sk_buff *skb)
 	struct ethhdr *eth = (void *)(long)skb->data;
 
 	if ((void *)(eth + 1) > (void *)(long)skb->data_end)
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 	__builtin_memcpy(eth->h_dest, pod->pod_mac, 6);
 	__builtin_memcpy(eth->h_source, pod->gw_mac, 6);
 	__u32 ifindex = pod->ifindex;
 
 	ip = (void *)(eth + 1);
 	if ((void *)(ip + 1) > (void *)(long)skb->data_end)
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 	fl_ttl_dec(skb, ip);
 	fl_count_fast(FL_FAST_RX, skb->len);
 	return bpf_redirect_peer(ifindex, 0);
+}
+
+/* Load-time probe, run once by the agent through BPF_PROG_TEST_RUN: a conntrack lookup with our
+ * options for a flow that cannot exist. Returns the lookup's errno: ENOENT means the kfunc works as we
+ * call it; anything else (EINVAL: options refused) means the fast path could never engage. */
+SEC("tc")
+int fl_ct_probe(struct __sk_buff *skb)
+{
+	struct bpf_sock_tuple t = {};
+	struct bpf_ct_opts___local o = { .netns_id = -1, .l4proto = IPPROTO_UDP };
+
+	t.ipv4.saddr = bpf_htonl(0x7f000001);
+	t.ipv4.daddr = bpf_htonl(0x7f000001);
+	t.ipv4.sport = bpf_htons(1);
+	t.ipv4.dport = bpf_htons(1);
+	struct nf_conn *ct = bpf_skb_ct_lookup(skb, &t, sizeof(t.ipv4), &o, FL_CT_OPTS_SZ);
+
+	if (ct) {
+		bpf_ct_release(ct);
+		return ENOENT;	/* an entry for 127.0.0.1:1 <-> :1 exists: the lookup works all the same */
+	}
+	return -o.error;
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -49,7 +49,9 @@ static __always_inline enum verdict guard(void *data, void *data_end, __u64 len)
 SEC("tc")
 int fl_guard_tc(struct __sk_buff *skb)
 {
-	return guard((void *)(long)skb->data, (void *)(long)skb->data_end, skb->len) == DROP ? TC_ACT_SHOT : TC_ACT_OK;
+	/* a pass is "not ours to stop": TC_ACT_UNSPEC lets the NIC's other filters (a host firewall, a
+	 * policer) run; TC_ACT_OK would end the chain in direct-action mode and skip them */
+	return guard((void *)(long)skb->data, (void *)(long)skb->data_end, skb->len) == DROP ? TC_ACT_SHOT : TC_ACT_UNSPEC;
 }
 
 SEC("xdp")

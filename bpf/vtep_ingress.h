@@ -1,6 +1,8 @@
 /* What flannel.1's tc ingress checks on every decapsulated packet, shared by the plain ingress program
  * and the fast-path one. An external vxlan device accepts every VNI on its port, so this enforces what
  * a classic device with "id 1" did implicitly: VNI 1 only, and only from cluster members. */
+/* Verdicts: TC_ACT_SHOT drops; TC_ACT_UNSPEC accepts and lets the filters after ours run (TC_ACT_OK
+ * would end the chain in direct-action cls_bpf, hiding the packet from a host firewall behind us). */
 #ifndef FLANNEL_VTEP_INGRESS_H
 #define FLANNEL_VTEP_INGRESS_H
 
@@ -31,7 +33,7 @@ static __always_inline int fl_vtep_accept(struct __sk_buff *skb)
 	}
 	fl_peer_rx(mk.ip, skb->len);
 	fl_count(FL_RECEIVED, skb->len);
-	return TC_ACT_OK;
+	return TC_ACT_UNSPEC;
 }
 
 #endif

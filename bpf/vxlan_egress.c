@@ -71,7 +71,9 @@ int fl_vxlan_egress(struct __sk_buff *skb)
 
 	fl_peer_tx(vtep->remote_ip, skb->len);
 	fl_count(FL_FORWARDED, skb->len);
-	return TC_ACT_OK;
+	/* not TC_ACT_OK: that would end the filter chain, and a filter after ours (a policer, another
+	 * agent's program) must still see the packet */
+	return TC_ACT_UNSPEC;
 }
 
 char LICENSE[] SEC("license") = "GPL";

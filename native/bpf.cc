@@ -138,11 +138,37 @@ Napi::Value ObjectClose(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// The kernel copies exactly key_size and value_size bytes (a per-CPU value: one 8-byte-aligned slot per
+// possible CPU) from or into our buffers, whatever their length: a short buffer would be read or
+// written past its end. So every single-entry call checks its buffers against the map itself.
+struct MapShape { uint32_t keySize, valueSize; bool percpu; };
+
+MapShape mapShape(Napi::Env env, int fd) {
+  bpf_map_info mi = {};
+  uint32_t len = sizeof(mi);
+  if (bpf_obj_get_info_by_fd(fd, &mi, &len)) throwSys(env, errno, "bpf map info");
+  bool percpu = mi.type == BPF_MAP_TYPE_PERCPU_HASH || mi.type == BPF_MAP_TYPE_PERCPU_ARRAY ||
+                mi.type == BPF_MAP_TYPE_LRU_PERCPU_HASH || mi.type == BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE;
+  return {mi.key_size, mi.value_size, percpu};
+}
+
+size_t valueBytes(const MapShape& m) {
+  return m.percpu ? ((m.valueSize + 7) / 8) * 8 * static_cast<size_t>(libbpf_num_possible_cpus()) : m.valueSize;
+}
+
+void checkLen(Napi::Env env, const char* op, const char* what, size_t got, size_t want) {
+  if (got != want)
+    throw Napi::RangeError::New(env, std::string(op) + ": " + what + " is " + std::to_string(got) + " bytes, the map's is " + std::to_string(want));
+}
+
 Napi::Value MapUpdate(const Napi::CallbackInfo& info) {
   int fd = fdArg(info, 0, "bpfMapUpdate");
   auto k = bufArg(info, 1, "bpfMapUpdate key");
   auto v = bufArg(info, 2, "bpfMapUpdate value");
   uint64_t flags = info.Length() > 3 ? u32Arg(info, 3, "flags") : static_cast<uint32_t>(BPF_ANY);
+  MapShape m = mapShape(info.Env(), fd);
+  checkLen(info.Env(), "bpfMapUpdate", "key", k.Length(), m.keySize);
+  checkLen(info.Env(), "bpfMapUpdate", "value", v.Length(), valueBytes(m));
   if (bpf_map_update_elem(fd, k.Data(), v.Data(), flags)) throwSys(info.Env(), errno, "bpf map update");
   return info.Env().Undefined();
 }
@@ -178,6 +204,9 @@ Napi::Value MapLookup(const Napi::CallbackInfo& info) {
   int fd = fdArg(info, 0, "bpfMapLookup");
   auto k = bufArg(info, 1, "key");
   uint32_t vs = u32Arg(info, 2, "valueSize");
+  MapShape m = mapShape(info.Env(), fd);
+  checkLen(info.Env(), "bpfMapLookup", "key", k.Length(), m.keySize);
+  checkLen(info.Env(), "bpfMapLookup", "value size", vs, valueBytes(m));
   auto out = Napi::Buffer<uint8_t>::New(info.Env(), vs);
   if (bpf_map_lookup_elem(fd, k.Data(), out.Data())) {
     if (errno == ENOENT) return info.Env().Null();
@@ -235,6 +264,7 @@ Napi::Value MapInfo(const Napi::CallbackInfo& info) {
   o.Set("keySize", mi.key_size);
   o.Set("valueSize", mi.value_size);
   o.Set("maxEntries", mi.max_entries);
+  o.Set("flags", mi.map_flags);
   return o;
 }
 
@@ -243,6 +273,25 @@ Napi::Value ProgInfo(const Napi::CallbackInfo& info) {
   bpf_prog_info pi = {};
   uint32_t len = sizeof(pi);
   if (bpf_obj_get_info_by_fd(fd, &pi, &len)) throwSys(info.Env(), errno, "bpf prog info");
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("id", pi.id);
+  o.Set("name", pi.name);
+  return o;
+}
+
+// What runs on a hook is known by id only (tc and XDP queries): its name tells ours from another's.
+Napi::Value ProgInfoById(const Napi::CallbackInfo& info) {
+  uint32_t id = u32Arg(info, 0, "bpfProgInfoById");
+  int fd = bpf_prog_get_fd_by_id(id);
+  if (fd < 0) {
+    if (errno == ENOENT) return info.Env().Null();
+    throwSys(info.Env(), errno, "bpf prog get fd by id " + std::to_string(id));
+  }
+  bpf_prog_info pi = {};
+  uint32_t len = sizeof(pi);
+  int err = bpf_obj_get_info_by_fd(fd, &pi, &len) ? errno : 0;
+  close(fd);
+  if (err) throwSys(info.Env(), err, "bpf prog info");
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("id", pi.id);
   o.Set("name", pi.name);
@@ -307,11 +356,27 @@ uint32_t xdpFlags(const Napi::CallbackInfo& info, const std::string& mode) {
   throw Napi::TypeError::New(info.Env(), "XDP mode must be 'native' or 'generic'");
 }
 
+// xdpAttach(ifindex, progFd, mode, replaceId): never takes the hook from a program it was not told
+// about. replaceId 0: only if the hook is empty (XDP_FLAGS_UPDATE_IF_NOEXIST, EBUSY otherwise);
+// else: only if program replaceId still holds it (XDP_FLAGS_REPLACE, EEXIST otherwise).
 Napi::Value XdpAttach(const Napi::CallbackInfo& info) {
   int ifindex = u32Arg(info, 0, "ifindex");
   int progFd = fdArg(info, 1, "xdpAttach");
   std::string mode = info[2].As<Napi::String>().Utf8Value();
-  int err = bpf_xdp_attach(ifindex, progFd, xdpFlags(info, mode), nullptr);
+  uint32_t replaceId = info.Length() > 3 ? u32Arg(info, 3, "replaceId") : 0;
+  uint32_t flags = xdpFlags(info, mode);
+  LIBBPF_OPTS(bpf_xdp_attach_opts, o);
+  int oldFd = -1;
+  if (replaceId) {
+    oldFd = bpf_prog_get_fd_by_id(replaceId);
+    if (oldFd < 0) throwSys(info.Env(), errno, "xdp attach: program " + std::to_string(replaceId) + " to replace");
+    o.old_prog_fd = oldFd;
+    flags |= XDP_FLAGS_REPLACE;
+  } else {
+    flags |= XDP_FLAGS_UPDATE_IF_NOEXIST;
+  }
+  int err = bpf_xdp_attach(ifindex, progFd, flags, &o);
+  if (oldFd >= 0) close(oldFd);
   if (err) throwSys(info.Env(), err, "xdp attach (" + mode + ") on ifindex " + std::to_string(ifindex));
   return info.Env().Undefined();
 }
@@ -344,13 +409,25 @@ Napi::Value ProgTestRun(const Napi::CallbackInfo& info) {
   auto in = bufArg(info, 1, "data");
   uint32_t repeat = u32Arg(info, 2, "repeat");
   auto data = std::make_shared<std::vector<uint8_t>>(in.Data(), in.Data() + in.Length());
+  // optional skb context: GSO fields, so that a test can hand a program a super-packet
+  auto ctx = std::make_shared<__sk_buff>();
+  bool withCtx = false;
+  if (info.Length() > 3 && info[3].IsObject()) {
+    Napi::Object c = info[3].As<Napi::Object>();
+    if (c.Has("gsoSize")) ctx->gso_size = c.Get("gsoSize").As<Napi::Number>().Uint32Value(), withCtx = true;
+    if (c.Has("gsoSegs")) ctx->gso_segs = c.Get("gsoSegs").As<Napi::Number>().Uint32Value(), withCtx = true;
+  }
   return PromiseWorker<TestRun>::Run(
       info.Env(),
-      [fd, data, repeat]() {
+      [fd, data, repeat, ctx, withCtx]() {
         TestRun r;
         r.out.resize(data->size() + 256);
         LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = data->data(), .data_out = r.out.data(),
                     .data_size_in = static_cast<uint32_t>(data->size()), .data_size_out = static_cast<uint32_t>(r.out.size()));
+        if (withCtx) {
+          o.ctx_in = ctx.get();
+          o.ctx_size_in = sizeof(__sk_buff);
+        }
         o.repeat = repeat ? static_cast<int>(repeat) : 1;
         int err = bpf_prog_test_run_opts(fd, &o);
         if (err) fail(errno, "bpf prog test run");
@@ -389,6 +466,7 @@ void InitBpf(Napi::Env env, Napi::Object exports) {
   exports.Set("bpfMapKeys", Napi::Function::New(env, MapKeys));
   exports.Set("bpfMapInfo", Napi::Function::New(env, MapInfo));
   exports.Set("bpfProgInfo", Napi::Function::New(env, ProgInfo));
+  exports.Set("bpfProgInfoById", Napi::Function::New(env, ProgInfoById));
   exports.Set("bpfObjGet", Napi::Function::New(env, ObjGet));
   exports.Set("bpfObjPin", Napi::Function::New(env, ObjPin));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd));

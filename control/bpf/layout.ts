@@ -109,7 +109,7 @@ export function sumPeerStats(perCpu: Buffer[]) {
 }
 
 // Pod fast path (bpf/flannel.h: fl_pod_*, fl_fast_*)
-export const FAST_RESULTS = ['fast_tx', 'fast_rx', 'pass_not_pod', 'pass_new_flow', 'pass_nat', 'pass_other'] as const;
+export const FAST_RESULTS = ['fast_tx', 'fast_rx', 'pass_not_pod', 'pass_new_flow', 'pass_nat', 'pass_other', 'pass_ct_error'] as const;
 export type FastResult = (typeof FAST_RESULTS)[number];
 export const FAST_ON = 1;
 /** UNSAFE, for tests only: the fast path stops asking conntrack (replies of NAT'd flows break) */
@@ -151,3 +151,10 @@ export function fastCfgVal(c: { vtepIfindex: number; flags: number }): Buffer {
   return b;
 }
 export const decodeFastCfg = (b: Buffer) => ({ vtepIfindex: b.readUInt32LE(0), flags: b.readUInt32LE(4) });
+
+/**
+ * Maps that hold only counters. When a new version changes one's shape (more reasons, other flags),
+ * libbpf refuses to reuse the old pin and the load would fail: these pins are replaced instead (the
+ * counts restart), while the maps holding peers and pods are never thrown away.
+ */
+export const COUNTER_MAPS = ['fl_stats', 'fl_fast_stats', 'fl_peer_stats'];

@@ -1,7 +1,7 @@
 // The typed libbpf layer: objects loaded with a pin root (maps pinned by name and reused), map access
 // with Buffers, tc/XDP attachment and BPF_PROG_TEST_RUN. libbpf's own messages go to the logger.
-import { chmodSync, mkdirSync, readdirSync, statSync, statfsSync } from 'node:fs';
-import { join } from 'node:path';
+import { chmodSync, mkdirSync, readdirSync, rmSync, statSync, statfsSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { resolve } from 'node:path';
 import type { Logger } from '../log.js';
@@ -167,12 +167,23 @@ export class BpfObject {
     readonly maps: Map<string, BpfMap>,
   ) {}
 
-  static async open(path: string, pinRoot: string, log?: Logger): Promise<BpfObject> {
-    try {
-      const o = await addon().bpfObjectOpen(path, pinRoot);
-      return new BpfObject(o.id, path, new Map(o.programs.map((p) => [p.name, p])), new Map(o.maps.map((m) => [m.name, new BpfMap(m)])));
-    } finally {
-      drainLibbpfLog(log);
+  /**
+   * Loads an object whose maps are pinned by name under pinRoot (an existing pin is reused). A pin of
+   * another shape makes libbpf refuse the whole load; if every such pin is one of `replaceable` (maps
+   * of counters), those pins are removed and the load tried once more.
+   */
+  static async open(path: string, pinRoot: string, log?: Logger, replaceable: readonly string[] = []): Promise<BpfObject> {
+    for (let retried = false; ; retried = true) {
+      try {
+        const o = await addon().bpfObjectOpen(path, pinRoot);
+        drainLibbpfLog(log);
+        return new BpfObject(o.id, path, new Map(o.programs.map((p) => [p.name, p])), new Map(o.maps.map((m) => [m.name, new BpfMap(m)])));
+      } catch (e) {
+        const mismatched = drainLibbpfLog(log).flatMap((l) => /couldn't reuse pinned map at '([^']+)': parameter mismatch/.exec(l)?.[1] ?? []);
+        if (retried || !mismatched.length || !mismatched.every((p) => replaceable.includes(basename(p)))) throw e;
+        for (const p of mismatched) rmSync(p, { force: true });
+        log?.warn({ pins: mismatched }, 'replaced pinned counter maps of an older layout (their counts restart)');
+      }
     }
   }
 
@@ -208,8 +219,10 @@ export type TcDirection = 'ingress' | 'egress';
 export const tcAttach = (ifindex: number, dir: TcDirection, progFd: number, handle: number, priority: number) => addon().tcAttach(ifindex, dir, progFd, handle, priority);
 export const tcDetach = (ifindex: number, dir: TcDirection, handle: number, priority: number) => addon().tcDetach(ifindex, dir, handle, priority);
 export const tcQuery = (ifindex: number, dir: TcDirection, handle: number, priority: number) => addon().tcQuery(ifindex, dir, handle, priority);
-export const xdpAttach = (ifindex: number, progFd: number, mode: 'native' | 'generic') => addon().xdpAttach(ifindex, progFd, mode);
+/** Attaches only over an empty hook (replaceId 0) or over program replaceId: never over someone else's. */
+export const xdpAttach = (ifindex: number, progFd: number, mode: 'native' | 'generic', replaceId = 0) => addon().xdpAttach(ifindex, progFd, mode, replaceId);
 export const xdpDetach = (ifindex: number, mode: 'native' | 'generic') => addon().xdpDetach(ifindex, mode);
 export const xdpQuery = (ifindex: number) => addon().xdpQuery(ifindex);
 export const progInfo = (fd: number) => addon().bpfProgInfo(fd);
-export const testRun = (progFd: number, data: Buffer, repeat = 1) => addon().bpfProgTestRun(progFd, data, repeat);
+export const progInfoById = (id: number) => addon().bpfProgInfoById(id);
+export const testRun = (progFd: number, data: Buffer, repeat = 1, ctx?: { gsoSize?: number; gsoSegs?: number }) => addon().bpfProgTestRun(progFd, data, repeat, ctx);

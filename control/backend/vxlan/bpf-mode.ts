@@ -75,7 +75,7 @@ export class BpfVxlanBackend implements Backend {
     const bad = untrustedPins(this.bpf.pinRoot);
     if (bad.length) throw new Error(`refusing to reuse pinned maps that are not root's alone: ${bad.join(', ')}`);
     const dir = join(projectRoot(), 'dist', 'bpf');
-    for (const name of ['vxlan_egress.o', 'vxlan_ingress.o', 'underlay_guard.o']) this.objects.push(await BpfObject.open(join(dir, name), this.bpf.pinRoot, log));
+    for (const name of ['vxlan_egress.o', 'vxlan_ingress.o', 'underlay_guard.o']) this.objects.push(await BpfObject.open(join(dir, name), this.bpf.pinRoot, log, L.COUNTER_MAPS));
     const [egress, ingress, guard] = this.objects as [BpfObject, BpfObject, BpfObject];
     this.maps = {
       fl_subnets: egress.map('fl_subnets'),

@@ -5,7 +5,8 @@
 import { existsSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { BpfObject, type BpfMap, progInfo } from '../../kernel/bpf.js';
+import { constants as osConstants } from 'node:os';
+import { BpfObject, type BpfMap, progInfo, testRun } from '../../kernel/bpf.js';
 import { listLinks } from '../../kernel/netlink.js';
 import * as L from '../../bpf/layout.js';
 import { countersByIndex } from '../../bpf/inspect.js';
@@ -13,6 +14,10 @@ import { POD_PROGRAM_PIN, attachPodProgramFd, detachPodProgram, listPods, podPro
 import type { HealthCheck } from '../types.js';
 
 export type FastPathMode = 'auto' | 'on' | 'off';
+
+const ERRNO_NAMES = new Map(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
+/** any well-formed frame: the probe program looks up a fixed tuple, not the packet */
+const CT_PROBE_PACKET = Buffer.concat([Buffer.alloc(12), Buffer.from([0x08, 0x00]), Buffer.from('450000140000000040110000' + '7f0000017f000001', 'hex')]);
 
 /** --fast-path=on and the kernel refused: the agent stops rather than run without it. */
 export class FastPathRequiredError extends Error {}
@@ -50,14 +55,23 @@ export class FastPath {
       this.reason = 'disabled with --fast-path=off';
       return;
     }
+    let why: string | undefined;
     try {
-      this.obj = await BpfObject.open(path, this.pinRoot, this.log);
+      this.obj = await BpfObject.open(path, this.pinRoot, this.log, L.COUNTER_MAPS);
+      // the verifier accepting the programs does not prove the conntrack lookup works as we call it
+      // (a kernel may refuse our options at run time): ask it once, so that "on" means it can engage
+      const errno = (await testRun(this.obj.program('fl_ct_probe').fd, CT_PROBE_PACKET)).retval;
+      if (errno !== osConstants.errno.ENOENT) {
+        why = `the kernel's conntrack lookup from BPF fails (errno ${errno}${ERRNO_NAMES.get(errno) ? ` ${ERRNO_NAMES.get(errno)}` : ''}): no flow could ever be recognised`;
+        this.close();
+      }
     } catch (e) {
-      const why = `the kernel refused the fast-path programs (they need the conntrack kfunc bpf_skb_ct_lookup, bpf_redirect_peer and kernel BTF): ${(e as Error).message}`;
-      if (this.mode === 'on') throw new FastPathRequiredError(`--fast-path=on: ${why}`);
-      this.reason = why;
-      this.log.warn({ reason: why }, 'pod fast path off');
+      why = `the kernel refused the fast-path programs (they need the conntrack kfunc bpf_skb_ct_lookup, bpf_redirect_peer and kernel BTF): ${(e as Error).message}`;
     }
+    if (!why) return;
+    if (this.mode === 'on') throw new FastPathRequiredError(`--fast-path=on: ${why}`);
+    this.reason = why;
+    this.log.warn({ reason: why }, 'pod fast path off');
   }
 
   /** flannel.1's ingress program: the fast one when on (same checks, then delivery into pods). */
