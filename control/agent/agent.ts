@@ -4,7 +4,7 @@
 import type { Logger } from '../log.js';
 import { createBackend } from '../backend/index.js';
 import type { Backend } from '../backend/types.js';
-import type { VxlanModeOptions } from '../backend/vxlan/index.js';
+import { leaveBpfMode, type VxlanModeOptions } from '../backend/vxlan/index.js';
 import { lookupExternalInterface, type IfaceOptions } from '../iface/select.js';
 import { EtcdRegistry, type EtcdOptions } from '../subnet/etcd-registry.js';
 import { formatCidr } from '../subnet/ip4.js';
@@ -14,6 +14,7 @@ import type { NetworkConfig } from '../subnet/config.js';
 import type { Lease } from '../subnet/lease.js';
 import type { ExternalInterface } from '../iface/select.js';
 import { ensureRules, forwardRules, masqRules, supportsRandomFully, type Rule } from '../firewall/iptables.js';
+import { RulesKeeper } from '../firewall/keeper.js';
 import type { AgentStatus } from './status.js';
 import { MissingCapabilityError, missingCapabilities } from './capabilities.js';
 
@@ -39,14 +40,15 @@ export class Agent {
   private watch?: LeaseWatch;
   private backend?: Backend;
   private reconcileTimer?: NodeJS.Timeout;
-  private firewallTimer?: NodeJS.Timeout;
+  private firewall?: RulesKeeper;
+  /** the first ensure's error, when no keeper runs after it */
+  private firewallError: string | null = null;
   private cfg?: NetworkConfig;
   private ext?: ExternalInterface;
   private lease?: Lease;
   private readonly startedAt = new Date();
   /** how long the first programming of all known peers took, and start to ready (benchmarks read these) */
   private readonly startup = { programMs: null as number | null, readyMs: null as number | null };
-  private readonly firewall = { repairs: 0, lastError: null as string | null };
   private serial: Promise<unknown> = Promise.resolve();
   private readonly abort = new AbortController();
   private done!: (code: number) => void;
@@ -79,6 +81,8 @@ export class Agent {
 
     const backend = createBackend({ cfg, ext, log }, this.o.bpf);
     this.backend = backend;
+    // the vxlan backend decides for itself; the others never run BPF, so whatever a BPF run left goes
+    if (cfg.backend.Type !== 'vxlan') await leaveBpfMode(this.o.bpf.pinRoot, log);
     const { attrs, mtu } = await backend.prepare();
 
     const previous = await readPreviousSubnet(this.o.subnetFile);
@@ -136,25 +140,14 @@ export class Agent {
       const changed = await ensureRules(rules);
       log.info({ ipMasq: this.o.ipMasq, forwardRules: this.o.forwardRules, changed }, 'iptables rules in place');
     } catch (e) {
-      this.firewall.lastError = (e as Error).message;
+      this.firewallError = (e as Error).message;
       // without masquerading, pods would reach the outside with addresses nobody routes back
       if (this.o.ipMasq) throw new Error(`--ip-masq: cannot install the masquerade rules: ${(e as Error).message}`);
       log.warn({ err: (e as Error).message }, 'cannot install the FORWARD accept rules (--iptables-forward-rules); forwarding depends on the host\'s policy');
     }
-    this.firewallTimer = setInterval(() => {
-      ensureRules(rules).then(
-        (changed) => {
-          this.firewall.lastError = null;
-          if (!changed.length) return;
-          this.firewall.repairs += changed.length;
-          log.warn({ changed }, 'restored iptables rules that were missing or altered');
-        },
-        (e: Error) => {
-          this.firewall.lastError = e.message;
-          log.error({ err: e.message }, 'iptables resync failed');
-        },
-      );
-    }, this.o.iptablesResyncMs);
+    this.firewall = new RulesKeeper(rules, this.o.iptablesResyncMs, log);
+    this.firewall.state.lastError = this.firewallError;
+    this.firewall.start();
   }
 
   async status(): Promise<AgentStatus> {
@@ -194,7 +187,7 @@ export class Agent {
       },
       startup: { ...this.startup },
       reconcile: { runs: num('reconciles'), corrections: num('corrections'), failures: num('failures'), rejected: num('rejected') },
-      firewall: { ipMasq: this.o.ipMasq, forwardRules: this.o.forwardRules, ...this.firewall },
+      firewall: { ipMasq: this.o.ipMasq, forwardRules: this.o.forwardRules, repairs: this.firewall?.state.repairs ?? 0, lastError: this.firewall ? this.firewall.state.lastError : this.firewallError },
       traffic,
       checks,
     };
@@ -203,7 +196,7 @@ export class Agent {
   async stop(code = 0): Promise<void> {
     this.abort.abort();
     clearInterval(this.reconcileTimer);
-    clearInterval(this.firewallTimer);
+    await this.firewall?.stop();
     this.manager?.stopRenewal();
     await this.watch?.stop().catch(() => undefined);
     await this.serial.catch(() => undefined);

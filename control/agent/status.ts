@@ -39,7 +39,7 @@ export function renderStatus(s: AgentStatus): string {
   if (s.lease) out.push(`lease:     ${s.lease.subnet}, ${s.lease.expiresInSeconds === null ? 'reservation (no expiry)' : `expires in ${dur(s.lease.expiresInSeconds)} unless renewed`}`);
   if (s.backend) {
     const mode = b.mode ? ` (${b.mode})` : '';
-    const why = b.fallbackReason ? `, classic because: ${b.fallbackReason}` : b.mode === 'bpf' ? `, underlay guard: ${b.underlayGuard}` : '';
+    const why = `${b.fallbackReason ? `, classic because: ${b.fallbackReason}` : ''}${b.underlayGuard ? `, underlay guard: ${b.underlayGuard}` : ''}`;
     out.push(`backend:   ${b.backend}${mode} on ${b.device}${why}`);
     if (b.mode === 'bpf') out.push(`fast path: ${b.fastPath === 'on' ? `on, ${b.localPods} local pods registered` : `off (${b.fastPathOffBecause ?? 'unknown'})`}`);
   }
