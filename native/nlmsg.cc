@@ -242,6 +242,8 @@ NlRequest encodeLink(Napi::Env env, const Napi::Object& op, char* buf) {
   }
   if (action == "add") {
     std::string kind = str(op, "kind");
+    // checked before a byte of it is written: the message buffer is fixed, the string is the caller's
+    if (kind != "vxlan" && kind != "bridge") typeErr(env, "netlink op: unsupported link kind '" + kind.substr(0, 32) + "'");
     nlattr* linkinfo = mnl_attr_nest_start(nlh, IFLA_LINKINFO);
     mnl_attr_put_strz(nlh, IFLA_INFO_KIND, kind.c_str());
     what += " type " + kind;
@@ -272,8 +274,6 @@ NlRequest encodeLink(Napi::Env env, const Napi::Object& op, char* buf) {
       mnl_attr_put_u8(nlh, IFLA_VXLAN_LEARNING, boolean(vx, "learning", false) ? 1 : 0);
       if (has(vx, "ttl")) mnl_attr_put_u8(nlh, IFLA_VXLAN_TTL, static_cast<uint8_t>(u32(vx, "ttl")));
       mnl_attr_nest_end(nlh, data);
-    } else if (kind != "bridge") {
-      typeErr(env, "netlink op: unsupported link kind '" + kind + "'");
     }
     mnl_attr_nest_end(nlh, linkinfo);
   }

@@ -71,6 +71,9 @@ struct Pump {
     return nullptr;
   }
 
+  /** why the thread stopped by itself (0 while it runs): the TUN device went away under it */
+  std::atomic<int> stoppedErrno{0};
+
   void run();
   void tunToUdp(std::vector<std::vector<uint8_t>>& bufs);
   void udpToTun(std::vector<std::vector<uint8_t>>& bufs);
@@ -188,6 +191,22 @@ void Pump::run() {
       return;
     }
     if (fds[2].revents) return;
+    // flannel0 deleted: the TUN file reports POLLERR (reads fail with EBADFD) for good. Without this
+    // the loop would poll again at once, forever, at 100 % of a core. The thread ends and says why;
+    // the agent's reconcile opens a new pump with a new flannel0.
+    if (fds[0].revents & (POLLERR | POLLHUP | POLLNVAL)) {
+      stoppedErrno = EBADFD;
+      return;
+    }
+    if (fds[1].revents & (POLLERR | POLLNVAL)) {
+      int err = 0;
+      socklen_t len = sizeof err;
+      // a pending ICMP error on the socket (port unreachable) is consumed here; only a dead fd ends us
+      if (fds[1].revents & POLLNVAL || getsockopt(sock, SOL_SOCKET, SO_ERROR, &err, &len) < 0) {
+        stoppedErrno = EBADF;
+        return;
+      }
+    }
     if (fds[0].revents & POLLIN) tunToUdp(bufs);
     if (fds[1].revents & POLLIN) udpToTun(bufs);
   }
@@ -277,6 +296,13 @@ Napi::Value Open(const Napi::CallbackInfo& info) {
     throwSys(env, e, std::string("bind udp ") + ip + ":" + std::to_string(port), e == EADDRINUSE ? "port in use (another flanneld with the udp backend?)" : "");
   }
   p->ev = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  // without it stopPump could never wake the thread, and would wait for it forever
+  if (p->ev < 0) {
+    int e = errno;
+    close(p->tun);
+    close(p->sock);
+    throwSys(env, e, "eventfd");
+  }
   Pump* raw = p.release();
   {
     std::lock_guard<std::mutex> g(pumpsMu);
@@ -391,6 +417,7 @@ Napi::Value Dump(const Napi::CallbackInfo& info) {
   res.Set("routes", arr);
   res.Set("counters", c);
   res.Set("ifindex", p->ifindex);
+  res.Set("stoppedErrno", p->stoppedErrno.load());
   res.Set("name", p->name);
   return res;
 }

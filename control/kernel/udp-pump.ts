@@ -38,7 +38,7 @@ interface Native {
   udpOpen(o: { tun: string; bindIp: string; port: number }): { id: number; ifindex: number; name: string };
   udpClose(id: number, o?: { removeDevice?: boolean }): void;
   udpRoutes(id: number, ops: PumpRouteOp[]): (NativeError | null)[];
-  udpDump(id: number): { routes: PumpRoute[]; counters: PumpCounters; ifindex: number; name: string };
+  udpDump(id: number): { routes: PumpRoute[]; counters: PumpCounters; ifindex: number; name: string; stoppedErrno: number };
 }
 
 const native = () => addon() as unknown as Native;
@@ -59,6 +59,11 @@ export class UdpPump {
   /** One result per operation (null = done); a delete of an unknown subnet is ENOENT. */
   apply(ops: PumpRouteOp[]): (NativeError | null)[] {
     return ops.length ? native().udpRoutes(this.id, ops) : [];
+  }
+
+  /** Why the pump thread ended by itself (EBADFD: its TUN device was deleted), 0 while it runs. */
+  stoppedErrno(): number {
+    return native().udpDump(this.id).stoppedErrno;
   }
 
   dump(): { routes: PumpRoute[]; counters: PumpCounters } {

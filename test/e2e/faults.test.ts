@@ -5,12 +5,13 @@
 // At the end a table (case, check, result, time to recover) is printed, and written to $FAULTS_REPORT.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Lab, PREFIX, UNDERLAY_GW, packetsByVerdict, type LabNode, type Pod } from '../helpers/lab.ts';
-import { inNs, inNsMaybe, ip, until } from '../helpers/netns.ts';
+import { inNs, inNsMaybe, ip, sh, until } from '../helpers/netns.ts';
 import { BpfMap } from '../../control/kernel/bpf.ts';
 import { fetchStatus } from '../../control/health/client.ts';
 import { formatIp4, type Subnet } from '../../control/subnet/ip4.ts';
@@ -312,6 +313,8 @@ describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
       ['huge value', '10.9.96.0-24', vx({ Pad: 'x'.repeat(100_000) })],
       ['not JSON', '10.9.95.0-24', '{"PublicIP":'],
       ['key is no subnet', 'not-a-subnet', vx({})],
+      // a free subnet and a stranger's address, but node 2's VTEP MAC: would steer node 2's traffic to it
+      ['reuses node 2\'s VTEP MAC', '10.9.94.0-24', vx({ BackendData: { VNI: 1, VtepMAC: (await lab.leases()).get(`${formatIp4(subnets.get(n2)!.ip)}-24`)!.BackendData!.VtepMAC.toUpperCase() } })],
     ];
     // the watch rejects what no backend could use; the vxlan backend rejects a bad VNI or MAC
     const rejected = async () => {
@@ -363,6 +366,111 @@ describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
     } finally {
       await ip('netns', 'del', attacker);
     }
+  });
+
+  // --- our programs among others' on shared hooks; mode switches ---
+  const tmp = mkdtempSync(join(tmpdir(), 'flannel-test-faults-'));
+  after(() => rmSync(tmp, { recursive: true, force: true }));
+  const compile = (name: string) => {
+    const out = join(tmp, `${name}.o`);
+    if (!existsSync(out)) execFileSync('clang', ['-g', '-O2', '-target', 'bpf', `-I/usr/include/${process.arch === 'x64' ? 'x86_64' : 'aarch64'}-linux-gnu`, '-c', join(FIX, `${name}.c`), '-o', out]);
+    return out;
+  };
+  const progName = async (id: number) => (JSON.parse(await sh('bpftool', ['-j', 'prog', 'show', 'id', String(id)])) as { name: string }).name;
+  /** what runs on a node's eth0: the XDP program's name, the names of the tc ingress programs */
+  async function underlayHooks(n: LabNode): Promise<{ xdp?: string; tc: string[] }> {
+    // by id: bpftool's tc "name" carries the id as a suffix ("fl_guard_tc:[508]")
+    const net = (JSON.parse(await inNs(n.ns, 'bpftool', '-j', 'net', 'show', 'dev', 'eth0')) as { xdp: { id: number }[]; tc: { kind: string; id: number }[] }[])[0]!;
+    const tc = await Promise.all(net.tc.filter((t) => t.kind === 'clsact/ingress').map((t) => progName(t.id)));
+    return { xdp: net.xdp[0] ? await progName(net.xdp[0].id) : undefined, tc };
+  }
+  /** until(), with the node's log tail in the error: what the agent did instead */
+  const untilOn = <T>(n: LabNode, what: string, fn: () => Promise<T | undefined | false>, ms = 10_000) =>
+    until(what, fn, ms).catch((e: Error) => {
+      throw new Error(`${e.message}\n--- ${n.ns} log ---\n${lab.logs(n).slice(-3000)}`);
+    });
+  async function restart(n: LabNode, args: string[] = []) {
+    await lab.stopAgent(n);
+    lab.startAgent(n, args);
+    await lab.waitReady(n);
+  }
+
+  test('a second tc filter behind ours still sees the packets (underlay eth0 ingress, flannel.1 ingress and egress)', async () => {
+    const obj = compile('second_filter');
+    const [a, b] = [n1.pods[0]!, n2.pods[0]!];
+    const seen: string[] = [];
+    for (const [dev, dir] of [['eth0', 'ingress'], ['flannel.1', 'ingress'], ['flannel.1', 'egress']] as const) {
+      await sh('tc', ['-n', n1.ns, 'filter', 'add', 'dev', dev, dir, 'prio', '2', 'bpf', 'da', 'obj', obj, 'sec', 'tc']);
+      try {
+        assert.ok(await lab.ping(b, a.ip, 3), 'pods still talk');
+        const prog = (JSON.parse(await sh('bpftool', ['-j', 'prog', 'show', 'name', 'second_filter'])) as { map_ids: number[] } | { map_ids: number[] }[]);
+        const mapId = (Array.isArray(prog) ? prog[0]! : prog).map_ids[0]!;
+        const v = JSON.parse(await sh('bpftool', ['-j', 'map', 'lookup', 'id', String(mapId), 'key', '0', '0', '0', '0'])) as { value: string[] | number };
+        const count = typeof v.value === 'number' ? v.value : Buffer.from(v.value.map((x) => parseInt(x, 16))).readBigUInt64LE();
+        assert.ok(Number(count) >= 3, `${dev} ${dir}: the filter behind ours saw ${count} packets`);
+        seen.push(`${dev} ${dir}: ${count}`);
+      } finally {
+        await sh('tc', ['-n', n1.ns, 'filter', 'del', 'dev', dev, dir, 'prio', '2']);
+      }
+    }
+    row('another tc filter behind ours', 'a counting cls_bpf filter at prio 2 on eth0 ingress, flannel.1 ingress and egress, 3 pings', `it saw the packets (${seen.join(', ')})`, '-');
+  });
+
+  test('--underlay-hook changed, and a foreign XDP program: our guard runs on exactly one hook and never replaces another program', async () => {
+    await restart(n2, ['--underlay-hook=xdp-generic']);
+    await untilOn(n2, 'guard moved to XDP, tc guard gone', async () => {
+      const h = await underlayHooks(n2);
+      return (h.xdp === 'fl_guard_xdp' && !h.tc.includes('fl_guard_tc')) || undefined;
+    });
+    await restart(n2);
+    await untilOn(n2, 'guard back on tc, XDP guard gone', async () => {
+      const h = await underlayHooks(n2);
+      return (h.xdp === undefined && h.tc.includes('fl_guard_tc')) || undefined;
+    });
+    assert.deepEqual(await lab.pingAll(), []);
+    // another program holds XDP: asked for XDP, the agent leaves it and guards with tc
+    await ip('-n', n2.ns, 'link', 'set', 'dev', 'eth0', 'xdpgeneric', 'obj', compile('foreign_xdp'), 'sec', 'xdp');
+    try {
+      await restart(n2, ['--underlay-hook=xdp-generic']);
+      await untilOn(n2, 'guard on tc beside the foreign XDP program', async () => {
+        const h = await underlayHooks(n2);
+        return (h.tc.includes('fl_guard_tc') || h.xdp !== 'foreign_xdp') || undefined;
+      });
+      const h = await underlayHooks(n2);
+      assert.equal(h.xdp, 'foreign_xdp', 'the foreign XDP program is still attached');
+      assert.ok(h.tc.includes('fl_guard_tc'));
+      assert.match(lab.logs(n2), /another XDP program runs on the underlay interface/);
+      assert.equal((await fetchStatus(n2.statusSocket)).backend?.underlayGuard, 'tc ingress on eth0');
+      assert.deepEqual(await lab.pingAll(), []);
+    } finally {
+      await ip('-n', n2.ns, 'link', 'set', 'dev', 'eth0', 'xdpgeneric', 'off');
+    }
+    await restart(n2);
+    await exactState();
+    row('underlay hook changed; foreign XDP program', 'xdp-generic then auto (tc) on node 2; then xdp-generic over another XDP program', 'the guard is on one hook each time (the other removed); the foreign program stays, the guard falls back to tc and says so', '-');
+  });
+
+  test('BPF -> classic switch (--no-bpf): our guard leaves the underlay; a node that joins later is reached', async () => {
+    // node 3 leaves the cluster (agent stopped, lease deleted): the others forget it
+    await lab.stopAgent(n3);
+    await ctl('del', `${PREFIX}/subnets/${formatIp4(subnets.get(n3)!.ip)}-24`);
+    await until('node 3 forgotten', async () => (mapKeys(n1, 'fl_members') === 1 && mapKeys(n2, 'fl_members') === 1) || undefined, 10_000, 50);
+    await restart(n1, ['--no-bpf']);
+    const h = await underlayHooks(n1);
+    assert.ok(h.xdp === undefined && !h.tc.includes('fl_guard_tc'), `no guard of ours left on node 1's eth0: ${JSON.stringify(h)}`);
+    const st = await fetchStatus(n1.statusSocket);
+    assert.equal(st.backend?.mode, 'classic');
+    assert.match(String(st.backend?.underlayGuard), /^none \(removed at start: tc ingress on eth0\)$/);
+    // node 3 joins again: node 1's old guard, had it stayed, would drop it as spoofed (frozen members map)
+    lab.startAgent(n3);
+    const { subnet } = await lab.waitReady(n3);
+    assert.equal(formatIp4(subnet.ip), formatIp4(subnets.get(n3)!.ip), 'node 3 took its subnet back (subnet file)');
+    const t = await timeTo('every pod reaches every pod', async () => (await lab.pingAll()).length === 0, 20_000);
+    await restart(n1);
+    await untilOn(n1, 'node 1 back in BPF mode', async () => (await underlayHooks(n1)).tc.includes('fl_guard_tc') || undefined);
+    await exactState();
+    assert.deepEqual(await lab.pingAll(), []);
+    row('BPF -> classic switch, a node joins later', 'node 1 restarted with --no-bpf while node 3 was away; node 3 joins', 'no guard of ours left on node 1 (status: none, removed at start); node 3 reaches node 1', `all pods reach each other ${secs(t)} after node 3 was ready`);
   });
 
   test('pinned maps and state files are not writable by other users', () => {

@@ -2,6 +2,7 @@
 // pods through the native pump, non-members are dropped and counted, restarts and departures hold.
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { Lab, type LabNode } from '../helpers/lab.ts';
 import { inNs, json, until } from '../helpers/netns.ts';
 import { formatCidr, formatIp4, type Subnet } from '../../control/subnet/ip4.ts';
@@ -62,6 +63,28 @@ describe('udp backend, three nodes', { timeout: 240_000 }, () => {
       return s.traffic!.packets.not_member! >= (mid.traffic!.packets.not_member ?? 0) + 7 ? s : undefined;
     }, 5000);
     assert.equal(afterS.traffic!.packets.received, mid.traffic!.packets.received, 'nothing from the stranger was delivered');
+  });
+
+  test('flannel0 deleted by hand: the pump does not spin, the reconcile recreates flannel0 and pods talk again', async () => {
+    const n2 = lab.node(2);
+    const pid = n2.agent!.pid!;
+    const cpuTicks = () => {
+      const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      return Number(f[11]) + Number(f[12]); // utime + stime, in clock ticks (of every thread)
+    };
+    await inNs(n2.ns, 'ip', 'link', 'del', 'flannel0');
+    const t0 = cpuTicks();
+    await new Promise((r) => setTimeout(r, 2000));
+    const busy = (cpuTicks() - t0) / 200; // ticks are 1/100 s: share of one core over 2 s
+    assert.ok(busy < 0.5, `the agent used ${Math.round(busy * 100)} % of a core while flannel0 was gone`);
+    await until('flannel0 back, every pod reachable', async () => (await lab.pingAll()).length === 0 || undefined, 20_000, 500).catch(() => undefined);
+    assert.deepEqual(await lab.pingAll(), []);
+    const [dev] = await json<{ mtu: number; addr_info: { local: string }[] }[]>(n2.ns, 'ip', '-j', 'addr', 'show', 'flannel0');
+    assert.equal(dev!.mtu, 1472);
+    assert.deepEqual(dev!.addr_info.map((a) => a.local), [formatIp4(subnets.get(n2)!.ip)]);
+    const st = await fetchStatus(n2.statusSocket);
+    assert.ok(st.checks.every((c) => c.ok), JSON.stringify(st.checks));
+    assert.ok(n2.agent!.exitCode === null, 'the agent kept running');
   });
 
   test('a restarted agent reattaches to flannel0 (persistent) and pods talk again; a departed node is forgotten', async () => {

@@ -52,3 +52,12 @@ test('5000 peers (neighbour + FDB + route) in one call, all present, all removab
   assert.equal(r.after, 0);
   t.diagnostic(`5000 peers: program ${r.programMs.toFixed(0)} ms, dump ${r.dumpMs.toFixed(0)} ms, delete ${r.deleteMs.toFixed(0)} ms`);
 });
+
+test('a link kind we do not make is refused before a byte of it is written (a 70 kB kind cannot overrun the message)', async () => {
+  // in a child of its own: before the check, the encoder wrote the kind into its fixed buffer first
+  const code = `const { addon } = await import(${JSON.stringify(join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'control', 'kernel', 'addon.ts'))});
+    try { await addon().netlinkExec([{ type: 'link', action: 'add', name: 'x0', kind: 'k'.repeat(70000) }]); console.log('accepted'); }
+    catch (e) { console.log(e.name + ': ' + e.message); }`;
+  const out = await sh('ip', ['netns', 'exec', ns, process.execPath, '--import', 'tsx', '--input-type=module', '-e', code]);
+  assert.match(out.trim(), /^TypeError: netlink op: unsupported link kind 'k{32}'$/);
+});

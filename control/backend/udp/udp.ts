@@ -38,6 +38,12 @@ export class UdpBackend implements Backend {
   }
 
   async prepare() {
+    const { ext } = this.ctx;
+    const mtu = await this.openPump();
+    return { attrs: { publicIP: ext.publicIP, publicIPv6: null, backendType: '' }, mtu };
+  }
+
+  private async openPump(): Promise<number> {
     const { ext, log } = this.ctx;
     // flannel binds the interface address (not the public IP, which may be a NAT address)
     this.pump = UdpPump.open(TUN_NAME, ext.ifaceAddr, this.port);
@@ -46,10 +52,28 @@ export class UdpBackend implements Backend {
     disableIpv6(this.pump.name);
     await exec({ type: 'link', action: 'set', index: this.pump.ifindex, mtu, up: true });
     log.info({ device: this.pump.name, index: this.pump.ifindex, mtu, port: this.port }, 'opened the TUN device and the UDP socket');
-    return { attrs: { publicIP: ext.publicIP, publicIPv6: null, backendType: '' }, mtu };
+    return mtu;
   }
 
+  /**
+   * flannel0 deleted by hand ends the pump thread (it reports why): a new pump makes a new flannel0,
+   * which gets its address and route again; the reconcile then refills the new pump's empty table.
+   */
+  private async ensurePump(): Promise<void> {
+    const why = this.pump!.stoppedErrno();
+    if (!why) return;
+    this.ctx.log.warn({ device: TUN_NAME, errno: why }, 'the udp pump stopped (flannel0 deleted?): opening flannel0 and the pump again');
+    this.pump!.close();
+    await this.openPump();
+    if (this.own) await this.start(this.own);
+    this.repairs++;
+  }
+
+  private own?: Lease;
+  private repairs = 0;
+
   async start(own: Lease) {
+    this.own = own;
     const pump = this.pump!;
     // subnet/32 as flannel: a source address for host-to-pod traffic, without broadcast routes
     await ensureDeviceAddress({ index: pump.ifindex }, own.subnet);
@@ -58,7 +82,10 @@ export class UdpBackend implements Backend {
   }
 
   handle = (events: Parameters<Backend['handle']>[0]) => this.programmer.handle(events);
-  reconcile = (peers: Lease[]) => this.programmer.reconcile(peers);
+  reconcile = async (peers: Lease[]) => {
+    await this.ensurePump();
+    return this.programmer.reconcile(peers);
+  };
 
   traffic(): TrafficView {
     const { routes, counters: c } = this.pump!.dump();
@@ -78,7 +105,8 @@ export class UdpBackend implements Backend {
   }
 
   async checks(): Promise<HealthCheck[]> {
-    return [await deviceCheck(TUN_NAME), { name: 'udp pump', ok: this.pump !== undefined, detail: this.pump ? `thread running, UDP port ${this.port}` : 'stopped' }];
+    const why = this.pump?.stoppedErrno();
+    return [await deviceCheck(TUN_NAME), { name: 'udp pump', ok: this.pump !== undefined && !why, detail: !this.pump ? 'stopped' : why ? `thread ended (errno ${why}): the reconcile reopens it` : `thread running, UDP port ${this.port}` }];
   }
 
   close(): void {
@@ -87,7 +115,7 @@ export class UdpBackend implements Backend {
   }
 
   describe() {
-    return { backend: 'udp', device: TUN_NAME, port: this.port, peers: this.programmer.peerCount(), ...this.programmer.stats };
+    return { backend: 'udp', device: TUN_NAME, port: this.port, peers: this.programmer.peerCount(), ...this.programmer.stats, repairedDevice: this.repairs };
   }
 
   private entriesFor(lease: Lease): Entry<PumpRouteOp>[] {

@@ -9,7 +9,7 @@ import { projectRoot } from '../../paths.js';
 import { LeaseFormatError, decodeVxlanData, encodeVxlanData, type Lease } from '../../subnet/lease.js';
 import { formatCidr, formatIp4 } from '../../subnet/ip4.js';
 import { exec, type Link } from '../../kernel/netlink.js';
-import { BpfMap, BpfObject, ensureBpffs, untrustedPins, tcAttach, tcQuery, xdpAttach, xdpQuery, progInfo } from '../../kernel/bpf.js';
+import { BpfMap, BpfObject, ensureBpffs, untrustedPins, tcAttach, tcQuery, xdpAttach, xdpDetach, xdpQuery, progInfo, progInfoById } from '../../kernel/bpf.js';
 import * as L from '../../bpf/layout.js';
 import { PeerProgrammer, type Entry } from '../peer-programmer.js';
 import type { Backend, BackendContext, HealthCheck, TrafficView } from '../types.js';
@@ -17,6 +17,7 @@ import { decodeDataPlane, type DataPlaneMaps } from '../../bpf/inspect.js';
 import { disableIpv6, ensureDeviceAddress, ensureVxlanDevice, repairVxlanDevice, type VxlanDeviceSpec } from './device.js';
 import { vxlanOptions, type VxlanOptions } from './classic.js';
 import { FastPath, type FastPathMaps, type FastPathMode } from './fast-path.js';
+import { GUARD_PROGRAMS, TC_HANDLE, TC_PRIO, describeGuard, removeGuards, xdpModeOf } from './underlay-guard.js';
 
 export type UnderlayHook = 'auto' | 'xdp' | 'xdp-generic' | 'tc' | 'none';
 
@@ -33,9 +34,6 @@ const UPDATE_ORDER: MapName[] = ['fl_members', 'fl_vteps', 'fl_subnets'];
 const DELETE_ORDER: MapName[] = ['fl_subnets', 'fl_vteps', 'fl_members'];
 export type MapOp = { map: MapName; action: 'update' | 'delete'; key: Buffer; value?: Buffer; what: string };
 
-// tc filters we own: one handle/priority per hook, replaced in place on restart
-const TC_HANDLE = 0xf1a;
-const TC_PRIO = 1;
 // Virtual drivers where native XDP takes packets off the GRO path: measured -70% TCP on veth here.
 const TC_KINDS = new Set(['veth', 'bridge', 'vxlan', 'bond', 'team', 'macvlan', 'ipvlan', 'vlan', 'tun', 'tap', 'dummy', 'wireguard', 'geneve']);
 
@@ -57,6 +55,8 @@ export class BpfVxlanBackend implements Backend {
   private readonly programmer: PeerProgrammer<MapOp>;
   private underlayHook: string = 'not attached';
   private xdpRefused = false;
+  /** the hook our guard holds ("ifindex hook"): when it changes, ours goes from every other hook */
+  private guardAt?: string;
   readonly repairs = { attachments: 0, device: 0, pins: 0 };
   private devSpec!: VxlanDeviceSpec;
   private own?: Lease;
@@ -132,7 +132,7 @@ export class BpfVxlanBackend implements Backend {
     this.ensurePinned();
     const res = await this.programmer.reconcile(peers);
     this.pruneStats(peers);
-    this.ensureAttached();
+    await this.ensureAttached();
     await this.fast.reconcile();
     return res;
   }
@@ -167,7 +167,7 @@ export class BpfVxlanBackend implements Backend {
   }
 
   /** Re-attaches whatever is missing (a hook removed by hand, a restarted underlay link). */
-  private ensureAttached(): void {
+  private async ensureAttached(): Promise<void> {
     const { log } = this.ctx;
     for (const [dir, fd] of [['egress', this.progs.egress], ['ingress', this.progs.ingress]] as const) {
       if (tcQuery(this.dev.index, dir, TC_HANDLE, TC_PRIO) !== progInfo(fd).id) {
@@ -177,36 +177,70 @@ export class BpfVxlanBackend implements Backend {
         log.warn({ hook: `${this.dev.name} ${dir}` }, 're-attached a BPF program that was missing');
       }
     }
-    this.ensureGuard();
+    await this.ensureGuard();
   }
 
-  /** The underlay guard goes on only once the members map is filled, or it would drop real peers. */
-  private ensureGuard(): void {
+  /**
+   * The underlay guard goes on only once the members map is filled, or it would drop real peers; and
+   * it runs on exactly one hook: ours left elsewhere by an earlier run (another --iface or
+   * --underlay-hook) goes, with a frozen members map that would drop nodes joining later.
+   */
+  private async ensureGuard(): Promise<void> {
     const { ext, log } = this.ctx;
     const want = this.bpf.underlayHook;
-    if (want === 'none') return;
     const idx = ext.iface.index;
-    // auto: native XDP unless the device is a virtual kind (a physical NIC reports no kind); when
-    // XDP is refused, tc
-    const xdp = want === 'xdp' ? 'native' : want === 'xdp-generic' ? 'generic' : want === 'auto' && !TC_KINDS.has(ext.iface.kind) ? 'native' : undefined;
-    if (xdp && this.tryXdp(idx, xdp)) return;
-    if (tcQuery(idx, 'ingress', TC_HANDLE, TC_PRIO) !== progInfo(this.progs.guardTc).id) {
-      tcAttach(idx, 'ingress', this.progs.guardTc, TC_HANDLE, TC_PRIO);
-      if (this.underlayHook !== 'not attached') log.warn({ hook: `${ext.iface.name} tc ingress` }, 're-attached the underlay guard');
-      this.underlayHook = `tc ingress on ${ext.iface.name}`;
-    }
+    let keep: { ifindex: number; hook: 'tc' | 'xdp' } | undefined;
+    if (want !== 'none') {
+      // auto: native XDP unless the device is a virtual kind (a physical NIC reports no kind); when
+      // XDP is refused or another program holds it, tc
+      const xdp = want === 'xdp' ? 'native' : want === 'xdp-generic' ? 'generic' : want === 'auto' && !TC_KINDS.has(ext.iface.kind) ? 'native' : undefined;
+      if (xdp && this.tryXdp(idx, xdp)) keep = { ifindex: idx, hook: 'xdp' };
+      else {
+        if (tcQuery(idx, 'ingress', TC_HANDLE, TC_PRIO) !== progInfo(this.progs.guardTc).id) {
+          tcAttach(idx, 'ingress', this.progs.guardTc, TC_HANDLE, TC_PRIO);
+          if (this.underlayHook !== 'not attached') log.warn({ hook: `${ext.iface.name} tc ingress` }, 're-attached the underlay guard');
+          this.underlayHook = describeGuard({ hook: 'tc', iface: ext.iface.name });
+        }
+        keep = { ifindex: idx, hook: 'tc' };
+      }
+    } else this.underlayHook = 'none (--underlay-hook=none)';
+    const at = keep ? `${keep.ifindex} ${keep.hook}` : 'none';
+    if (at === this.guardAt) return;
+    const removed = await removeGuards(keep);
+    if (removed.length) log.info({ removed }, 'removed our underlay guard from hooks this run does not use');
+    this.guardAt = at;
   }
 
+  /**
+   * Native or generic XDP for the guard: over an empty hook, or over our own program of an earlier
+   * run, never over someone else's (an XDP load balancer, a DDoS filter): then tc, and the log says so.
+   */
   private tryXdp(idx: number, mode: 'native' | 'generic'): boolean {
     if (this.xdpRefused) return false; // asked once: a driver that refused will refuse every reconcile
-    if (xdpQuery(idx).progId === progInfo(this.progs.guardXdp).id) return true;
+    const { ext, log } = this.ctx;
+    const cur = xdpQuery(idx);
+    if (cur.progId === progInfo(this.progs.guardXdp).id) return true;
+    let replace = 0;
+    if (cur.progId) {
+      const name = progInfoById(cur.progId)?.name;
+      if (name !== GUARD_PROGRAMS.xdp) {
+        this.xdpRefused = true;
+        log.warn({ iface: ext.iface.name, program: name ?? `id ${cur.progId}` }, 'another XDP program runs on the underlay interface: leaving it in place; the underlay guard uses tc');
+        return false;
+      }
+      // ours, from an earlier run: swapped atomically in the same mode; in the other mode the old one
+      // goes first (the kernel holds only one mode at a time)
+      if (xdpModeOf(cur.attachMode) === mode) replace = cur.progId;
+      else xdpDetach(idx, xdpModeOf(cur.attachMode));
+    }
     try {
-      xdpAttach(idx, this.progs.guardXdp, mode);
-      this.underlayHook = `xdp ${mode} on ${this.ctx.ext.iface.name}`;
+      xdpAttach(idx, this.progs.guardXdp, mode, replace);
+      this.underlayHook = describeGuard({ hook: 'xdp', iface: ext.iface.name, mode });
       return true;
     } catch (e) {
       this.xdpRefused = true;
-      this.ctx.log.info({ iface: this.ctx.ext.iface.name, mode, err: (e as Error).message }, 'XDP not available for the underlay guard, using tc');
+      const busy = ['EBUSY', 'EEXIST'].includes((e as NodeJS.ErrnoException).code ?? '');
+      log.info({ iface: ext.iface.name, mode, err: (e as Error).message }, busy ? 'another XDP program took the underlay interface meanwhile; the underlay guard uses tc' : 'XDP not available for the underlay guard, using tc');
       return false;
     }
   }

@@ -9,6 +9,8 @@ import { detachAllPods } from '../../bpf/local-pods.js';
 import { FastPathRequiredError } from './fast-path.js';
 import { BpfVxlanBackend, type BpfModeOptions } from './bpf-mode.js';
 import { ClassicVxlanBackend } from './classic.js';
+import { removeGuards } from './underlay-guard.js';
+import type { Logger } from '../../log.js';
 
 export interface VxlanModeOptions extends BpfModeOptions {
   enabled: boolean;
@@ -27,7 +29,6 @@ export class VxlanBackend implements Backend {
   async prepare() {
     if (!this.bpf.enabled) {
       this.fallbackReason = 'disabled with --no-bpf';
-      this.dropFastPath();
     } else {
       const b = new BpfVxlanBackend(this.ctx, this.bpf);
       try {
@@ -38,24 +39,16 @@ export class VxlanBackend implements Backend {
         b.close();
         if (e instanceof FastPathRequiredError) throw e;
         this.fallbackReason = (e as Error).message;
-        this.dropFastPath();
-        removePins(this.bpf.pinRoot);
         this.ctx.log.warn({ reason: this.fallbackReason }, 'BPF data plane unavailable, falling back to classic vxlan (routes, neighbours, FDB)');
       }
     }
+    this.removedGuards = await leaveBpfMode(this.bpf.pinRoot, this.ctx.log);
     this.active = new ClassicVxlanBackend(this.ctx);
     return this.active.prepare();
   }
 
-  /** A BPF run before this one may have left the fast-path program on pod veths: classic has no maps for it. */
-  private dropFastPath(): void {
-    try {
-      const n = detachAllPods(this.bpf.pinRoot);
-      if (n) this.ctx.log.info({ veths: n }, 'pod fast path: detached the program from pod veths (classic mode)');
-    } catch (e) {
-      this.ctx.log.warn({ err: (e as Error).message }, 'pod fast path: could not detach the program from pod veths');
-    }
-  }
+  /** what leaveBpfMode took off the underlay at start (classic mode) */
+  private removedGuards?: string[];
 
   start = (own: Lease) => this.active.start(own);
   handle: Backend['handle'] = (events) => this.active.handle(events);
@@ -65,8 +58,33 @@ export class VxlanBackend implements Backend {
   checks = async () => (await this.active.checks?.()) ?? [];
 
   describe() {
-    return { ...this.active.describe(), ...(this.fallbackReason ? { fallbackReason: this.fallbackReason } : {}) };
+    const guard = this.removedGuards ? { underlayGuard: `none${this.removedGuards.length ? ` (removed at start: ${this.removedGuards.join(', ')})` : ''}` } : {};
+    return { ...this.active.describe(), ...guard, ...(this.fallbackReason ? { fallbackReason: this.fallbackReason } : {}) };
   }
+}
+
+/**
+ * What BPF mode leaves on a node that a run without it (classic vxlan, host-gw, udp) must not keep:
+ * our underlay guard (its members map would freeze, and nodes joining later be dropped as spoofed),
+ * the fast-path program on pod veths (it would redirect to a flannel.1 without BPF), and the pins.
+ * Returns where a guard was removed. Failures are logged: none of this may stop the agent starting.
+ */
+export async function leaveBpfMode(pinRoot: string, log: Logger): Promise<string[]> {
+  let removed: string[] = [];
+  try {
+    removed = await removeGuards();
+    if (removed.length) log.info({ removed }, 'removed the underlay guard a BPF run left (this run does not use it)');
+  } catch (e) {
+    log.warn({ err: (e as Error).message }, 'could not check the underlay for a guard left by a BPF run');
+  }
+  try {
+    const n = detachAllPods(pinRoot);
+    if (n) log.info({ veths: n }, 'pod fast path: detached the program from pod veths (not in BPF mode)');
+  } catch (e) {
+    log.warn({ err: (e as Error).message }, 'pod fast path: could not detach the program from pod veths');
+  }
+  removePins(pinRoot);
+  return removed;
 }
 
 /** Removes the maps this project pins (fl_*), and nothing else, from the pin root. */
