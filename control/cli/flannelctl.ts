@@ -4,6 +4,7 @@ import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { labDown, labUp, type LabUpOptions } from '../lab/commands.js';
+import { Lab } from '../lab/cluster.js';
 import { readDataPlane, renderDataPlane } from '../bpf/inspect.js';
 import { EtcdRegistry } from '../subnet/etcd-registry.js';
 import { decodeAttrs } from '../subnet/lease.js';
@@ -69,6 +70,11 @@ export function buildCtl(): Command {
     c
       .addOption(new Option('--name <prefix>', 'prefix of the lab\'s namespaces').default('fll'))
       .addOption(new Option('--state-dir <dir>', 'logs, pins, etcd data and the state `down` uses').default('/run/flannel-lab'));
+  // checked before anything runs: `up` starts by removing an earlier lab with the same arguments
+  const checkLab = (c: Command, o: { name: string; stateDir: string }) => {
+    const bad = Lab.checkDownArgs(o.stateDir, o.name);
+    if (bad) c.error(`error: ${bad}`, { exitCode: 2 });
+  };
   labOpts(
     lab
       .command('up')
@@ -77,10 +83,12 @@ export function buildCtl(): Command {
       .addOption(new Option('--nodes <n>', 'number of nodes').argParser((v) => positive(v, 'nodes', 9)).default(3))
       .addOption(new Option('--pods <n>', 'pods per node').argParser((v) => positive(v, 'pods', 20)).default(2))
       .option('--no-measure', 'skip the iperf3/ping figure'),
-  ).action(async (o: LabUpOptions) => {
+  ).action(async (o: LabUpOptions, c: Command) => {
+    checkLab(c, o);
     process.exitCode = await labUp(o, (s) => process.stdout.write(s + '\n'));
   });
-  labOpts(lab.command('down').description('stop and remove everything the lab created, also after a crash')).action(async (o: { name: string; stateDir: string }) => {
+  labOpts(lab.command('down').description('stop and remove everything the lab created, also after a crash')).action(async (o: { name: string; stateDir: string }, c: Command) => {
+    checkLab(c, o);
     process.exitCode = await labDown(o, (s) => process.stdout.write(s + '\n'));
   });
   return ctl;

@@ -4,9 +4,9 @@
 // directory, with a state file, so `down` finds and removes everything, also after a crash.
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, existsSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, readdirSync, rmSync, existsSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { isAbsolute, join, resolve } from 'node:path';
 import { projectRoot } from '../paths.js';
 import { deleteNamespaces, inNs, ip, until } from './netns.js';
 import { startEtcd, type EtcdServer } from './etcd.js';
@@ -63,6 +63,9 @@ const live = new Set<Lab>();
 process.once('exit', () => {
   for (const l of live) l.destroySync();
 });
+
+/** Arguments that would make `lab down` reach beyond a lab. */
+export class LabArgumentError extends Error {}
 
 export class Lab {
   readonly id: string;
@@ -124,6 +127,8 @@ export class Lab {
   }
 
   private async build(n: number, config: string) {
+    // the record first: `down` removes only a directory that holds one
+    this.saveState();
     mkdirSync(this.bpffs, { recursive: true });
     execFileSync('mount', ['-t', 'bpf', 'bpf', this.bpffs]);
     this.saveState();
@@ -291,31 +296,50 @@ export class Lab {
   }
 
   /**
-   * Removes a lab from its state directory: processes (from the state file, and any process whose
-   * command line names the directory), namespaces with the prefix, the bpffs, the directory.
-   * Works on what a crashed `up` left behind.
+   * Why `down` must not touch these (undefined when it may): a name that would match namespaces of
+   * others (the empty prefix matches all of them), a state directory that is no lab's (`/`, a
+   * top-level directory, anything without the lab's own record).
+   */
+  static checkDownArgs(stateDir: string, prefix: string): string | undefined {
+    if (!/^[a-z][a-z0-9]{1,11}$/.test(prefix)) return `--name ${JSON.stringify(prefix)}: must be 2 to 12 lower-case letters and digits, starting with a letter`;
+    if (!isAbsolute(stateDir)) return `--state-dir ${stateDir}: must be an absolute path`;
+    const dir = resolve(stateDir);
+    if (dir.split('/').filter(Boolean).length < 2) return `--state-dir ${stateDir}: a top-level directory is no lab's state directory: refusing to remove it`;
+    if (existsSync(dir) && readdirSync(dir).length && !existsSync(join(dir, 'lab.json')))
+      return `--state-dir ${stateDir}: not a lab's state directory (no lab.json): refusing to remove it`;
+    return undefined;
+  }
+
+  /**
+   * Removes a lab from its state directory: the processes its state file records (each only while its
+   * command line still names the directory: a pid may have been reused since), its namespaces, the
+   * bpffs, the directory. Works on what a crashed `up` left behind.
    */
   static async down(stateDir: string, prefix: string): Promise<string[]> {
+    const bad = Lab.checkDownArgs(stateDir, prefix);
+    if (bad) throw new LabArgumentError(bad);
+    stateDir = resolve(stateDir);
     const removed: string[] = [];
-    const pids = new Set<number>();
+    let pids: number[] = [];
     try {
-      for (const p of (JSON.parse(readFileSync(join(stateDir, 'lab.json'), 'utf8')) as LabState).pids) pids.add(p);
+      pids = (JSON.parse(readFileSync(join(stateDir, 'lab.json'), 'utf8')) as LabState).pids;
     } catch {
-      /* no state file: fall back to what the process table and namespace list say */
+      /* no state file: no process of ours was started */
     }
-    const pg = spawnSync('pgrep', ['-f', stateDir]);
-    for (const l of pg.stdout.toString().split('\n')) if (/^\d+$/.test(l) && Number(l) !== process.pid) pids.add(Number(l));
     for (const pid of pids) {
       try {
+        if (pid === process.pid || !readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(stateDir)) continue;
         process.kill(pid, 'SIGKILL');
         removed.push(`process ${pid}`);
       } catch {
         /* already gone */
       }
     }
-    const before = (await ip('netns', 'list').catch(() => '')).split('\n').filter((l) => l.startsWith(prefix)).length;
-    await deleteNamespaces(prefix);
-    if (before) removed.push(`${before} namespaces ${prefix}*`);
+    // only names this lab makes: <prefix>u, <prefix>n<i>, <prefix>n<i>p<k>, <prefix>x (tests' stranger)
+    const ours = new RegExp(`^${prefix}(u|x|n\\d+(p\\d+)?)$`);
+    const names = (await ip('netns', 'list').catch(() => '')).split('\n').map((l) => l.split(' ')[0]!).filter((n) => ours.test(n));
+    for (const n of names) await ip('netns', 'del', n).catch(() => undefined);
+    if (names.length) removed.push(`${names.length} namespaces ${prefix}*`);
     for (;;) {
       // mounts made by this lab under its directory (the bpffs), innermost first
       const mounts = readFileSync('/proc/self/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1]).filter((m): m is string => !!m && m.startsWith(stateDir));
