@@ -335,8 +335,9 @@ export class Lab {
         /* already gone */
       }
     }
-    // only names this lab makes: <prefix>u, <prefix>n<i>, <prefix>n<i>p<k>, <prefix>x (tests' stranger)
-    const ours = new RegExp(`^${prefix}(u|x|n\\d+(p\\d+)?)$`);
+    // only names of this lab's shape: <prefix>u (underlay), <prefix>x (a stranger), <prefix>n<i> and
+    // what hangs off node i (<prefix>n<i>p<k> pods, <prefix>n<i>v a runtime's pod)
+    const ours = new RegExp(`^${prefix}(u|x|n\\d+[a-z0-9]*)$`);
     const names = (await ip('netns', 'list').catch(() => '')).split('\n').map((l) => l.split(' ')[0]!).filter((n) => ours.test(n));
     for (const n of names) await ip('netns', 'del', n).catch(() => undefined);
     if (names.length) removed.push(`${names.length} namespaces ${prefix}*`);
