@@ -1,7 +1,7 @@
 // Pod to pod across two lab nodes, for each data plane, and node to node on the bare underlay (the
 // limit): TCP throughput with 1 and 4 streams, small-packet UDP rate, ping RTT, request/response
 // latency (qperf tcp_lat/udp_lat) and the machine's CPU seconds per gigabit moved.
-import { Lab } from '../test/helpers/lab.ts';
+import { Lab, type Underlay } from '../test/helpers/lab.ts';
 import { inNs } from '../test/helpers/netns.ts';
 import { machineCpu, server, sleep } from './lib.ts';
 
@@ -32,6 +32,14 @@ export interface DatapathSample {
   tcpLatUs: number;
   udpLatUs: number;
   cpuSecPerGbit: number;
+  /** bytes per packet received on the receiving node's eth0 during the 1-stream run: ~47 KB where
+   * super-packets cross the underlay intact, ~1.5 KB where it segments as a NIC does */
+  wireBytesPerPacket: number;
+}
+
+async function rxCounters(ns: string): Promise<{ bytes: number; packets: number }> {
+  const [l] = JSON.parse(await inNs(ns, 'ip', '-s', '-j', 'link', 'show', 'eth0')) as { stats64: { rx: { bytes: number; packets: number } } }[];
+  return l!.stats64.rx;
 }
 
 async function iperf(ns: string, dst: string, args: string[]) {
@@ -40,8 +48,11 @@ async function iperf(ns: string, dst: string, args: string[]) {
   };
 }
 
-export async function measureDatapath(m: DatapathMode, seconds: number): Promise<DatapathSample> {
-  const lab = await Lab.create({ nodes: 2, config: JSON.stringify({ Network: '10.244.0.0/16', Backend: { Type: m.backend } }), agentArgs: m.args });
+/** Both underlay settings: veth (GSO super-packets cross intact) and NIC-like (segmented, GRO). */
+export const UNDERLAYS: Underlay[] = ['veth', 'nic'];
+
+export async function measureDatapath(m: DatapathMode, seconds: number, underlay: Underlay = 'veth'): Promise<DatapathSample> {
+  const lab = await Lab.create({ nodes: 2, config: JSON.stringify({ Network: '10.244.0.0/16', Backend: { Type: m.backend } }), agentArgs: m.args, underlay });
   try {
     await lab.bringUp({ cni: true });
     const [n1, n2] = [lab.node(1), lab.node(2)];
@@ -53,9 +64,11 @@ export async function measureDatapath(m: DatapathMode, seconds: number): Promise
     const ip3 = await server(dstNs, ['iperf3', '-s']);
     const qp = await server(dstNs, ['qperf']);
     try {
+      const w0 = await rxCounters(n2.ns);
       const c0 = machineCpu();
       const t1 = await iperf(src, dst, ['-t', String(seconds)]);
       const c1 = machineCpu();
+      const w1 = await rxCounters(n2.ns);
       const tcp1Gbps = t1.end.sum_received!.bits_per_second / 1e9;
       const t4 = await iperf(src, dst, ['-t', String(seconds), '-P', '4']);
       const u = await iperf(src, dst, ['-u', '-l', '64', '-b', '0', '-t', String(seconds)]);
@@ -72,6 +85,7 @@ export async function measureDatapath(m: DatapathMode, seconds: number): Promise
         tcpLatUs: lats[0]!,
         udpLatUs: lats[1]!,
         cpuSecPerGbit: (c1.busy - c0.busy) / (tcp1Gbps * seconds),
+        wireBytesPerPacket: (w1.bytes - w0.bytes) / Math.max(1, w1.packets - w0.packets),
       };
     } finally {
       ip3.stop();

@@ -36,20 +36,27 @@ export async function measurePrograms(repeat: number, peers = 1000): Promise<{ p
     const [egress, , guard, fast] = objs as [BpfObject, BpfObject, BpfObject, BpfObject];
     egress.map('fl_config').update(L.u32Key(0), L.configVal({ vni: 1, port: 8472, ttl: 64, flags: 0, localMAC: LOCAL_MAC }));
     // a realistic table: `peers` subnets, VTEPs and members, the measured peer among them
-    const subnets: [Buffer, Buffer][] = [], vteps: [Buffer, Buffer][] = [], members: [Buffer, Buffer][] = [];
+    const subnets: [Buffer, Buffer][] = [], vteps: [Buffer, Buffer][] = [], members: [Buffer, Buffer][] = [], routes: [Buffer, Buffer][] = [], counters: [Buffer, Buffer][] = [];
+    const zero = Buffer.alloc(egress.map('fl_peer_stats').lookupSize);
     for (let i = 0; i < peers; i++) {
       const mac = `02:01:00:00:${(i >> 8).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`;
       const ip = `100.64.${i >> 8}.${i & 255}`;
       subnets.push([L.subnetKey(`10.${100 + (i >> 8)}.${i & 255}.0`, 24), L.subnetVal(mac)]);
       vteps.push([L.vtepKey(mac), L.vtepVal(ip)]);
       members.push([L.memberKey(ip), L.memberVal()]);
+      routes.push([L.subnetKey(`10.${100 + (i >> 8)}.${i & 255}.0`, 24), L.routeVal(mac, ip)]);
+      counters.push([L.memberKey(ip), zero]);
     }
     subnets.push([L.subnetKey('10.244.5.0', 24), L.subnetVal(PEER_MAC)]);
     vteps.push([L.vtepKey(PEER_MAC), L.vtepVal(PEER_IP)]);
     members.push([L.memberKey(PEER_IP), L.memberVal()]);
+    routes.push([L.subnetKey('10.244.5.0', 24), L.routeVal(PEER_MAC, PEER_IP)]);
+    counters.push([L.memberKey(PEER_IP), zero]);
     egress.map('fl_subnets').updateMany(subnets);
     egress.map('fl_vteps').updateMany(vteps);
     egress.map('fl_members').updateMany(members);
+    egress.map('fl_routes').updateMany(routes);
+    egress.map('fl_peer_stats').updateMany(counters);
 
     const pod = (dst: string) => eth(LOCAL_MAC, LOCAL_MAC, ETH_P_IP, ipv4('10.244.3.2', dst, IPPROTO_ICMP, icmpEcho()));
     const vx = (src: string) => eth('02:00:00:00:00:aa', '02:00:00:00:00:bb', ETH_P_IP, ipv4(src, '172.20.0.11', IPPROTO_UDP, udp(40000, 8472, vxlan(1, pod('10.244.3.2')))));

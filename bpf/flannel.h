@@ -18,6 +18,15 @@ struct fl_subnet_val {
 	__u16 flags;
 };
 
+/* What the egress program reads for a destination, in one LPM lookup: the peer's VTEP MAC and host.
+ * Derived by the agent from fl_subnets and fl_vteps (the source of truth, as flannel's route,
+ * neighbour and FDB entries are), so that the hot path needs no second lookup. */
+struct fl_route {
+	__u8 vtep_mac[6];	/* inner destination MAC: the peer's flannel.1 */
+	__u16 flags;
+	__u8 remote_ip[4];	/* outer destination: the peer's PublicIP */
+};
+
 /* VTEP MAC -> host (the BPF twin of flannel's FDB entry) */
 struct fl_vtep_key {
 	__u8 mac[6];

@@ -17,6 +17,15 @@ struct {
 } fl_subnets SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, FL_MAX_PEERS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct fl_subnet_key);
+	__type(value, struct fl_route);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fl_routes SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, FL_MAX_PEERS);
 	__type(key, struct fl_vtep_key);
@@ -48,9 +57,10 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } fl_stats SEC(".maps");
 
-/* Not preallocated: a preallocated per-CPU hash reserves max_entries x value x possible CPUs up front
- * (65536 x 32 B x 256 CPUs = 512 MiB of kernel memory on a large host, charged to the agent). An entry is
- * allocated when a peer first exchanges traffic and freed when the peer goes. */
+/* Per member (public IP): its traffic counters. The agent creates the entry when the member joins and
+ * removes it when it goes, so its presence also says "member": flannel.1's ingress check needs this one
+ * lookup only. Not preallocated: a preallocated per-CPU hash reserves max_entries x value x possible
+ * CPUs up front (65536 x 32 B x 256 CPUs = 512 MiB of kernel memory on a large host). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, FL_MAX_PEERS);
@@ -106,18 +116,12 @@ static __always_inline void fl_count(__u32 reason, __u64 bytes)
 	}
 }
 
+/* The member's counters, or NULL when the address holds no lease. Programs never create entries. */
 static __always_inline struct fl_peer_stats *fl_peer(const __u8 ip[4])
 {
 	struct fl_member_key k = { .ip = { ip[0], ip[1], ip[2], ip[3] } };
-	struct fl_peer_stats *s = bpf_map_lookup_elem(&fl_peer_stats, &k);
 
-	if (!s) {
-		struct fl_peer_stats zero = {};
-
-		bpf_map_update_elem(&fl_peer_stats, &k, &zero, BPF_NOEXIST);
-		s = bpf_map_lookup_elem(&fl_peer_stats, &k);
-	}
-	return s;
+	return bpf_map_lookup_elem(&fl_peer_stats, &k);
 }
 
 static __always_inline void fl_peer_tx(const __u8 ip[4], __u64 bytes)
@@ -127,16 +131,6 @@ static __always_inline void fl_peer_tx(const __u8 ip[4], __u64 bytes)
 	if (s) {
 		s->tx_packets++;
 		s->tx_bytes += bytes;
-	}
-}
-
-static __always_inline void fl_peer_rx(const __u8 ip[4], __u64 bytes)
-{
-	struct fl_peer_stats *s = fl_peer(ip);
-
-	if (s) {
-		s->rx_packets++;
-		s->rx_bytes += bytes;
 	}
 }
 

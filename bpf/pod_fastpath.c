@@ -219,7 +219,8 @@ int fl_pod_egress(struct __sk_buff *skb)
 	struct fl_subnet_key sk = { .prefixlen = 32 };
 
 	__builtin_memcpy(sk.addr, &ip->daddr, 4);
-	if (!bpf_map_lookup_elem(&fl_subnets, &sk))
+	/* the map flannel.1's egress reads: a destination there is a remote pod it can send to */
+	if (!bpf_map_lookup_elem(&fl_routes, &sk))
 		return fl_pass(skb, FL_PASS_NOT_POD);
 	int r = fl_flow_ok(skb, ip, fc->flags);
 

@@ -24,14 +24,17 @@ static __always_inline int fl_vtep_accept(struct __sk_buff *skb)
 		fl_count(FL_WRONG_VNI, skb->len);
 		return TC_ACT_SHOT;
 	}
-	struct fl_member_key mk;
-	__u32 remote = bpf_htonl(key.remote_ipv4);
-	__builtin_memcpy(mk.ip, &remote, 4);
-	if (!bpf_map_lookup_elem(&fl_members, &mk)) {
+	__u8 remote[4];
+	__u32 r = bpf_htonl(key.remote_ipv4);
+	__builtin_memcpy(remote, &r, 4);
+	/* one lookup: a member's counters exist exactly while it holds a lease */
+	struct fl_peer_stats *peer = fl_peer(remote);
+	if (!peer) {
 		fl_count(FL_SPOOFED, skb->len);
 		return TC_ACT_SHOT;
 	}
-	fl_peer_rx(mk.ip, skb->len);
+	peer->rx_packets++;
+	peer->rx_bytes += skb->len;
 	fl_count(FL_RECEIVED, skb->len);
 	return TC_ACT_UNSPEC;
 }

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /* tc egress on flannel.1 in external (collect-metadata) mode. The kernel's vxlan device does the
  * encapsulation, but only for packets that carry a tunnel key: this program decides where each packet
- * goes, replacing flannel's per-peer route, neighbour and FDB entries with two map lookups. */
+ * goes, replacing flannel's per-peer route, neighbour and FDB entries with one LPM lookup. */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/ip.h>
@@ -33,30 +33,25 @@ int fl_vxlan_egress(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 	}
 
+	/* one LPM lookup: the agent keeps fl_routes as the join of fl_subnets and fl_vteps, written only
+	 * once both halves exist, so "subnet known, VTEP not" (unknown_vtep) cannot happen here */
 	struct fl_subnet_key sk = { .prefixlen = 32 };
 	__builtin_memcpy(sk.addr, &ip->daddr, 4);
-	struct fl_subnet_val *sub = bpf_map_lookup_elem(&fl_subnets, &sk);
-	if (!sub) {
+	struct fl_route *rt = bpf_map_lookup_elem(&fl_routes, &sk);
+	if (!rt) {
 		fl_count(FL_NO_ROUTE, skb->len);
-		return TC_ACT_SHOT;
-	}
-	struct fl_vtep_key vk = {};
-	__builtin_memcpy(vk.mac, sub->vtep_mac, 6);
-	struct fl_vtep_val *vtep = bpf_map_lookup_elem(&fl_vteps, &vk);
-	if (!vtep) {
-		fl_count(FL_UNKNOWN_VTEP, skb->len);
 		return TC_ACT_SHOT;
 	}
 
 	/* The receiving vxlan device delivers the inner frame up its own stack: unless the destination MAC
 	 * is its own (the peer's VtepMAC) the frame is PACKET_OTHERHOST and dropped. With ARP off our
 	 * kernel wrote our own MAC here, so it must be replaced. */
-	__builtin_memcpy(eth->h_dest, sub->vtep_mac, 6);
+	__builtin_memcpy(eth->h_dest, rt->vtep_mac, 6);
 	__builtin_memcpy(eth->h_source, cfg->local_mac, 6);
 
 	struct bpf_tunnel_key key = {};
 	__u32 remote;
-	__builtin_memcpy(&remote, vtep->remote_ip, 4);
+	__builtin_memcpy(&remote, rt->remote_ip, 4);
 	key.remote_ipv4 = bpf_ntohl(remote);	/* the helper wants host byte order */
 	key.tunnel_id = cfg->vni;
 	key.tunnel_ttl = cfg->ttl ? cfg->ttl : 64;
@@ -69,7 +64,7 @@ int fl_vxlan_egress(struct __sk_buff *skb)
 	 * the outer packet and send it through the node's masquerade rules: the 63-second connect delay. */
 	skb->mark = 0;
 
-	fl_peer_tx(vtep->remote_ip, skb->len);
+	fl_peer_tx(rt->remote_ip, skb->len);
 	fl_count(FL_FORWARDED, skb->len);
 	/* not TC_ACT_OK: that would end the filter chain, and a filter after ours (a policer, another
 	 * agent's program) must still see the packet */

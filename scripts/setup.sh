@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(clang llvm libbpf-dev libelf-dev zlib1g-dev libmnl-dev bpftool iproute2 iptables
-      etcd-server etcd-client containernetworking-plugins iperf3 qperf iputils-ping tcpdump conntrack
+      etcd-server etcd-client containernetworking-plugins iperf3 qperf iputils-ping tcpdump conntrack ethtool
       python3 make g++ pkg-config)
 
 # vagrant only validates the Vagrant lab's Vagrantfile in the tests; the lab's VMs themselves

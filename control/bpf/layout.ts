@@ -42,6 +42,15 @@ export function subnetVal(mac: string): Buffer {
 }
 export const decodeSubnetVal = (b: Buffer) => ({ vtepMAC: macStr(b.subarray(0, 6)) });
 
+/** struct fl_route { u8 vtep_mac[6]; u16 flags; u8 remote_ip[4]; }: fl_routes, the egress program's one lookup */
+export function routeVal(mac: string, ip: string): Buffer {
+  const b = Buffer.alloc(12);
+  writeMac(mac, b, 0);
+  writeIp(ip, b, 8);
+  return b;
+}
+export const decodeRouteVal = (b: Buffer) => ({ vtepMAC: macStr(b.subarray(0, 6)), remoteIP: formatIp4(b.readUInt32BE(8)) });
+
 /** struct fl_vtep_key { u8 mac[6]; u16 pad; } */
 export function vtepKey(mac: string): Buffer {
   const b = Buffer.alloc(8);

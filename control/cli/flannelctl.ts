@@ -82,6 +82,7 @@ export function buildCtl(): Command {
       .addOption(new Option('--backend <backend>', 'data plane').choices(['vxlan', 'vxlan-classic', 'host-gw', 'udp']).default('vxlan'))
       .addOption(new Option('--nodes <n>', 'number of nodes').argParser((v) => positive(v, 'nodes', 9)).default(3))
       .addOption(new Option('--pods <n>', 'pods per node').argParser((v) => positive(v, 'pods', 20)).default(2))
+      .addOption(new Option('--underlay <kind>', 'underlay links: veth passes GSO super-packets between nodes intact; nic segments before the wire and merges with GRO on receive, as a real NIC does').choices(['veth', 'nic']).default('veth'))
       .option('--no-measure', 'skip the iperf3/ping figure'),
   ).action(async (o: LabUpOptions, c: Command) => {
     checkLab(c, o);

@@ -125,12 +125,12 @@ export class BpfMap {
     addon().bpfMapUpdate(this.fd, key, value);
   }
 
-  /** One native call for many entries; returns the errno of each (0 = stored). */
+  /** One native call for many entries (a per-CPU map's values: lookupSize each); the errno of each (0 = stored). */
   updateMany(entries: [Buffer, Buffer][]): number[] {
     if (entries.length === 0) return [];
     const keys = Buffer.concat(entries.map((e) => e[0]));
     const values = Buffer.concat(entries.map((e) => e[1]));
-    return [...addon().bpfMapUpdateMany(this.fd, keys, values, this.desc.keySize, this.desc.valueSize)];
+    return [...addon().bpfMapUpdateMany(this.fd, keys, values, this.desc.keySize, this.lookupSize)];
   }
 
   deleteMany(keys: Buffer[]): number[] {

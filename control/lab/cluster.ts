@@ -51,7 +51,15 @@ export interface LabOptions {
   stateDir?: string;
   /** agents and etcd outlive this process; `down` stops them */
   detached?: boolean;
+  /**
+   * The underlay links: `veth` (default) passes GSO super-packets between nodes intact, which no NIC
+   * does; `nic` segments before the wire (TSO and GSO off on both ends of every underlay veth) and
+   * merges on receive (GRO on), as a real NIC and its driver do.
+   */
+  underlay?: Underlay;
 }
+
+export type Underlay = 'veth' | 'nic';
 
 interface LabState {
   prefix: string;
@@ -78,6 +86,7 @@ export class Lab {
   readonly bpffs: string;
   readonly detached: boolean;
   agentArgs: string[] = [];
+  readonly underlayKind: Underlay;
   etcd!: EtcdServer;
 
   private constructor(o: LabOptions) {
@@ -89,6 +98,7 @@ export class Lab {
     this.tmp = o.stateDir ?? mkdtempSync(join(tmpdir(), `flannel-lab-${this.id}-`));
     this.bpffs = join(this.tmp, 'bpf');
     this.agentArgs = o.agentArgs ?? [];
+    this.underlayKind = o.underlay ?? 'veth';
   }
 
   /** Builds the lab; on failure everything built so far is removed before the error propagates. */
@@ -154,6 +164,11 @@ export class Lab {
     await ip('-n', ns, 'link', 'set', 'lo', 'up');
     await ip('-n', ns, 'addr', 'add', `${nodeIp}/24`, 'dev', 'eth0');
     await ip('-n', ns, 'link', 'set', 'eth0', 'up');
+    if (this.underlayKind === 'nic') {
+      // frames of at most the MTU on the wire, merged again by GRO on the receiving side
+      await inNs(this.underlay, 'ethtool', '-K', `n${i}`, 'tso', 'off', 'gso', 'off', 'gro', 'on');
+      await inNs(ns, 'ethtool', '-K', 'eth0', 'tso', 'off', 'gso', 'off', 'gro', 'on');
+    }
     await ip('-n', ns, 'route', 'add', 'default', 'via', UNDERLAY_GW);
     await inNs(ns, 'sysctl', '-qw', 'net.ipv4.ip_forward=1');
     this.nodes.push({ index: i, ns, ip: nodeIp, dir, subnetFile: join(dir, 'subnet.env'), logFile: join(dir, 'flanneld.log'), statusSocket: join(dir, 'flanneld.sock'), pinRoot: join(this.bpffs, `n${i}`), pods: [] });

@@ -5,7 +5,7 @@ import { renderStatus } from '../agent/status.js';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { Lab, type LabNode } from './cluster.js';
+import { Lab, type LabNode, type Underlay } from './cluster.js';
 import { inNs, until } from './netns.js';
 import { readDataPlane } from '../bpf/inspect.js';
 import * as L from '../bpf/layout.js';
@@ -19,6 +19,7 @@ export interface LabUpOptions {
   name: string;
   stateDir: string;
   measure: boolean;
+  underlay: Underlay;
 }
 
 type Out = (s: string) => void;
@@ -44,10 +45,10 @@ export async function labUp(o: LabUpOptions, out: Out): Promise<number> {
     const removed = await Lab.down(o.stateDir, o.name);
     out(removed.length ? `    removed: ${removed.join(', ')}` : '    nothing to remove');
 
-    begin(`starting etcd and ${o.nodes} node namespaces on an underlay bridge`);
+    begin(`starting etcd and ${o.nodes} node namespaces on an underlay bridge (${o.underlay === 'nic' ? 'NIC-like links: segmented before the wire, GRO on receive' : 'veth links: GSO super-packets cross intact'})`);
     const backend = o.backend === 'vxlan-classic' ? 'vxlan' : o.backend;
     const config = JSON.stringify({ Network: '10.244.0.0/16', Backend: { Type: backend } });
-    lab = await Lab.create({ nodes: o.nodes, config, name: o.name, stateDir: o.stateDir, detached: true, agentArgs: ['--ip-masq', ...(o.backend === 'vxlan-classic' ? ['--no-bpf'] : [])] });
+    lab = await Lab.create({ nodes: o.nodes, config, name: o.name, stateDir: o.stateDir, detached: true, underlay: o.underlay, agentArgs: ['--ip-masq', ...(o.backend === 'vxlan-classic' ? ['--no-bpf'] : [])] });
     out(`    etcd at ${lab.etcd.endpoint} (namespace ${lab.underlay}), config ${config}`);
 
     begin('starting flanneld on every node');

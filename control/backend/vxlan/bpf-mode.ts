@@ -28,10 +28,13 @@ export interface BpfModeOptions {
   fastPath?: FastPathMode;
 }
 
-type MapName = 'fl_subnets' | 'fl_vteps' | 'fl_members';
+type MapName = 'fl_subnets' | 'fl_vteps' | 'fl_members' | 'fl_routes' | 'fl_peer_stats';
 const ERRNO_NAMES = new Map(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
-const UPDATE_ORDER: MapName[] = ['fl_members', 'fl_vteps', 'fl_subnets'];
-const DELETE_ORDER: MapName[] = ['fl_subnets', 'fl_vteps', 'fl_members'];
+// A peer's counters first (their presence is what flannel.1's ingress accepts), then the guard's
+// member entry, the VTEP and the subnet, and last the route the egress program reads; deletes the
+// other way round. So no program ever finds a half-programmed peer.
+const UPDATE_ORDER: MapName[] = ['fl_peer_stats', 'fl_members', 'fl_vteps', 'fl_subnets', 'fl_routes'];
+const DELETE_ORDER: MapName[] = ['fl_routes', 'fl_subnets', 'fl_vteps', 'fl_members', 'fl_peer_stats'];
 export type MapOp = { map: MapName; action: 'update' | 'delete'; key: Buffer; value?: Buffer; what: string };
 
 // Virtual drivers where native XDP takes packets off the GRO path: measured -70% TCP on veth here.
@@ -49,6 +52,8 @@ export class BpfVxlanBackend implements Backend {
   private readonly opts: VxlanOptions;
   private readonly objects: BpfObject[] = [];
   private maps!: DataPlaneMaps;
+  /** the egress program's table, derived from fl_subnets and fl_vteps */
+  private routes!: BpfMap;
   private fastMaps!: FastPathMaps;
   private fast!: FastPath;
   private progs!: { egress: number; ingress: number; guardTc: number; guardXdp: number };
@@ -85,6 +90,7 @@ export class BpfVxlanBackend implements Backend {
       fl_stats: egress.map('fl_stats'),
       fl_peer_stats: egress.map('fl_peer_stats'),
     };
+    this.routes = egress.map('fl_routes');
     this.fastMaps = { fl_local_pods: egress.map('fl_local_pods'), fl_fast_cfg: egress.map('fl_fast_cfg'), fl_fast_stats: egress.map('fl_fast_stats') };
     this.fast = new FastPath(this.bpf.fastPath ?? 'auto', this.bpf.pinRoot, this.fastMaps, log);
     await this.fast.load(join(dir, 'pod_fastpath.o'));
@@ -131,7 +137,6 @@ export class BpfVxlanBackend implements Backend {
     await this.ensureDevice();
     this.ensurePinned();
     const res = await this.programmer.reconcile(peers);
-    this.pruneStats(peers);
     await this.ensureAttached();
     await this.fast.reconcile();
     return res;
@@ -245,14 +250,12 @@ export class BpfVxlanBackend implements Backend {
     }
   }
 
-  private pruneStats(peers: Lease[]): void {
-    const members = new Set(peers.map((p) => p.attrs.publicIP));
-    const stale = this.maps.fl_peer_stats.keys().filter((k) => !members.has(L.decodeMemberKey(k)));
-    this.maps.fl_peer_stats.deleteMany(stale);
+  private pinnedMaps(): Record<string, BpfMap> {
+    return { ...this.maps, fl_routes: this.routes, ...this.fastMaps };
   }
 
-  private pinnedMaps(): Record<string, BpfMap> {
-    return { ...this.maps, ...this.fastMaps };
+  private map(name: MapName): BpfMap {
+    return name === 'fl_routes' ? this.routes : this.maps[name];
   }
 
   traffic(): TrafficView {
@@ -317,11 +320,15 @@ export class BpfVxlanBackend implements Backend {
     const { vni, vtepMAC } = decodeVxlanData(lease.attrs);
     if (vni !== this.opts.vni) throw new LeaseFormatError(`peer uses VNI ${vni}, this network uses ${this.opts.vni}`);
     const ip = lease.attrs.publicIP;
-    // member and VTEP before the subnet, so the egress program never finds a subnet without its host
+    const subnetKey = L.subnetKey(formatIp4(lease.subnet.ip), lease.subnet.len);
+    // apply() writes them in UPDATE_ORDER: no program ever finds a route without its member
     return [
+      // counters start at zero and are never rewritten while the peer stays (the value compared is '')
+      mapEntry('fl_peer_stats', `counters ${ip}`, '', L.memberKey(ip), Buffer.alloc(this.maps.fl_peer_stats.lookupSize)),
       mapEntry('fl_members', `member ${ip}`, '', L.memberKey(ip), L.memberVal()),
       mapEntry('fl_vteps', `vtep ${vtepMAC}`, ip, L.vtepKey(vtepMAC), L.vtepVal(ip)),
-      mapEntry('fl_subnets', `subnet ${formatCidr(lease.subnet)}`, vtepMAC, L.subnetKey(formatIp4(lease.subnet.ip), lease.subnet.len), L.subnetVal(vtepMAC)),
+      mapEntry('fl_subnets', `subnet ${formatCidr(lease.subnet)}`, vtepMAC, subnetKey, L.subnetVal(vtepMAC)),
+      mapEntry('fl_routes', `route ${formatCidr(lease.subnet)}`, `${vtepMAC} ${ip}`, subnetKey, L.routeVal(vtepMAC, ip)),
     ];
   }
 
@@ -338,6 +345,15 @@ export class BpfVxlanBackend implements Backend {
       const { ip, len } = L.decodeSubnetKey(k);
       if (v) out.push(mapEntry('fl_subnets', `subnet ${ip}/${len}`, L.decodeSubnetVal(v).vtepMAC, k, v));
     }
+    for (const k of this.routes.keys()) {
+      const v = this.routes.lookup(k);
+      const { ip, len } = L.decodeSubnetKey(k);
+      if (!v) continue;
+      const r = L.decodeRouteVal(v);
+      out.push(mapEntry('fl_routes', `route ${ip}/${len}`, `${r.vtepMAC} ${r.remoteIP}`, k, v));
+    }
+    // the value is not read: a peer's counters are only ever created or removed here
+    for (const k of m.fl_peer_stats.keys()) out.push(mapEntry('fl_peer_stats', `counters ${L.decodeMemberKey(k)}`, '', k, Buffer.alloc(m.fl_peer_stats.lookupSize)));
     return out;
   }
 
@@ -356,7 +372,7 @@ export class BpfVxlanBackend implements Backend {
       let j = i;
       while (j < order.length && ops[order[j]!]!.map === first.map && ops[order[j]!]!.action === first.action) j++;
       const idx = order.slice(i, j);
-      const map = this.maps[first.map];
+      const map = this.map(first.map);
       const errnos = first.action === 'update' ? map.updateMany(idx.map((k) => [ops[k]!.key, ops[k]!.value!])) : map.deleteMany(idx.map((k) => ops[k]!.key));
       errnos.forEach((e, k) => {
         if (!e) return;
