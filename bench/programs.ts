@@ -87,7 +87,7 @@ export async function measurePrograms(repeat: number, peers = 1000): Promise<{ p
       const names: [string, string][] = [
         ['empty tc program (test-run floor)', 'part_empty'],
         ['+ LPM lookup of the destination', 'part_lpm'],
-        ['+ VTEP hash lookup', 'part_lpm_vtep'],
+        ['+ VTEP hash lookup (a second lookup, as egress did before fl_routes)', 'part_lpm_vtep'],
         ['bpf_skb_set_tunnel_key alone', 'part_tunnel_key'],
         ['per-peer and per-reason counters alone', 'part_counters'],
       ];
