@@ -5,15 +5,41 @@ export const REASONS = ['forwarded', 'no_route', 'unknown_vtep', 'spoofed', 'wro
 export type Reason = (typeof REASONS)[number];
 export const CFG_KEEP_UDP_CSUM = 1;
 
+/**
+ * Every struct of bpf/flannel.h this file encodes or decodes: its size, and each field's [offset, size]
+ * in bytes. The encoders below take their offsets and sizes from here, and
+ * test/integration/layout.test.ts compares every entry with the BTF of the built objects (and the
+ * reason lists with the C enums): a change to either side alone fails that test.
+ */
+export const STRUCTS = {
+  fl_subnet_key: { size: 8, fields: { prefixlen: [0, 4], addr: [4, 4] } },
+  fl_subnet_val: { size: 8, fields: { vtep_mac: [0, 6], flags: [6, 2] } },
+  fl_route: { size: 12, fields: { vtep_mac: [0, 6], flags: [6, 2], remote_ip: [8, 4] } },
+  fl_vtep_key: { size: 8, fields: { mac: [0, 6], pad: [6, 2] } },
+  fl_vtep_val: { size: 8, fields: { remote_ip: [0, 4], flags: [4, 4] } },
+  fl_member_key: { size: 4, fields: { ip: [0, 4] } },
+  fl_member_val: { size: 4, fields: { flags: [0, 4] } },
+  fl_config: { size: 16, fields: { vni: [0, 4], port: [4, 2], ttl: [6, 1], flags: [7, 1], local_mac: [8, 6], pad: [14, 2] } },
+  fl_counter: { size: 16, fields: { packets: [0, 8], bytes: [8, 8] } },
+  fl_peer_stats: { size: 32, fields: { tx_packets: [0, 8], tx_bytes: [8, 8], rx_packets: [16, 8], rx_bytes: [24, 8] } },
+  fl_pod_key: { size: 4, fields: { ip: [0, 4] } },
+  fl_pod_val: { size: 24, fields: { ifindex: [0, 4], pod_mac: [4, 6], gw_mac: [10, 6], host_mac: [16, 6], flags: [22, 2] } },
+  fl_fast_cfg: { size: 8, fields: { vtep_ifindex: [0, 4], flags: [4, 4] } },
+} as const satisfies Record<string, { size: number; fields: Record<string, readonly [number, number]> }>;
+
+const S = STRUCTS;
+/** offset of a field, for the encoders */
+const at = <T extends keyof typeof S>(t: T, f: keyof (typeof S)[T]['fields']) => (S[t].fields as Record<string, readonly [number, number]>)[f as string]![0];
+
 // Encoders write straight into the entry's buffer: 15000 entries for 5000 peers must cost little.
 function writeIp(ip: string, b: Buffer, off: number): void {
   const v = parseIp4(ip);
   if (v === undefined) throw new Error(`not an IPv4 address: ${ip}`);
   b.writeUInt32BE(v, off);
 }
-function ipBytes(ip: string): Buffer {
-  const b = Buffer.alloc(4);
-  writeIp(ip, b, 0);
+function ipBytes(ip: string, size: number, off: number): Buffer {
+  const b = Buffer.alloc(size);
+  writeIp(ip, b, off);
   return b;
 }
 const HEX = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
@@ -22,56 +48,57 @@ function writeMac(mac: string, b: Buffer, off: number): void {
   for (let i = 0; i < 6; i++) b[off + i] = parseInt(mac.slice(i * 3, i * 3 + 2), 16);
 }
 const macStr = (b: Buffer) => [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
+const macAt = (b: Buffer, off: number) => macStr(b.subarray(off, off + 6));
 
 /** struct fl_subnet_key { u32 prefixlen; u8 addr[4]; } (prefixlen in host order, as LPM tries want) */
 export function subnetKey(ip: string, len: number): Buffer {
-  const b = Buffer.alloc(8);
-  b.writeUInt32LE(len, 0);
-  writeIp(ip, b, 4);
+  const b = Buffer.alloc(S.fl_subnet_key.size);
+  b.writeUInt32LE(len, at('fl_subnet_key', 'prefixlen'));
+  writeIp(ip, b, at('fl_subnet_key', 'addr'));
   return b;
 }
 export function decodeSubnetKey(b: Buffer): { ip: string; len: number } {
-  return { len: b.readUInt32LE(0), ip: formatIp4(b.readUInt32BE(4)) };
+  return { len: b.readUInt32LE(at('fl_subnet_key', 'prefixlen')), ip: formatIp4(b.readUInt32BE(at('fl_subnet_key', 'addr'))) };
 }
 
 /** struct fl_subnet_val { u8 vtep_mac[6]; u16 flags; } */
 export function subnetVal(mac: string): Buffer {
-  const b = Buffer.alloc(8);
-  writeMac(mac, b, 0);
+  const b = Buffer.alloc(S.fl_subnet_val.size);
+  writeMac(mac, b, at('fl_subnet_val', 'vtep_mac'));
   return b;
 }
-export const decodeSubnetVal = (b: Buffer) => ({ vtepMAC: macStr(b.subarray(0, 6)) });
+export const decodeSubnetVal = (b: Buffer) => ({ vtepMAC: macAt(b, at('fl_subnet_val', 'vtep_mac')) });
 
 /** struct fl_route { u8 vtep_mac[6]; u16 flags; u8 remote_ip[4]; }: fl_routes, the egress program's one lookup */
 export function routeVal(mac: string, ip: string): Buffer {
-  const b = Buffer.alloc(12);
-  writeMac(mac, b, 0);
-  writeIp(ip, b, 8);
+  const b = Buffer.alloc(S.fl_route.size);
+  writeMac(mac, b, at('fl_route', 'vtep_mac'));
+  writeIp(ip, b, at('fl_route', 'remote_ip'));
   return b;
 }
-export const decodeRouteVal = (b: Buffer) => ({ vtepMAC: macStr(b.subarray(0, 6)), remoteIP: formatIp4(b.readUInt32BE(8)) });
+export const decodeRouteVal = (b: Buffer) => ({ vtepMAC: macAt(b, at('fl_route', 'vtep_mac')), remoteIP: formatIp4(b.readUInt32BE(at('fl_route', 'remote_ip'))) });
 
 /** struct fl_vtep_key { u8 mac[6]; u16 pad; } */
 export function vtepKey(mac: string): Buffer {
-  const b = Buffer.alloc(8);
-  writeMac(mac, b, 0);
+  const b = Buffer.alloc(S.fl_vtep_key.size);
+  writeMac(mac, b, at('fl_vtep_key', 'mac'));
   return b;
 }
-export const decodeVtepKey = (b: Buffer) => macStr(b.subarray(0, 6));
+export const decodeVtepKey = (b: Buffer) => macAt(b, at('fl_vtep_key', 'mac'));
 
 /** struct fl_vtep_val { u8 remote_ip[4]; u32 flags; } */
 export function vtepVal(ip: string): Buffer {
-  const b = Buffer.alloc(8);
-  writeIp(ip, b, 0);
+  const b = Buffer.alloc(S.fl_vtep_val.size);
+  writeIp(ip, b, at('fl_vtep_val', 'remote_ip'));
   return b;
 }
-export const decodeVtepVal = (b: Buffer) => ({ remoteIP: formatIp4(b.readUInt32BE(0)) });
+export const decodeVtepVal = (b: Buffer) => ({ remoteIP: formatIp4(b.readUInt32BE(at('fl_vtep_val', 'remote_ip'))) });
 
 /** struct fl_member_key { u8 ip[4]; } */
-export const memberKey = (ip: string) => ipBytes(ip);
-export const decodeMemberKey = (b: Buffer) => formatIp4(b.readUInt32BE(0));
+export const memberKey = (ip: string) => ipBytes(ip, S.fl_member_key.size, at('fl_member_key', 'ip'));
+export const decodeMemberKey = (b: Buffer) => formatIp4(b.readUInt32BE(at('fl_member_key', 'ip')));
 /** struct fl_member_val { u32 flags; } */
-export const memberVal = () => Buffer.alloc(4);
+export const memberVal = () => Buffer.alloc(S.fl_member_val.size);
 
 export interface FlConfig {
   vni: number;
@@ -82,16 +109,22 @@ export interface FlConfig {
 }
 /** struct fl_config { u32 vni; u16 port; u8 ttl; u8 flags; u8 local_mac[6]; u16 pad; } (host order) */
 export function configVal(c: FlConfig): Buffer {
-  const b = Buffer.alloc(16);
-  b.writeUInt32LE(c.vni, 0);
-  b.writeUInt16LE(c.port, 4);
-  b.writeUInt8(c.ttl, 6);
-  b.writeUInt8(c.flags, 7);
-  writeMac(c.localMAC, b, 8);
+  const b = Buffer.alloc(S.fl_config.size);
+  b.writeUInt32LE(c.vni, at('fl_config', 'vni'));
+  b.writeUInt16LE(c.port, at('fl_config', 'port'));
+  b.writeUInt8(c.ttl, at('fl_config', 'ttl'));
+  b.writeUInt8(c.flags, at('fl_config', 'flags'));
+  writeMac(c.localMAC, b, at('fl_config', 'local_mac'));
   return b;
 }
 export function decodeConfig(b: Buffer): FlConfig {
-  return { vni: b.readUInt32LE(0), port: b.readUInt16LE(4), ttl: b.readUInt8(6), flags: b.readUInt8(7), localMAC: macStr(b.subarray(8, 14)) };
+  return {
+    vni: b.readUInt32LE(at('fl_config', 'vni')),
+    port: b.readUInt16LE(at('fl_config', 'port')),
+    ttl: b.readUInt8(at('fl_config', 'ttl')),
+    flags: b.readUInt8(at('fl_config', 'flags')),
+    localMAC: macAt(b, at('fl_config', 'local_mac')),
+  };
 }
 
 export const u32Key = (n: number) => {
@@ -104,16 +137,17 @@ export const u32Key = (n: number) => {
 export function sumCounters(perCpu: Buffer[]): { packets: number; bytes: number } {
   let packets = 0n, bytes = 0n;
   for (const c of perCpu) {
-    packets += c.readBigUInt64LE(0);
-    bytes += c.readBigUInt64LE(8);
+    packets += c.readBigUInt64LE(at('fl_counter', 'packets'));
+    bytes += c.readBigUInt64LE(at('fl_counter', 'bytes'));
   }
   return { packets: Number(packets), bytes: Number(bytes) };
 }
 
 /** struct fl_peer_stats { u64 tx_packets, tx_bytes, rx_packets, rx_bytes; } summed over CPUs */
 export function sumPeerStats(perCpu: Buffer[]) {
+  const fields = ['tx_packets', 'tx_bytes', 'rx_packets', 'rx_bytes'] as const;
   const s = [0n, 0n, 0n, 0n];
-  for (const c of perCpu) for (let i = 0; i < 4; i++) s[i]! += c.readBigUInt64LE(i * 8);
+  for (const c of perCpu) fields.forEach((f, i) => (s[i]! += c.readBigUInt64LE(at('fl_peer_stats', f))));
   return { txPackets: Number(s[0]), txBytes: Number(s[1]), rxPackets: Number(s[2]), rxBytes: Number(s[3]) };
 }
 
@@ -136,30 +170,35 @@ export interface LocalPod {
 }
 
 /** struct fl_pod_key { u8 ip[4]; } */
-export const podKey = (ip: string) => ipBytes(ip);
-export const decodePodKey = (b: Buffer) => formatIp4(b.readUInt32BE(0));
+export const podKey = (ip: string) => ipBytes(ip, S.fl_pod_key.size, at('fl_pod_key', 'ip'));
+export const decodePodKey = (b: Buffer) => formatIp4(b.readUInt32BE(at('fl_pod_key', 'ip')));
 
 /** struct fl_pod_val { u32 ifindex; u8 pod_mac[6]; u8 gw_mac[6]; u8 host_mac[6]; u16 flags; } */
 export function podVal(p: Omit<LocalPod, 'ip'>): Buffer {
-  const b = Buffer.alloc(24);
-  b.writeUInt32LE(p.ifindex, 0);
-  writeMac(p.podMAC, b, 4);
-  writeMac(p.gwMAC, b, 10);
-  writeMac(p.hostMAC, b, 16);
+  const b = Buffer.alloc(S.fl_pod_val.size);
+  b.writeUInt32LE(p.ifindex, at('fl_pod_val', 'ifindex'));
+  writeMac(p.podMAC, b, at('fl_pod_val', 'pod_mac'));
+  writeMac(p.gwMAC, b, at('fl_pod_val', 'gw_mac'));
+  writeMac(p.hostMAC, b, at('fl_pod_val', 'host_mac'));
   return b;
 }
 export function decodePodVal(b: Buffer): Omit<LocalPod, 'ip'> {
-  return { ifindex: b.readUInt32LE(0), podMAC: macStr(b.subarray(4, 10)), gwMAC: macStr(b.subarray(10, 16)), hostMAC: macStr(b.subarray(16, 22)) };
+  return {
+    ifindex: b.readUInt32LE(at('fl_pod_val', 'ifindex')),
+    podMAC: macAt(b, at('fl_pod_val', 'pod_mac')),
+    gwMAC: macAt(b, at('fl_pod_val', 'gw_mac')),
+    hostMAC: macAt(b, at('fl_pod_val', 'host_mac')),
+  };
 }
 
 /** struct fl_fast_cfg { u32 vtep_ifindex; u32 flags; } */
 export function fastCfgVal(c: { vtepIfindex: number; flags: number }): Buffer {
-  const b = Buffer.alloc(8);
-  b.writeUInt32LE(c.vtepIfindex, 0);
-  b.writeUInt32LE(c.flags, 4);
+  const b = Buffer.alloc(S.fl_fast_cfg.size);
+  b.writeUInt32LE(c.vtepIfindex, at('fl_fast_cfg', 'vtep_ifindex'));
+  b.writeUInt32LE(c.flags, at('fl_fast_cfg', 'flags'));
   return b;
 }
-export const decodeFastCfg = (b: Buffer) => ({ vtepIfindex: b.readUInt32LE(0), flags: b.readUInt32LE(4) });
+export const decodeFastCfg = (b: Buffer) => ({ vtepIfindex: b.readUInt32LE(at('fl_fast_cfg', 'vtep_ifindex')), flags: b.readUInt32LE(at('fl_fast_cfg', 'flags')) });
 
 /**
  * Maps that hold only counters. When a new version changes one's shape (more reasons, other flags),
