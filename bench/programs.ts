@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BpfObject, ensureBpffs, testRun } from '../control/kernel/bpf.ts';
 import * as L from '../control/bpf/layout.ts';
+import { objectPath } from '../control/bpf/objects.ts';
 import { projectRoot } from '../control/paths.ts';
 import { eth, ipv4, udp, vxlan, icmpEcho, ETH_P_IP, IPPROTO_ICMP, IPPROTO_UDP } from '../test/helpers/packets.ts';
 
@@ -31,8 +32,7 @@ export async function measurePrograms(repeat: number, peers = 1000): Promise<{ p
   ensureBpffs(pinRoot);
   const objs: BpfObject[] = [];
   try {
-    const dir = join(projectRoot(), 'dist', 'bpf');
-    for (const n of ['vxlan_egress.o', 'vxlan_ingress.o', 'underlay_guard.o', 'pod_fastpath.o']) objs.push(await BpfObject.open(join(dir, n), pinRoot));
+    for (const n of ['egress', 'ingress', 'guard', 'fastPath'] as const) objs.push(await BpfObject.open(objectPath(n), pinRoot));
     const [egress, , guard, fast] = objs as [BpfObject, BpfObject, BpfObject, BpfObject];
     egress.map('fl_config').update(L.u32Key(0), L.configVal({ vni: 1, port: 8472, ttl: 64, flags: 0, localMAC: LOCAL_MAC }));
     // a realistic table: `peers` subnets, VTEPs and members, the measured peer among them

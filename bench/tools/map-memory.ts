@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { BpfObject, ensureBpffs } from '../../control/kernel/bpf.ts';
 import { addon } from '../../control/kernel/addon.ts';
 import * as L from '../../control/bpf/layout.ts';
+import { objectPath } from '../../control/bpf/objects.ts';
 
 const N = Number(process.argv[2] ?? 10_000);
 const root = mkdtempSync('/run/flannel-bench-bpffs-');
@@ -17,7 +18,7 @@ const cpus = addon().numPossibleCpus;
 const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
 try {
   ensureBpffs(root);
-  const obj = await BpfObject.open(join(process.cwd(), 'dist', 'bpf', 'vxlan_egress.o'), root);
+  const obj = await BpfObject.open(objectPath('egress'), root);
   const path = join(root, 'fl_peer_stats');
   const empty = memlock(path);
   const m = obj.map('fl_peer_stats');

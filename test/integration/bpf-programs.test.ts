@@ -11,11 +11,11 @@ import { fileURLToPath } from 'node:url';
 import { BpfMap, BpfObject, ensureBpffs, testRun } from '../../control/kernel/bpf.ts';
 import { addon } from '../../control/kernel/addon.ts';
 import * as L from '../../control/bpf/layout.ts';
+import { objectPath } from '../../control/bpf/objects.ts';
 import { countersByIndex } from '../../control/bpf/inspect.ts';
 import { eth, ipv4, udp, vxlan, icmpEcho, mac, ETH_P_IP, ETH_P_ARP, IPPROTO_ICMP, IPPROTO_UDP } from '../helpers/packets.ts';
 import { inNs, ip } from '../helpers/netns.ts';
 
-const OBJ = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist', 'bpf');
 // accepted or not ours: TC_ACT_UNSPEC lets the filters after ours run; TC_ACT_OK would end the chain
 const TC_ACT_UNSPEC = -1, TC_ACT_SHOT = 2, XDP_DROP = 1, XDP_PASS = 2;
 const LOCAL_MAC = '02:00:00:00:00:01', PEER_MAC = '02:00:00:00:00:02', ORPHAN_MAC = '02:00:00:00:00:03';
@@ -31,10 +31,10 @@ function counters() {
 
 before(async () => {
   ensureBpffs(pinRoot);
-  egress = await BpfObject.open(join(OBJ, 'vxlan_egress.o'), pinRoot);
-  ingress = await BpfObject.open(join(OBJ, 'vxlan_ingress.o'), pinRoot);
-  guard = await BpfObject.open(join(OBJ, 'underlay_guard.o'), pinRoot);
-  fastObj = await BpfObject.open(join(OBJ, 'pod_fastpath.o'), pinRoot);
+  egress = await BpfObject.open(objectPath('egress'), pinRoot);
+  ingress = await BpfObject.open(objectPath('ingress'), pinRoot);
+  guard = await BpfObject.open(objectPath('guard'), pinRoot);
+  fastObj = await BpfObject.open(objectPath('fastPath'), pinRoot);
   egress.map('fl_config').update(L.u32Key(0), L.configVal({ vni: 1, port: 8472, ttl: 64, flags: 0, localMAC: LOCAL_MAC }));
   egress.map('fl_subnets').update(L.subnetKey('10.244.5.0', 24), L.subnetVal(PEER_MAC));
   egress.map('fl_subnets').update(L.subnetKey('10.244.6.0', 24), L.subnetVal(ORPHAN_MAC));
@@ -362,7 +362,7 @@ test(`flannel.1 ingress on a real external vxlan device: fuzzed VXLAN from a mem
     await inNs(peer!, 'ip', 'link', 'set', 'fz1', 'up');
     const pins = mkdtempSync('/run/flannel-test-bpffs-');
     try {
-      const child = spawn('ip', ['netns', 'exec', node!, process.execPath, '--import', 'tsx', join(FIX, 'vtep-ingress.ts'), pins, OBJ, '172.31.0.2'], { stdio: ['pipe', 'pipe', 'inherit'] });
+      const child = spawn('ip', ['netns', 'exec', node!, process.execPath, '--import', 'tsx', join(FIX, 'vtep-ingress.ts'), pins, '172.31.0.2'], { stdio: ['pipe', 'pipe', 'inherit'] });
       let out = '';
       child.stdout.on('data', (d) => (out += d));
       const exited = new Promise((r) => child.once('exit', r));
@@ -389,7 +389,7 @@ test('pod fast path against real conntrack entries: an established flow is taken
   await withNamespaces(1, async ([ns]) => {
     const pins = mkdtempSync('/run/flannel-test-bpffs-');
     try {
-      const r = JSON.parse(await inNs(ns!, process.execPath, '--import', 'tsx', join(FIX, 'fastpath-ct.ts'), pins, OBJ)) as {
+      const r = JSON.parse(await inNs(ns!, process.execPath, '--import', 'tsx', join(FIX, 'fastpath-ct.ts'), pins)) as {
         cases: Record<string, { retval: number; counted: string[] }>;
         timeouts: { udp: number | null; tcp: number | null };
         probe: number;
@@ -451,8 +451,8 @@ test('upgrade: a pinned counter map of an older layout is replaced; a data map o
     // fl_peer_stats as the previous version pinned it: preallocated
     execFileSync('bpftool', ['map', 'create', join(root, 'fl_peer_stats'), 'type', 'percpu_hash', 'key', '4', 'value', '32', 'entries', '65536', 'name', 'fl_peer_stats']);
     const oldId = BpfMap.pinnedId(join(root, 'fl_peer_stats'));
-    await assert.rejects(BpfObject.open(join(OBJ, 'vxlan_egress.o'), root), /bpf load/, 'libbpf refuses a pin of another shape');
-    const o = await BpfObject.open(join(OBJ, 'vxlan_egress.o'), root, undefined, L.COUNTER_MAPS);
+    await assert.rejects(BpfObject.open(objectPath('egress'), root), /bpf load/, 'libbpf refuses a pin of another shape');
+    const o = await BpfObject.open(objectPath('egress'), root, undefined, L.COUNTER_MAPS);
     try {
       assert.notEqual(o.map('fl_peer_stats').id(), oldId);
       assert.equal(BpfMap.pinnedId(join(root, 'fl_peer_stats')), o.map('fl_peer_stats').id());
@@ -464,7 +464,7 @@ test('upgrade: a pinned counter map of an older layout is replaced; a data map o
     // a map that holds peers is never thrown away behind the operator's back
     execFileSync('bpftool', ['map', 'create', join(root, 'fl_vteps'), 'type', 'hash', 'key', '8', 'value', '4', 'entries', '16', 'name', 'fl_vteps']);
     const id = BpfMap.pinnedId(join(root, 'fl_vteps'));
-    await assert.rejects(BpfObject.open(join(OBJ, 'vxlan_egress.o'), root, undefined, L.COUNTER_MAPS), /bpf load/);
+    await assert.rejects(BpfObject.open(objectPath('egress'), root, undefined, L.COUNTER_MAPS), /bpf load/);
     assert.equal(BpfMap.pinnedId(join(root, 'fl_vteps')), id, 'the data map pin is left alone');
   });
 });

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as L from '../../control/bpf/layout.ts';
+import { OBJECTS } from '../../control/bpf/objects.ts';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const OBJ = join(ROOT, 'dist', 'bpf');
@@ -105,4 +106,10 @@ test('the counter names layout.ts uses are the C enums fl_reason and fl_fast_res
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
+});
+
+test('bpf/Makefile builds exactly the objects control/bpf/objects.ts names', () => {
+  const make = execFileSync('cat', [join(ROOT, 'bpf', 'Makefile')], { encoding: 'utf8' });
+  const progs = /^PROGS\s*:=\s*(.+)$/m.exec(make)?.[1]?.trim().split(/\s+/) ?? [];
+  assert.deepEqual(progs.map((p) => `${p}.o`).sort(), Object.values(OBJECTS).sort());
 });

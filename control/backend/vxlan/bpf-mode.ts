@@ -5,12 +5,12 @@
 import { existsSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { constants as osConstants } from 'node:os';
-import { projectRoot } from '../../paths.js';
 import { LeaseFormatError, decodeVxlanData, encodeVxlanData, type Lease } from '../../subnet/lease.js';
 import { formatCidr, formatIp4 } from '../../subnet/ip4.js';
 import { exec, type Link } from '../../kernel/netlink.js';
 import { BpfMap, BpfObject, ensureBpffs, untrustedPins, tcAttach, tcQuery, xdpAttach, xdpDetach, xdpQuery, progInfo, progInfoById } from '../../kernel/bpf.js';
 import * as L from '../../bpf/layout.js';
+import { objectPath } from '../../bpf/objects.js';
 import { PeerProgrammer, type Entry } from '../peer-programmer.js';
 import type { Backend, BackendContext, HealthCheck, TrafficView } from '../types.js';
 import { decodeDataPlane, type DataPlaneMaps } from '../../bpf/inspect.js';
@@ -79,8 +79,7 @@ export class BpfVxlanBackend implements Backend {
     ensureBpffs(this.bpf.pinRoot);
     const bad = untrustedPins(this.bpf.pinRoot);
     if (bad.length) throw new Error(`refusing to reuse pinned maps that are not root's alone: ${bad.join(', ')}`);
-    const dir = join(projectRoot(), 'dist', 'bpf');
-    for (const name of ['vxlan_egress.o', 'vxlan_ingress.o', 'underlay_guard.o']) this.objects.push(await BpfObject.open(join(dir, name), this.bpf.pinRoot, log, L.COUNTER_MAPS));
+    for (const name of ['egress', 'ingress', 'guard'] as const) this.objects.push(await BpfObject.open(objectPath(name), this.bpf.pinRoot, log, L.COUNTER_MAPS));
     const [egress, ingress, guard] = this.objects as [BpfObject, BpfObject, BpfObject];
     this.maps = {
       fl_subnets: egress.map('fl_subnets'),
@@ -93,7 +92,7 @@ export class BpfVxlanBackend implements Backend {
     this.routes = egress.map('fl_routes');
     this.fastMaps = { fl_local_pods: egress.map('fl_local_pods'), fl_fast_cfg: egress.map('fl_fast_cfg'), fl_fast_stats: egress.map('fl_fast_stats') };
     this.fast = new FastPath(this.bpf.fastPath ?? 'auto', this.bpf.pinRoot, this.fastMaps, log);
-    await this.fast.load(join(dir, 'pod_fastpath.o'));
+    await this.fast.load(objectPath('fastPath'));
     this.progs = {
       egress: egress.program('fl_vxlan_egress').fd,
       ingress: this.fast.ingressProgram(ingress.program('fl_vxlan_ingress').fd),
