@@ -7,6 +7,8 @@ if [ "$(id -u)" != 0 ]; then echo "tests need root (network namespaces, netlink)
 # the end-to-end tests run the built agent and BPF objects (dist/), as an operator would
 make -s -C bpf
 npx tsc -p tsconfig.json
+# the tests and benchmarks are type-checked too (tsx runs them without checking)
+npx tsc -p tsconfig.test.json
 mapfile -t files < <(find test -name '*.test.ts' | sort)
 # one file at a time: the end-to-end files each build a whole lab of namespaces
 # --test-force-exit: a handle leaked by a test process (an etcd client retry timer, say) must never hang CI

@@ -26,14 +26,14 @@ const ttl = await etcd.lease(3600, { autoKeepAlive: false }).grant();
 async function putMany(from: number, to: number): Promise<void> {
   for (let i = from; i < to; i += 100) {
     const ops = [];
-    for (let j = i; j < Math.min(to, i + 100); j++) ops.push(etcd.put(`${PREFIX}${subnetOf(j)}-24`).value(leaseValue(j)).lease(ttl).op());
+    for (let j = i; j < Math.min(to, i + 100); j++) ops.push(await etcd.put(`${PREFIX}${subnetOf(j)}-24`).value(leaseValue(j)).lease(ttl).op());
     await etcd.if(PREFIX, 'Create', '>', -1).then(...ops).commit();
   }
 }
 async function delMany(from: number, to: number): Promise<void> {
   for (let i = from; i < to; i += 100) {
     const ops = [];
-    for (let j = i; j < Math.min(to, i + 100); j++) ops.push(etcd.delete().key(`${PREFIX}${subnetOf(j)}-24`).op());
+    for (let j = i; j < Math.min(to, i + 100); j++) ops.push(await etcd.delete().key(`${PREFIX}${subnetOf(j)}-24`).op());
     await etcd.if(PREFIX, 'Create', '>', -1).then(...ops).commit();
   }
 }

@@ -4,7 +4,7 @@
 // are made with the generated CNI config.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess, type SpawnSyncReturns } from 'node:child_process';
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync, existsSync, openSync, closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -67,9 +67,9 @@ test('the provisioning script\'s unit and CNI config bring up working nodes', { 
   for (const [i, n] of lab.nodes.entries()) {
     const list = JSON.parse(readFileSync(join(roots[i]!, 'etc/cni/net.d/10-flannel.conflist'), 'utf8'));
     const conf = { ...list.plugins[0], name: list.name, cniVersion: list.cniVersion, dataDir: join(n.dir, 'cni'), ipam: { dataDir: join(n.dir, 'ipam') } };
-    const ns = `${lab.prefix}n${n.index}v`;
+    const ns: string = `${lab.prefix}n${n.index}v`;
     await ip('netns', 'add', ns);
-    const r = spawnSync('ip', ['netns', 'exec', n.ns, join(roots[i]!, 'opt/cni/bin/flannel')], {
+    const r: SpawnSyncReturns<Buffer> = spawnSync('ip', ['netns', 'exec', n.ns, join(roots[i]!, 'opt/cni/bin/flannel')], {
       input: JSON.stringify(conf),
       env: { ...process.env, CNI_COMMAND: 'ADD', CNI_CONTAINERID: ns, CNI_NETNS: `/var/run/netns/${ns}`, CNI_IFNAME: 'eth0', CNI_PATH: join(roots[i]!, 'opt/cni/bin') },
     });

@@ -32,18 +32,19 @@ export async function startProxy(target: string): Promise<Proxy> {
     c.pipe(up).pipe(c);
   });
   await new Promise<void>((r) => srv.listen(port, '127.0.0.1', r));
+  const cut = () => {
+    open = false;
+    for (const s of sockets) s.destroy();
+    sockets.clear();
+  };
   return {
     endpoint: `http://127.0.0.1:${port}`,
-    cut() {
-      open = false;
-      for (const s of sockets) s.destroy();
-      sockets.clear();
-    },
+    cut,
     restore() {
       open = true;
     },
     async close() {
-      this.cut();
+      cut();
       await new Promise((r) => srv.close(r));
     },
   };
