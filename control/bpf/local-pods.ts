@@ -5,15 +5,12 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { addon } from '../kernel/addon.js';
-import { BpfMap, tcAttach, tcDetach, tcQuery } from '../kernel/bpf.js';
+import { BpfMap, TC_HANDLE, TC_PRIO, tcAttach, tcDetach, tcQuery } from '../kernel/bpf.js';
 import * as L from './layout.js';
 
 /** Pin of fl_pod_egress, present only while the agent runs the fast path: the CNI plugin's switch. */
 export const POD_PROGRAM_PIN = 'fl_pod_egress';
 export const LOCAL_PODS_PIN = 'fl_local_pods';
-// our tc filter on a pod veth's ingress: the same handle/priority as on flannel.1, replaced in place
-export const POD_TC_HANDLE = 0xf1a;
-export const POD_TC_PRIO = 1;
 
 /** Attaches the pinned program to the veth; false when the agent runs without the fast path. */
 export function attachPodProgram(pinRoot: string, ifindex: number): boolean {
@@ -33,14 +30,14 @@ export function attachPodProgram(pinRoot: string, ifindex: number): boolean {
 }
 
 export function attachPodProgramFd(ifindex: number, progFd: number): void {
-  tcAttach(ifindex, 'ingress', progFd, POD_TC_HANDLE, POD_TC_PRIO);
+  tcAttach(ifindex, 'ingress', progFd, TC_HANDLE, TC_PRIO);
 }
 
 export function detachPodProgram(ifindex: number): void {
-  tcDetach(ifindex, 'ingress', POD_TC_HANDLE, POD_TC_PRIO);
+  tcDetach(ifindex, 'ingress', TC_HANDLE, TC_PRIO);
 }
 
-export const podProgramOn = (ifindex: number) => tcQuery(ifindex, 'ingress', POD_TC_HANDLE, POD_TC_PRIO);
+export const podProgramOn = (ifindex: number) => tcQuery(ifindex, 'ingress', TC_HANDLE, TC_PRIO);
 
 /**
  * Registers a pod: the program on its veth (when the fast path runs), then the map entry. Pods are

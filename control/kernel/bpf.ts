@@ -62,14 +62,6 @@ export function untrustedPins(dir: string, prefix = 'fl_'): string[] {
   return out;
 }
 
-export function isBpffs(dir: string): boolean {
-  try {
-    return statfsSync(dir).type === BPF_FS_MAGIC;
-  } catch {
-    return false;
-  }
-}
-
 /** The kernel id of what is pinned at path (info fails on the wrong kind); undefined when nothing usable. */
 function pinnedObjectId(path: string, info: (fd: number) => number): number | undefined {
   let fd: number;
@@ -215,6 +207,11 @@ export class BpfObject {
 }
 
 export type TcDirection = 'ingress' | 'egress';
+
+/** The tc filter we own on every hook (flannel.1 both ways, the underlay, pod veths): one handle and
+ * priority, so a restarted agent or the CNI plugin replaces ours in place and never touches others'. */
+export const TC_HANDLE = 0xf1a;
+export const TC_PRIO = 1;
 
 export const tcAttach = (ifindex: number, dir: TcDirection, progFd: number, handle: number, priority: number) => addon().tcAttach(ifindex, dir, progFd, handle, priority);
 export const tcDetach = (ifindex: number, dir: TcDirection, handle: number, priority: number) => addon().tcDetach(ifindex, dir, handle, priority);

@@ -10,7 +10,6 @@ export const NUD_PERMANENT = 0x80;
 export const NTF_SELF = 0x02;
 export const RTNH_F_ONLINK = 0x04;
 export const IFF_UP = 0x1;
-export const IFF_NOARP = 0x80;
 export const RT_TABLE_MAIN = 254;
 
 export interface VxlanInfo {
@@ -142,4 +141,3 @@ export async function listFdb(dev: number): Promise<Neigh[]> {
 }
 
 export const linkUp = (index: number) => exec({ type: 'link', action: 'set', index, up: true });
-export const deleteLink = (index: number) => exec({ type: 'link', action: 'delete', index });

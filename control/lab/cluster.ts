@@ -73,7 +73,9 @@ process.once('exit', () => {
 });
 
 /** Arguments that would make `lab down` reach beyond a lab. */
-export class LabArgumentError extends Error {}
+export class LabArgumentError extends Error {
+  override name = 'LabArgumentError';
+}
 
 export class Lab {
   readonly id: string;

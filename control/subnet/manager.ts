@@ -10,6 +10,14 @@ import { claimedVtepMAC, decodeAttrs, encodeAttrs, type Lease, type LeaseAttrs }
 export const DEFAULT_SUBNET_TTL_S = 24 * 3600;
 const RACE_RETRIES = 10;
 
+/** Other agents kept taking the subnets we chose: retrying more would not help. */
+export class SubnetRaceError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'SubnetRaceError';
+  }
+}
+
 /** Our key holds someone else's value, or another etcd lease: the subnet is no longer ours. */
 export class LeaseLostError extends Error {
   constructor(message: string) {
@@ -110,10 +118,10 @@ export class SubnetManager {
       try {
         const lease = await this.tryAcquire(cfg, attrs, value, previous);
         if (lease) return lease;
-        if (attempt >= RACE_RETRIES) throw new Error(`could not acquire a subnet after ${RACE_RETRIES} attempts: other agents kept taking the chosen subnets`);
+        if (attempt >= RACE_RETRIES) throw new SubnetRaceError(`could not acquire a subnet after ${RACE_RETRIES} attempts: other agents kept taking the chosen subnets`);
         this.log.info({ attempt }, 'lost a race for a subnet, trying again');
       } catch (e) {
-        if (e instanceof NetworkExhaustedError || e instanceof ConfigError || (e as Error).message.startsWith('could not acquire')) throw e;
+        if (e instanceof NetworkExhaustedError || e instanceof ConfigError || e instanceof SubnetRaceError) throw e;
         this.log.warn({ err: (e as Error).message }, 'failed to acquire a lease (etcd unreachable?), retrying');
         await sleep(Math.min(this.retryMs, 1000), signal);
       }

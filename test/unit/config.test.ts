@@ -63,3 +63,18 @@ for (const [text, field, msg] of bad) {
     });
   });
 }
+
+test('bad Backend options are a ConfigError naming the field (the CLI says "bad network config", not "failed to start")', async () => {
+  const { vxlanOptions } = await import('../../control/backend/vxlan/classic.ts');
+  const { udpOptions } = await import('../../control/backend/udp/udp.ts');
+  const cases: [() => unknown, string][] = [
+    [() => vxlanOptions({ Type: 'vxlan', VNI: -1 }), 'Backend.VNI'],
+    [() => vxlanOptions({ Type: 'vxlan', Port: 'x' }), 'Backend.Port'],
+    [() => vxlanOptions({ Type: 'vxlan', MTU: 1.5 }), 'Backend.MTU'],
+    [() => vxlanOptions({ Type: 'vxlan', DirectRouting: true }), 'Backend.DirectRouting'],
+    [() => udpOptions({ Type: 'udp', Port: 70000 }), 'Backend.Port'],
+  ];
+  for (const [fn, field] of cases) {
+    assert.throws(fn, (e: unknown) => e instanceof ConfigError && e.field === field && e.name === 'ConfigError', field);
+  }
+});

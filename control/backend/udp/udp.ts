@@ -3,6 +3,7 @@
 // native pump (native/udp.cc); here lease events become entries of its table, through the same
 // PeerProgrammer as every other backend.
 import { LeaseFormatError, type Lease } from '../../subnet/lease.js';
+import { ConfigError } from '../../subnet/config.js';
 import { formatCidr, formatIp4 } from '../../subnet/ip4.js';
 import { exec } from '../../kernel/netlink.js';
 import { deviceCheck } from '../health.js';
@@ -18,7 +19,7 @@ const ENCAP_OVERHEAD = 28; // outer IPv4 20 + UDP 8
 export function udpOptions(backend: Record<string, unknown>): { port: number } {
   const port = backend.Port ?? DEFAULT_UDP_PORT;
   if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535)
-    throw new LeaseFormatError(`Backend.Port must be a whole number from 1 to 65535, got ${JSON.stringify(port)}`);
+    throw new ConfigError('Backend.Port', `must be a whole number from 1 to 65535, got ${JSON.stringify(port)}`);
   return { port };
 }
 

@@ -8,7 +8,7 @@ import { constants as osConstants } from 'node:os';
 import { LeaseFormatError, decodeVxlanData, encodeVxlanData, type Lease } from '../../subnet/lease.js';
 import { formatCidr, formatIp4 } from '../../subnet/ip4.js';
 import { exec, type Link } from '../../kernel/netlink.js';
-import { BpfMap, BpfObject, ensureBpffs, untrustedPins, tcAttach, tcQuery, xdpAttach, xdpDetach, xdpQuery, progInfo, progInfoById } from '../../kernel/bpf.js';
+import { BpfMap, BpfObject, TC_HANDLE, TC_PRIO, ensureBpffs, untrustedPins, tcAttach, tcQuery, xdpAttach, xdpDetach, xdpQuery, progInfo, progInfoById } from '../../kernel/bpf.js';
 import * as L from '../../bpf/layout.js';
 import { objectPath } from '../../bpf/objects.js';
 import { PeerProgrammer, type Entry } from '../peer-programmer.js';
@@ -17,7 +17,7 @@ import { decodeDataPlane, type DataPlaneMaps } from '../../bpf/inspect.js';
 import { disableIpv6, ensureDeviceAddress, ensureVxlanDevice, repairVxlanDevice, type VxlanDeviceSpec } from './device.js';
 import { vxlanOptions, type VxlanOptions } from './classic.js';
 import { FastPath, type FastPathMaps, type FastPathMode } from './fast-path.js';
-import { GUARD_PROGRAMS, TC_HANDLE, TC_PRIO, describeGuard, removeGuards, xdpModeOf } from './underlay-guard.js';
+import { GUARD_PROGRAMS, describeGuard, removeGuards, xdpModeOf } from './underlay-guard.js';
 
 export type UnderlayHook = 'auto' | 'xdp' | 'xdp-generic' | 'tc' | 'none';
 

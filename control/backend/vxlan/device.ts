@@ -2,7 +2,7 @@
 // device with another VNI, port or local address would silently blackhole traffic).
 import { writeFileSync } from 'node:fs';
 import type { Logger } from '../../log.js';
-import { AF_INET, exec, getLink, listAddrs, type Link, type VxlanSpec } from '../../kernel/netlink.js';
+import { AF_INET, IFF_UP, exec, getLink, listAddrs, type Link, type VxlanSpec } from '../../kernel/netlink.js';
 import { formatIp4, type Subnet } from '../../subnet/ip4.js';
 
 export interface VxlanDeviceSpec {
@@ -18,7 +18,6 @@ export interface VxlanDeviceSpec {
   mac?: string;
 }
 
-const IFF_UP = 1;
 
 function compatible(l: Link, s: VxlanDeviceSpec): string | undefined {
   if (l.kind !== 'vxlan' || !l.vxlan) return `it is a ${l.kind || 'non-vxlan'} device`;

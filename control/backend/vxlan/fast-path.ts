@@ -20,7 +20,9 @@ const ERRNO_NAMES = new Map(Object.entries(osConstants.errno).map(([k, v]) => [v
 const CT_PROBE_PACKET = Buffer.concat([Buffer.alloc(12), Buffer.from([0x08, 0x00]), Buffer.from('450000140000000040110000' + '7f0000017f000001', 'hex')]);
 
 /** --fast-path=on and the kernel refused: the agent stops rather than run without it. */
-export class FastPathRequiredError extends Error {}
+export class FastPathRequiredError extends Error {
+  override name = 'FastPathRequiredError';
+}
 
 export interface FastPathMaps {
   fl_local_pods: BpfMap;

@@ -3,11 +3,8 @@
 // BPF mode before a switch to classic) keeps a members map nobody fills any more, and drops every node
 // that joins later as spoofed. Only ours are ever touched: another program on the same hook is not.
 import { listLinks } from '../../kernel/netlink.js';
-import { progInfoById, tcDetach, tcQuery, xdpDetach, xdpQuery } from '../../kernel/bpf.js';
+import { TC_HANDLE, TC_PRIO, progInfoById, tcDetach, tcQuery, xdpDetach, xdpQuery } from '../../kernel/bpf.js';
 
-/** tc filters we own: one handle/priority per hook, replaced in place on restart */
-export const TC_HANDLE = 0xf1a;
-export const TC_PRIO = 1;
 export const GUARD_PROGRAMS = { tc: 'fl_guard_tc', xdp: 'fl_guard_xdp' } as const;
 
 export interface GuardAttachment {
