@@ -3,7 +3,7 @@
 // Peers beyond the lab's node are synthetic leases written to etcd by bench/tools/cp-probe.ts, which
 // runs inside the node's namespace.
 import { join } from 'node:path';
-import { Lab, UNDERLAY_GW } from '../test/helpers/lab.ts';
+import { TestLab, UNDERLAY_GW } from '../test/helpers/lab.ts';
 import { sh } from '../test/helpers/netns.ts';
 import { fetchStatus } from '../control/health/client.ts';
 import type { AgentStatus } from '../control/agent/status.ts';
@@ -17,13 +17,13 @@ const CONFIG = JSON.stringify({ Network: '10.0.0.0/8', SubnetMax: '10.0.255.0', 
 const ETCD = `http://${UNDERLAY_GW}:2379`;
 const args = (m: CpMode) => (m === 'classic' ? ['--no-bpf'] : []);
 
-async function probe(lab: Lab, ...a: string[]): Promise<any> {
+async function probe(lab: TestLab, ...a: string[]): Promise<any> {
   return JSON.parse(await sh('ip', ['netns', 'exec', lab.node(1).ns, process.execPath, '--import', 'tsx', PROBE, ...a]));
 }
 
 /** A one-node lab whose etcd holds n synthetic peer leases, its agent started and ready; removed after fn. */
-async function withReadyNode<T>(mode: CpMode, n: number, fn: (lab: Lab, s: AgentStatus) => Promise<T>): Promise<T> {
-  const lab = await Lab.create({ nodes: 1, config: CONFIG, agentArgs: args(mode) });
+async function withReadyNode<T>(mode: CpMode, n: number, fn: (lab: TestLab, s: AgentStatus) => Promise<T>): Promise<T> {
+  const lab = await TestLab.create({ nodes: 1, config: CONFIG, agentArgs: args(mode) });
   try {
     await probe(lab, 'fill', ETCD, String(n));
     const node = lab.node(1);

@@ -1,7 +1,7 @@
 // Pod to pod across two lab nodes, for each data plane, and node to node on the bare underlay (the
 // limit): TCP throughput with 1 and 4 streams, small-packet UDP rate, ping RTT, request/response
 // latency (qperf tcp_lat/udp_lat) and the machine's CPU seconds per gigabit moved.
-import { Lab, type Underlay } from '../test/helpers/lab.ts';
+import { TestLab, type Underlay } from '../test/helpers/lab.ts';
 import { inNs } from '../test/helpers/netns.ts';
 import { machineCpu, server, sleep } from './lib.ts';
 
@@ -52,7 +52,7 @@ async function iperf(ns: string, dst: string, args: string[]) {
 export const UNDERLAYS: Underlay[] = ['veth', 'nic'];
 
 export async function measureDatapath(m: DatapathMode, seconds: number, underlay: Underlay = 'veth'): Promise<DatapathSample> {
-  const lab = await Lab.create({ nodes: 2, config: JSON.stringify({ Network: '10.244.0.0/16', Backend: { Type: m.backend } }), agentArgs: m.args, underlay });
+  const lab = await TestLab.create({ nodes: 2, config: JSON.stringify({ Network: '10.244.0.0/16', Backend: { Type: m.backend } }), agentArgs: m.args, underlay });
   try {
     await lab.bringUp({ cni: true });
     const [n1, n2] = [lab.node(1), lab.node(2)];

@@ -1,11 +1,11 @@
 // Packets lost while a node's agent restarts: a ping every 10 ms from a pod on node 1 to a pod on node
 // 2 while node 1's agent is stopped (SIGTERM, or kill -9) and started again until ready.
 import { spawn } from 'node:child_process';
-import { Lab } from '../test/helpers/lab.ts';
+import { TestLab } from '../test/helpers/lab.ts';
 import { sleep } from './lib.ts';
 
 export async function measureRestart(mode: 'bpf' | 'classic', signal: 'SIGTERM' | 'SIGKILL'): Promise<{ sent: number; lost: number; restartMs: number }> {
-  const lab = await Lab.create({ nodes: 2, config: JSON.stringify({ Network: '10.244.0.0/16', Backend: { Type: 'vxlan' } }), agentArgs: mode === 'classic' ? ['--no-bpf'] : [] });
+  const lab = await TestLab.create({ nodes: 2, config: JSON.stringify({ Network: '10.244.0.0/16', Backend: { Type: 'vxlan' } }), agentArgs: mode === 'classic' ? ['--no-bpf'] : [] });
   try {
     await lab.bringUp();
     const [n1, n2] = [lab.node(1), lab.node(2)];

@@ -91,7 +91,8 @@ export class Lab {
   readonly underlayKind: Underlay;
   etcd!: EtcdServer;
 
-  private constructor(o: LabOptions) {
+  /** use create(): a lab that is not built is of no use */
+  protected constructor(o: LabOptions) {
     this.id = randomBytes(3).toString('hex');
     this.prefix = o.name ?? `fl${this.id}`;
     this.underlay = `${this.prefix}u`;
@@ -105,7 +106,11 @@ export class Lab {
 
   /** Builds the lab; on failure everything built so far is removed before the error propagates. */
   static async create(o: LabOptions): Promise<Lab> {
-    const lab = new Lab(o);
+    return Lab.init(new Lab(o), o);
+  }
+
+  /** create() for subclasses (the tests' lab adds its own helpers) */
+  protected static async init<T extends Lab>(lab: T, o: LabOptions): Promise<T> {
     if (!lab.detached) live.add(lab);
     try {
       await lab.build(o.nodes, o.config);
@@ -114,22 +119,6 @@ export class Lab {
       throw e;
     }
     return lab;
-  }
-
-  /**
-   * Starts every agent and gives each node one pod, made by hand or (cni) through the flannel CNI
-   * plugin as a runtime makes it; on failure the caller's destroy() cleans up.
-   */
-  async bringUp(o: { cni?: boolean } = {}): Promise<Map<LabNode, Subnet>> {
-    const subnets = new Map<LabNode, Subnet>();
-    for (const n of this.nodes) this.startAgent(n);
-    for (const n of this.nodes) {
-      const { subnet, mtu } = await this.waitReady(n);
-      subnets.set(n, subnet);
-      if (o.cni) await this.addPodCni(n);
-      else await this.addPod(n, subnet, mtu);
-    }
-    return subnets;
   }
 
   private saveState(): void {
@@ -219,28 +208,6 @@ export class Lab {
     });
   }
 
-  /** A pod made by hand as the bridge plugin would make it: cni0 with the subnet's .1, the pod at .<n>. */
-  async addPod(node: LabNode, subnet: Subnet, mtu: number): Promise<Pod> {
-    const n = node.pods.length;
-    const pod: Pod = { ns: `${this.prefix}n${node.index}p${n}`, ip: formatIp4(subnet.ip + 2 + n) };
-    const gw = formatIp4(subnet.ip + 1);
-    const hasBridge = (await ip('-n', node.ns, '-o', 'link', 'show', 'cni0').catch(() => '')) !== '';
-    if (!hasBridge) {
-      await ip('-n', node.ns, 'link', 'add', 'cni0', 'type', 'bridge');
-      await ip('-n', node.ns, 'addr', 'add', `${gw}/${subnet.len}`, 'dev', 'cni0');
-      await ip('-n', node.ns, 'link', 'set', 'cni0', 'mtu', String(mtu), 'up');
-    }
-    await ip('netns', 'add', pod.ns);
-    await ip('-n', node.ns, 'link', 'add', `veth${n}`, 'mtu', String(mtu), 'type', 'veth', 'peer', 'name', 'eth0', 'netns', pod.ns);
-    await ip('-n', node.ns, 'link', 'set', `veth${n}`, 'master', 'cni0', 'up');
-    await ip('-n', pod.ns, 'link', 'set', 'lo', 'up');
-    await ip('-n', pod.ns, 'link', 'set', 'eth0', 'mtu', String(mtu), 'up');
-    await ip('-n', pod.ns, 'addr', 'add', `${pod.ip}/${subnet.len}`, 'dev', 'eth0');
-    await ip('-n', pod.ns, 'route', 'add', 'default', 'via', gw);
-    node.pods.push(pod);
-    return pod;
-  }
-
   /** A pod as a container runtime makes it: a namespace, then CNI ADD through the flannel plugin. */
   async addPodCni(node: LabNode): Promise<Pod> {
     let k = node.pods.length;
@@ -258,15 +225,7 @@ export class Lab {
     return pod;
   }
 
-  /** CNI DEL through the flannel plugin, as a runtime does when a pod goes; then its namespace goes. */
-  async delPodCni(node: LabNode, pod: Pod): Promise<void> {
-    const r = this.cni(node, 'DEL', pod.ns);
-    node.pods.splice(node.pods.indexOf(pod), 1);
-    if (r.status !== 0) throw new Error(`CNI DEL for ${pod.ns} failed: ${r.stdout.toString() || r.stderr.toString()}`);
-    if ((await ip('netns', 'list')).split('\n').some((l) => l.split(' ')[0] === pod.ns)) await ip('netns', 'del', pod.ns);
-  }
-
-  private cni(node: LabNode, command: 'ADD' | 'DEL', ns: string) {
+  protected cni(node: LabNode, command: 'ADD' | 'DEL', ns: string) {
     // kube-flannel's standard delegate: without a default route a pod cannot answer traffic that the
     // bridge plugin masqueraded to the node's address (it does, while FLANNEL_IPMASQ is false)
     const conf = {

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { existsSync } from 'node:fs';
-import { Lab, UNDERLAY_GW, packetsByVerdict, type LabNode } from '../helpers/lab.ts';
+import { TestLab, UNDERLAY_GW, packetsByVerdict, type LabNode } from '../helpers/lab.ts';
 import { inNs, ip, json, sh, until } from '../helpers/netns.ts';
 import { formatIp4, type Subnet } from '../../control/subnet/ip4.ts';
 
@@ -20,12 +20,12 @@ const bpftool = async (pin: string) =>
   });
 
 describe('BPF vxlan, three nodes', { timeout: 300_000 }, () => {
-  let lab: Lab;
+  let lab: TestLab;
   let subnets: Map<LabNode, Subnet>;
   after(async () => lab?.destroy());
 
   test('flannel.1 is an external vxlan device with ARP off; programs attached; leases unchanged in shape', async () => {
-    lab = await Lab.create({ nodes: 3, config: JSON.stringify({ Network: '10.244.0.0/16', Backend: { Type: 'vxlan' } }) });
+    lab = await TestLab.create({ nodes: 3, config: JSON.stringify({ Network: '10.244.0.0/16', Backend: { Type: 'vxlan' } }) });
     subnets = await lab.bringUp();
     for (const n of lab.nodes) {
       const [dev] = await json<{ flags: string[]; mtu: number; address: string; linkinfo: { info_data: { external?: boolean; port: number } } }[]>(n.ns, 'ip', '-d', 'link', 'show', 'flannel.1');

@@ -3,7 +3,7 @@
 // exactly, departures are cleaned up, restarts keep the subnet, and the reconcile loop repairs drift.
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Lab, type LabNode } from '../helpers/lab.ts';
+import { TestLab, type LabNode } from '../helpers/lab.ts';
 import { inNs, json, until } from '../helpers/netns.ts';
 import { formatCidr, formatIp4, type Subnet } from '../../control/subnet/ip4.ts';
 
@@ -25,7 +25,7 @@ async function vxlanState(n: LabNode) {
   };
 }
 
-async function expectedVxlan(lab: Lab, self: LabNode) {
+async function expectedVxlan(lab: TestLab, self: LabNode) {
   const leases = await lab.leases();
   const routes: string[] = [], neighs: string[] = [], fdb: string[] = [];
   for (const [key, v] of leases) {
@@ -39,12 +39,12 @@ async function expectedVxlan(lab: Lab, self: LabNode) {
 }
 
 describe('classic vxlan (--no-bpf), three nodes', { timeout: 240_000 }, () => {
-  let lab: Lab;
+  let lab: TestLab;
   let subnets: Map<LabNode, Subnet>;
   after(async () => lab?.destroy());
 
   test('agents come up, leases are flannel JSON, subnet files are flannel format', async () => {
-    lab = await Lab.create(labConfig('vxlan', ['--no-bpf']));
+    lab = await TestLab.create(labConfig('vxlan', ['--no-bpf']));
     subnets = await lab.bringUp();
     const leases = await lab.leases();
     assert.equal(leases.size, 3);
@@ -141,7 +141,7 @@ describe('classic vxlan (--no-bpf), three nodes', { timeout: 240_000 }, () => {
 });
 
 describe('host-gw, three nodes', { timeout: 240_000 }, () => {
-  let lab: Lab;
+  let lab: TestLab;
   let subnets: Map<LabNode, Subnet>;
   after(async () => lab?.destroy());
 
@@ -154,7 +154,7 @@ describe('host-gw, three nodes', { timeout: 240_000 }, () => {
     [...(await lab.leases())].filter(([, v]) => v.PublicIP !== n.ip).map(([k, v]) => `${k.replace('-', '/')} via ${v.PublicIP}`).sort();
 
   test('pods reach pods; one route per peer via its public IP; no BackendData in leases', async () => {
-    lab = await Lab.create(labConfig('host-gw'));
+    lab = await TestLab.create(labConfig('host-gw'));
     subnets = await lab.bringUp();
     for (const v of (await lab.leases()).values()) {
       assert.equal(v.BackendType, 'host-gw');

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { Lab, type LabNode, type Pod } from '../helpers/lab.ts';
+import { TestLab, type LabNode, type Pod } from '../helpers/lab.ts';
 import { inNs, ip, json, until } from '../helpers/netns.ts';
 import { startWhoAmI, whoAmI } from '../helpers/tcp.ts';
 import { readDataPlane } from '../../control/bpf/inspect.ts';
@@ -40,13 +40,13 @@ function setNoCt(n: LabNode, on: boolean): void {
 const connect = (from: Pod, host: string, port = PORT) => whoAmI(from.ns, host, port).catch((e: Error) => `failed: ${e.message.split('\n')[0]}`);
 
 describe('pod fast path, three BPF nodes with --ip-masq', { timeout: 300_000 }, () => {
-  let lab: Lab;
+  let lab: TestLab;
   const servers: { stop: () => void }[] = [];
   const serve = async (p: Pod) => servers.push(await startWhoAmI(p.ns, PORT));
   const allPods = () => lab.nodes.flatMap((n) => n.pods.map((p) => ({ n, p })));
 
   before(async () => {
-    lab = await Lab.create({ nodes: 3, config: JSON.stringify({ Network: '10.244.0.0/16', Backend: { Type: 'vxlan' } }), agentArgs: ['--ip-masq'] });
+    lab = await TestLab.create({ nodes: 3, config: JSON.stringify({ Network: '10.244.0.0/16', Backend: { Type: 'vxlan' } }), agentArgs: ['--ip-masq'] });
     for (const n of lab.nodes) lab.startAgent(n);
     for (const n of lab.nodes) await lab.waitReady(n);
     for (const n of lab.nodes) for (let i = 0; i < 2; i++) await lab.addPodCni(n);

@@ -10,7 +10,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, u
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Lab, PREFIX, UNDERLAY_GW, packetsByVerdict, type LabNode, type Pod } from '../helpers/lab.ts';
+import { TestLab, PREFIX, UNDERLAY_GW, packetsByVerdict, type LabNode, type Pod } from '../helpers/lab.ts';
 import { inNs, inNsMaybe, ip, sh, until } from '../helpers/netns.ts';
 import { BpfMap } from '../../control/kernel/bpf.ts';
 import { fetchStatus } from '../../control/health/client.ts';
@@ -57,7 +57,7 @@ function pingDuring(from: Pod, to: string, seconds: number, interval = 0.1): Pro
 }
 
 describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
-  let lab: Lab;
+  let lab: TestLab;
   let subnets: Map<LabNode, Subnet>;
   let n1: LabNode, n2: LabNode, n3: LabNode;
   const helpers: ChildProcess[] = [];
@@ -74,7 +74,7 @@ describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
 
   before(async () => {
     // /8 so that a burst of 500 synthetic /24 leases fits next to the real ones
-    lab = await Lab.create({ nodes: 3, config: JSON.stringify({ Network: '10.0.0.0/8', SubnetLen: 24, SubnetMax: '10.0.100.0', Backend: { Type: 'vxlan' } }) });
+    lab = await TestLab.create({ nodes: 3, config: JSON.stringify({ Network: '10.0.0.0/8', SubnetLen: 24, SubnetMax: '10.0.100.0', Backend: { Type: 'vxlan' } }) });
     subnets = await lab.bringUp();
     [n1, n2, n3] = lab.nodes as [LabNode, LabNode, LabNode];
     await until('all pods reachable', async () => (await lab.pingAll()).length === 0 || undefined, 20_000, 500);

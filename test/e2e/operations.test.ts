@@ -5,7 +5,7 @@ import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { Lab, ROOT, UNDERLAY_GW, type LabNode } from '../helpers/lab.ts';
+import { TestLab, ROOT, UNDERLAY_GW, type LabNode } from '../helpers/lab.ts';
 import { inNs, until } from '../helpers/netns.ts';
 import { startWhoAmI, whoAmI } from '../helpers/tcp.ts';
 import { getFromSocket } from '../../control/health/client.ts';
@@ -29,7 +29,7 @@ function sample(text: string, name: string, labels: Record<string, string> = {})
 const ctl = (n: LabNode, ...args: string[]) => spawnSync(process.execPath, [FLANNELCTL, ...args, `--socket=${n.statusSocket}`], { encoding: 'utf8' });
 
 describe('operations: health, metrics, status and ip-masq on three BPF nodes', { timeout: 300_000 }, () => {
-  let lab: Lab;
+  let lab: TestLab;
   let subnets: Map<LabNode, Subnet>;
   const stops: (() => void)[] = [];
   after(async () => {
@@ -38,7 +38,7 @@ describe('operations: health, metrics, status and ip-masq on three BPF nodes', {
   });
 
   test('/healthz answers while the agent waits for its config; /readyz is 503 until the node is programmed, then 200', async () => {
-    lab = await Lab.create({ nodes: 3, config: CONFIG, agentArgs: ['--ip-masq', `--healthz-port=${HEALTHZ_PORT}`] });
+    lab = await TestLab.create({ nodes: 3, config: CONFIG, agentArgs: ['--ip-masq', `--healthz-port=${HEALTHZ_PORT}`] });
     await lab.etcd.ctl('del', '/coreos.com/network/config');
     const n1 = lab.node(1);
     lab.startAgent(n1);

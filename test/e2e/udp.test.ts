@@ -3,18 +3,18 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { Lab, type LabNode } from '../helpers/lab.ts';
+import { TestLab, type LabNode } from '../helpers/lab.ts';
 import { inNs, json, until } from '../helpers/netns.ts';
 import { formatCidr, formatIp4, type Subnet } from '../../control/subnet/ip4.ts';
 import { fetchStatus } from '../../control/health/client.ts';
 
 describe('udp backend, three nodes', { timeout: 240_000 }, () => {
-  let lab: Lab;
+  let lab: TestLab;
   let subnets: Map<LabNode, Subnet>;
   after(async () => lab?.destroy());
 
   test('flannel0 is a TUN with MTU - 28, subnet/32 and the network route; leases carry no BackendType', async () => {
-    lab = await Lab.create({ nodes: 3, config: JSON.stringify({ Network: '10.244.0.0/16', Backend: { Type: 'udp' } }) });
+    lab = await TestLab.create({ nodes: 3, config: JSON.stringify({ Network: '10.244.0.0/16', Backend: { Type: 'udp' } }) });
     subnets = await lab.bringUp();
     for (const [, v] of await lab.leases()) {
       assert.equal(v.BackendType, undefined);

@@ -8,12 +8,12 @@ import { spawn, spawnSync, type ChildProcess, type SpawnSyncReturns } from 'node
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync, existsSync, openSync, closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Lab, ROOT, UNDERLAY_GW, type LabNode } from '../helpers/lab.ts';
+import { TestLab, ROOT, UNDERLAY_GW, type LabNode } from '../helpers/lab.ts';
 import { ip, until } from '../helpers/netns.ts';
 
 const VAGRANT_DIR = join(ROOT, 'vagrant');
 const tmp = mkdtempSync(join(tmpdir(), 'flannel-vagrant-'));
-let lab: Lab | undefined;
+let lab: TestLab | undefined;
 const agents: ChildProcess[] = [];
 
 after(async () => {
@@ -43,7 +43,7 @@ function provision(n: LabNode, role: string[]): string {
 }
 
 test('the provisioning script\'s unit and CNI config bring up working nodes', { timeout: 180_000 }, async () => {
-  lab = await Lab.create({ nodes: 2, config: JSON.stringify({ Network: '10.244.0.0/16', Backend: { Type: 'vxlan' } }) });
+  lab = await TestLab.create({ nodes: 2, config: JSON.stringify({ Network: '10.244.0.0/16', Backend: { Type: 'vxlan' } }) });
   const roots = lab.nodes.map((n) => provision(n, n.index === 1 ? ['etcd'] : []));
 
   const etcdDefaults = readFileSync(join(roots[0]!, 'etc/default/etcd'), 'utf8');
