@@ -183,6 +183,7 @@ export class Agent {
         rejected: ws?.rejected ?? 0,
         reconnects: ws?.disconnects ?? 0,
         storeLosses: ws?.storeLosses ?? 0,
+        watchStalls: ws?.watchStalls ?? 0,
         lastEventAgeSeconds: ws?.lastEventAt ? (Date.now() - ws.lastEventAt) / 1000 : null,
       },
       startup: { ...this.startup },

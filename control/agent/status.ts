@@ -15,7 +15,7 @@ export interface AgentStatus {
   /** the backend's own description: type, mode, device, and fallbackReason when BPF could not be used */
   backend: Record<string, unknown> | null;
   peers: { subnet: string; publicIP: string }[];
-  watch: { events: number; relists: number; rejected: number; reconnects: number; storeLosses: number; lastEventAgeSeconds: number | null };
+  watch: { events: number; relists: number; rejected: number; reconnects: number; storeLosses: number; watchStalls: number; lastEventAgeSeconds: number | null };
   /** the first programming of every known peer, and the whole start, in ms (null until ready) */
   startup: { programMs: number | null; readyMs: number | null };
   reconcile: { runs: number; corrections: number; failures: number; rejected: number };

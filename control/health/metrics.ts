@@ -15,6 +15,7 @@ export class AgentMetrics {
   private readonly backend = this.g('flannel_backend_info', 'backend in use (value 1); fallback_reason says why BPF is not used', ['backend', 'mode', 'fallback_reason']);
   private readonly watchReconnects = this.c('flannel_etcd_watch_reconnects_total', 'times the etcd lease watch was lost and re-established');
   private readonly storeLosses = this.c('flannel_etcd_store_losses_total', 'times etcd came back without its data (revision went back) and this node wrote its lease back');
+  private readonly watchStalls = this.c('flannel_etcd_watch_stalls_total', 'lease watches etcd never confirmed, replaced by a new client');
   private readonly watchRelists = this.c('flannel_etcd_watch_relists_total', 'full re-reads of the leases (start, compaction)');
   private readonly watchEvents = this.c('flannel_lease_events_total', 'lease events received from etcd');
   private readonly watchRejected = this.c('flannel_leases_rejected_total', 'leases from other writers that were malformed or conflicting, and skipped');
@@ -53,6 +54,7 @@ export class AgentMetrics {
     const set = AgentMetrics.setCounter;
     set(this.watchReconnects, s.watch.reconnects);
     set(this.storeLosses, s.watch.storeLosses);
+    set(this.watchStalls, s.watch.watchStalls);
     set(this.watchRelists, s.watch.relists);
     set(this.watchEvents, s.watch.events);
     set(this.watchRejected, s.watch.rejected);

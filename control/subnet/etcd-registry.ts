@@ -111,7 +111,8 @@ function clientOptions(o: EtcdOptions): IOptions {
 }
 
 export class EtcdRegistry {
-  readonly client: Etcd3;
+  /** replaced by reconnect() */
+  client: Etcd3;
   readonly prefix: string;
 
   constructor(private readonly opts: EtcdOptions) {
@@ -234,6 +235,13 @@ export class EtcdRegistry {
     w.on('error', (err) => h.onError(err));
     w.on('disconnected', (err) => h.onDisconnect?.(err));
     return w;
+  }
+
+  /** A new client (a new connection, a new watch stream) in place of this one, which is closed. */
+  reconnect(): void {
+    const old = this.client;
+    this.client = new Etcd3(clientOptions(this.opts));
+    old.close();
   }
 
   close(): void {

@@ -39,6 +39,8 @@ export interface SubnetManagerOptions {
   retryMs?: number;
   /** after etcd lost its data, how long peers missing from it keep their entries while they re-register */
   storeLossHoldMs?: number;
+  /** how long a new lease watch may wait for etcd's confirmation before a new client tries again */
+  watchCreateMs?: number;
   random?: () => number;
 }
 
@@ -56,6 +58,7 @@ export class SubnetManager {
   private readonly retryMs: number;
   private readonly random: () => number;
   private readonly storeLossHoldMs: number;
+  private readonly watchCreateMs: number;
   private renewTimer?: NodeJS.Timeout;
 
   constructor(o: SubnetManagerOptions) {
@@ -66,6 +69,7 @@ export class SubnetManager {
     this.retryMs = o.retryMs ?? 60_000;
     this.random = o.random ?? Math.random;
     this.storeLossHoldMs = o.storeLossHoldMs ?? 5 * 60_000;
+    this.watchCreateMs = o.watchCreateMs ?? 10_000;
   }
 
   /**
@@ -226,7 +230,7 @@ export class SubnetManager {
       reRegister: async () => (await this.registry.createLease(own.subnet, encodeAttrs(own.attrs), own.etcdLease === '0' ? 0 : this.ttl)).created,
       restoreConfig: () => this.registry.restoreConfig(JSON.stringify(cfg.raw)),
     };
-    const w = new LeaseWatch(this.registry, this.log, cfg, own, sink, onOwnLeaseLost, recovery);
+    const w = new LeaseWatch(this.registry, this.log, cfg, own, sink, onOwnLeaseLost, recovery, undefined, this.watchCreateMs);
     void w.run();
     return w;
   }
@@ -266,7 +270,7 @@ export class LeaseWatch {
   /** resolves once the first listing has been handed to the sink */
   readonly synced = new Promise<void>((r) => (this.firstSync = r));
   /** counters an operator can read (metrics, status) */
-  readonly stats = { relists: 0, events: 0, rejected: 0, lastEventAt: 0, disconnects: 0, storeLosses: 0 };
+  readonly stats = { relists: 0, events: 0, rejected: 0, lastEventAt: 0, disconnects: 0, storeLosses: 0, watchStalls: 0 };
   /** highest store revision seen; a listing below it means etcd lost its data */
   private revision = 0n;
   /** peers missing after a store loss: key -> time their entries go unless they re-register */
@@ -282,6 +286,7 @@ export class LeaseWatch {
     private readonly onOwnLeaseLost: (why: string) => void,
     private readonly recovery?: StoreRecovery,
     private readonly storeCheckMs = 5000,
+    private readonly watchCreateMs = 10_000,
   ) {
     this.ownKey = registry.leaseKey(own.subnet);
     this.ownValue = encodeAttrs(own.attrs);
@@ -389,7 +394,7 @@ export class LeaseWatch {
       schedule();
       let watcher;
       try {
-        watcher = await this.registry.watchLeases((BigInt(listing.revision) + 1n).toString(), {
+        const creating = this.registry.watchLeases((BigInt(listing.revision) + 1n).toString(), {
           onEvents: (events, revision) => {
             if (!current) return; // a watcher being cancelled must not apply anything any more
             if (BigInt(revision) > this.revision) this.revision = BigInt(revision);
@@ -401,7 +406,23 @@ export class LeaseWatch {
             this.log.warn({ err: err.message }, 'lost the etcd lease watch, reconnecting (the data plane keeps forwarding)');
           },
         });
+        watcher = await Promise.race([creating, sleep(this.watchCreateMs, this.abort.signal).then(() => undefined)]);
+        if (!watcher) {
+          // etcd3 creates the watchers of a stream one at a time: one whose confirmation is lost holds
+          // every later one, and the probe above cannot help a watch that was never created. A new
+          // client opens a new stream; the next listing's diff loses nothing.
+          clearTimeout(probe);
+          current = false;
+          void creating.then((w) => w.cancel(), () => undefined).catch(() => undefined);
+          if (this.stopped) continue;
+          this.stats.watchStalls++;
+          this.log.warn({ waitedMs: this.watchCreateMs }, 'etcd did not confirm the lease watch: reconnecting and listing again');
+          this.registry.reconnect();
+          continue;
+        }
       } catch (e) {
+        clearTimeout(probe);
+        current = false;
         this.log.warn({ err: (e as Error).message }, 'cannot watch leases in etcd, retrying');
         await sleep(1000, this.abort.signal);
         continue;

@@ -32,7 +32,7 @@ function status(): AgentStatus {
     lease: { subnet: '10.244.1.0/24', expiration: null, expiresInSeconds: null },
     backend: { backend: 'vxlan', mode: 'bpf' },
     peers: [{ subnet: '10.244.2.0/24', publicIP: '10.0.0.2' }],
-    watch: { events: 7, relists: 2, rejected: 1, reconnects: 3, storeLosses: 2, lastEventAgeSeconds: 1 },
+    watch: { events: 7, relists: 2, rejected: 1, reconnects: 3, storeLosses: 2, watchStalls: 1, lastEventAgeSeconds: 1 },
     startup: { programMs: 1, readyMs: 2 },
     reconcile: { runs: 5, corrections: 1, failures: 0, rejected: 0 },
     firewall: { ipMasq: true, forwardRules: true, repairs: 4, lastError: null },

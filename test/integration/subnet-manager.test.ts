@@ -389,3 +389,35 @@ test('renewal is conditional: a foreign value on our key is never overwritten, a
   assert.equal(JSON.parse((await etcd.client.get(key2).string())!).PublicIP, '10.0.9.4');
   await w.stop();
 });
+
+test('a lease watch that etcd never confirms is abandoned: a new client lists and watches again, no event is lost', async () => {
+  const { prefix, cfg } = await setup();
+  // the real registry and etcd, with the first watch creation never confirmed: what etcd3 does when
+  // one create response on its watch stream is lost (every later watcher on that stream waits too)
+  class StallingRegistry extends EtcdRegistry {
+    stalls = 1;
+    override watchLeases(from: string, h: Parameters<EtcdRegistry['watchLeases']>[1]) {
+      if (this.stalls-- > 0) return new Promise<never>(() => undefined);
+      return super.watchLeases(from, h);
+    }
+  }
+  const registry = new StallingRegistry({ endpoints: [etcd.endpoint], prefix });
+  registries.push(registry);
+  const sm = new SubnetManager({ registry, log: silentLogger, retryMs: 200, watchCreateMs: 1000 });
+  const own = await sm.acquireLease(cfg, attrs('10.0.10.1', 'aa:bb:cc:dd:ea:01'));
+  const c = collector();
+  const w = sm.watchLeases(cfg, own, c.sink, () => undefined);
+  await w.synced;
+  const peer = await mk().acquireLease(cfg, attrs('10.0.10.2', 'aa:bb:cc:dd:ea:02'));
+  await until(() => c.peers.size === 1, 10_000, 'the peer seen after the stalled watch was replaced');
+  assert.equal(c.peers.get(formatCidr(peer.subnet)), '10.0.10.2');
+  assert.ok(w.stats.relists >= 2, `relists ${w.stats.relists}`);
+  assert.equal(w.stats.watchStalls, 1, 'counted (status watch.watchStalls, flannel_etcd_watch_stalls_total)');
+  await w.stop();
+
+  function mk() {
+    const r = new EtcdRegistry({ endpoints: [etcd.endpoint], prefix });
+    registries.push(r);
+    return new SubnetManager({ registry: r, log: silentLogger });
+  }
+});
