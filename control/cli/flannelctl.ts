@@ -8,6 +8,8 @@ import { Lab } from '../lab/cluster.js';
 import { readDataPlane, renderDataPlane } from '../bpf/inspect.js';
 import { EtcdRegistry } from '../subnet/etcd-registry.js';
 import { decodeAttrs } from '../subnet/lease.js';
+import { formatCidr, parseSubnetKey } from '../subnet/ip4.js';
+import { checkEtcdFlags, etcdFlagOptions, etcdOptions, type EtcdFlags } from './flanneld.js';
 import { fetchStatus } from '../health/client.js';
 import { isReady, renderStatus } from '../agent/status.js';
 import { removeRules } from '../firewall/iptables.js';
@@ -40,14 +42,14 @@ export function buildCtl(): Command {
       const view = readDataPlane(o.bpfPinRoot);
       process.stdout.write(o.json ? JSON.stringify(view, null, 2) + '\n' : renderDataPlane(view));
     });
-  ctl
-    .command('leases')
-    .description('print every lease in etcd, as flannel stores them')
-    .addOption(new Option('--etcd-endpoints <urls>', 'etcd endpoints, comma-separated').env('FLANNELD_ETCD_ENDPOINTS').default('http://127.0.0.1:2379'))
-    .addOption(new Option('--etcd-prefix <path>', 'etcd key prefix').env('FLANNELD_ETCD_PREFIX').default('/coreos.com/network'))
+  const leases = ctl.command('leases').description('print every lease in etcd, as flannel stores them (the etcd flags and FLANNELD_* variables are flanneld\'s)');
+  for (const opt of etcdFlagOptions()) leases.addOption(opt);
+  leases
     .option('--json', 'machine-readable output')
-    .action(async (o: { etcdEndpoints: string; etcdPrefix: string; json?: boolean }) => {
-      const reg = new EtcdRegistry({ endpoints: o.etcdEndpoints.split(','), prefix: o.etcdPrefix });
+    .action(async (o: EtcdFlags & { json?: boolean }, c: Command) => {
+      const bad = checkEtcdFlags(o);
+      if (bad) c.error(`error: ${bad}`, { exitCode: 2 });
+      const reg = new EtcdRegistry(etcdOptions(o));
       try {
         const { leases } = await reg.listLeases();
         const rows = leases.map((l) => {
@@ -57,7 +59,8 @@ export function buildCtl(): Command {
           } catch (e) {
             attrs = { error: (e as Error).message };
           }
-          return { subnet: l.key.slice(reg.subnetsPrefix.length).replace('-', '/'), reservation: l.lease === '0', attrs, raw: l.value };
+          const subnet = parseSubnetKey(l.key.slice(reg.subnetsPrefix.length));
+          return { subnet: subnet ? formatCidr(subnet) : `(not a subnet: ${l.key})`, reservation: l.lease === '0', attrs, raw: l.value };
         });
         if (o.json) process.stdout.write(JSON.stringify(rows, null, 2) + '\n');
         else for (const r of rows) process.stdout.write(`${r.subnet.padEnd(18)} ${r.reservation ? 'reserved ' : ''}${r.raw}\n`);

@@ -44,21 +44,59 @@ const ipv4 = (v: string) => {
   return v;
 };
 
+const opt = (flags: string, desc: string, env: string) => new Option(flags, desc).env(env);
+
+/** flannel's etcd flags, for flanneld and `flannelctl leases` alike */
+export function etcdFlagOptions(): Option[] {
+  return [
+    opt('--etcd-endpoints <urls>', 'etcd endpoints, comma-separated', 'FLANNELD_ETCD_ENDPOINTS').default('http://127.0.0.1:2379'),
+    opt('--etcd-prefix <path>', 'etcd key prefix: the config is <prefix>/config, leases <prefix>/subnets/', 'FLANNELD_ETCD_PREFIX').default('/coreos.com/network'),
+    opt('--etcd-keyfile <file>', 'TLS client key for etcd', 'FLANNELD_ETCD_KEYFILE'),
+    opt('--etcd-certfile <file>', 'TLS client certificate for etcd', 'FLANNELD_ETCD_CERTFILE'),
+    opt('--etcd-cafile <file>', 'CA bundle that signed the etcd server certificate', 'FLANNELD_ETCD_CAFILE'),
+    opt('--etcd-username <name>', 'etcd user name (password authentication)', 'FLANNELD_ETCD_USERNAME'),
+    opt('--etcd-password <password>', 'etcd password', 'FLANNELD_ETCD_PASSWORD'),
+  ];
+}
+
+export type EtcdFlags = Pick<FlanneldFlags, 'etcdEndpoints' | 'etcdPrefix' | 'etcdKeyfile' | 'etcdCertfile' | 'etcdCafile' | 'etcdUsername' | 'etcdPassword'>;
+
+/** The combinations commander cannot check; an error message or undefined. */
+export function checkEtcdFlags(f: EtcdFlags): string | undefined {
+  if ((f.etcdCertfile && !f.etcdKeyfile) || (f.etcdKeyfile && !f.etcdCertfile)) return '--etcd-certfile and --etcd-keyfile go together';
+  if ((f.etcdCertfile || f.etcdKeyfile) && !f.etcdCafile) return '--etcd-cafile is required with --etcd-certfile/--etcd-keyfile';
+  if (f.etcdPassword && !f.etcdUsername) return '--etcd-password needs --etcd-username';
+  for (const e of f.etcdEndpoints.split(',')) {
+    try {
+      const u = new URL(e.trim());
+      if (u.protocol !== 'http:' && u.protocol !== 'https:') return `--etcd-endpoints: ${e} must be http:// or https://`;
+    } catch {
+      return `--etcd-endpoints: ${JSON.stringify(e)} is not a URL`;
+    }
+  }
+  return undefined;
+}
+
+/** The registry's options from the etcd flags. */
+export const etcdOptions = (f: EtcdFlags) => ({
+  endpoints: f.etcdEndpoints.split(',').map((s) => s.trim()),
+  prefix: f.etcdPrefix,
+  keyFile: f.etcdKeyfile,
+  certFile: f.etcdCertfile,
+  caFile: f.etcdCafile,
+  username: f.etcdUsername,
+  password: f.etcdPassword,
+});
+
 export function buildCommand(): Command {
-  const opt = (flags: string, desc: string, env: string) => new Option(flags, desc).env(env);
-  return new Command('flanneld')
+  const cmd = new Command('flanneld')
     .description(
       'Node agent of a flannel-compatible overlay network: takes the network config and a subnet lease from etcd (v3),\n' +
         'writes the subnet file for the CNI plugin and programs this node so pods reach pods on every other node.\n' +
         'Every flag can also be set as FLANNELD_<FLAG> (e.g. FLANNELD_ETCD_ENDPOINTS). Go-style -flag=value works too.',
     )
-    .addOption(opt('--etcd-endpoints <urls>', 'etcd endpoints, comma-separated', 'FLANNELD_ETCD_ENDPOINTS').default('http://127.0.0.1:2379'))
-    .addOption(opt('--etcd-prefix <path>', 'etcd key prefix: the config is <prefix>/config, leases <prefix>/subnets/', 'FLANNELD_ETCD_PREFIX').default('/coreos.com/network'))
-    .addOption(opt('--etcd-keyfile <file>', 'TLS client key for etcd', 'FLANNELD_ETCD_KEYFILE'))
-    .addOption(opt('--etcd-certfile <file>', 'TLS client certificate for etcd', 'FLANNELD_ETCD_CERTFILE'))
-    .addOption(opt('--etcd-cafile <file>', 'CA bundle that signed the etcd server certificate', 'FLANNELD_ETCD_CAFILE'))
-    .addOption(opt('--etcd-username <name>', 'etcd user name (password authentication)', 'FLANNELD_ETCD_USERNAME'))
-    .addOption(opt('--etcd-password <password>', 'etcd password', 'FLANNELD_ETCD_PASSWORD'))
+  for (const o of etcdFlagOptions()) cmd.addOption(o);
+  return cmd
     .addOption(opt('--iface <name-or-ip>', 'interface (name or IPv4) for inter-host traffic; repeatable, first match wins', 'FLANNELD_IFACE').argParser(collect).default([]))
     .addOption(opt('--iface-regex <regex>', 'regex matched against interface IPs, then names; repeatable; used when no --iface matches', 'FLANNELD_IFACE_REGEX').argParser(collect).default([]))
     .addOption(opt('--public-ip <ip>', 'IPv4 address other nodes use to reach this one (default: the interface address)', 'FLANNELD_PUBLIC_IP').argParser(ipv4))
@@ -115,20 +153,11 @@ export interface FlanneldFlags {
 
 /** Checks what commander cannot: combinations of flags. Returns an error message or undefined. */
 export function checkFlags(f: FlanneldFlags): string | undefined {
-  if ((f.etcdCertfile && !f.etcdKeyfile) || (f.etcdKeyfile && !f.etcdCertfile)) return '--etcd-certfile and --etcd-keyfile go together';
-  if ((f.etcdCertfile || f.etcdKeyfile) && !f.etcdCafile) return '--etcd-cafile is required with --etcd-certfile/--etcd-keyfile';
-  if (f.etcdPassword && !f.etcdUsername) return '--etcd-password needs --etcd-username';
+  const etcd = checkEtcdFlags(f);
+  if (etcd) return etcd;
   if (f.healthzPort && parseIp4(f.healthzIp) === undefined) return `--healthz-ip: ${JSON.stringify(f.healthzIp)} is not an IPv4 address`;
   if (f.metricsPort && parseIp4(f.metricsIp) === undefined) return `--metrics-ip: ${JSON.stringify(f.metricsIp)} is not an IPv4 address`;
   if (f.metricsPort && f.metricsPort === f.healthzPort) return '--metrics-port must differ from --healthz-port';
-  for (const e of f.etcdEndpoints.split(',')) {
-    try {
-      const u = new URL(e.trim());
-      if (u.protocol !== 'http:' && u.protocol !== 'https:') return `--etcd-endpoints: ${e} must be http:// or https://`;
-    } catch {
-      return `--etcd-endpoints: ${JSON.stringify(e)} is not a URL`;
-    }
-  }
   return undefined;
 }
 
@@ -151,15 +180,7 @@ async function main(): Promise<void> {
     process.exit(1);
   }
   const agent = new Agent({
-    etcd: {
-      endpoints: f.etcdEndpoints.split(',').map((s) => s.trim()),
-      prefix: f.etcdPrefix,
-      keyFile: f.etcdKeyfile,
-      certFile: f.etcdCertfile,
-      caFile: f.etcdCafile,
-      username: f.etcdUsername,
-      password: f.etcdPassword,
-    },
+    etcd: etcdOptions(f),
     iface: { iface: f.iface, ifaceRegex: f.ifaceRegex, publicIP: f.publicIp },
     subnetFile: f.subnetFile,
     renewMarginMinutes: f.subnetLeaseRenewMargin,

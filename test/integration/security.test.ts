@@ -4,11 +4,11 @@
 // files it leaves for others to read.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { startEtcd, freePort, type EtcdServer } from '../helpers/etcd.ts';
 import { FLANNELD } from '../helpers/lab.ts';
 import { parseSubnetFile } from '../../control/subnet/subnet-file.ts';
@@ -198,4 +198,20 @@ test('without the capabilities it needs, flanneld refuses to start and names the
   } finally {
     await authEtcd.ctl('--user=root:rootpw', 'put', '/coreos.com/network/config', CONFIG);
   }
+});
+
+test('flannelctl leases takes flanneld\'s etcd TLS and password flags, and prints each lease under its subnet', () => {
+  const ctl = join(dirname(FLANNELD), 'flannelctl.js');
+  const run = (...args: string[]) => spawnSync('ip', ['netns', 'exec', ns, process.execPath, ctl, 'leases', ...args], { encoding: 'utf8' });
+  // the TLS test above left flanneld's lease in this etcd
+  const tls = run(`--etcd-endpoints=${tlsEtcd.endpoint}`, `--etcd-cafile=${f('ca.crt')}`, `--etcd-certfile=${f('client.crt')}`, `--etcd-keyfile=${f('client.key')}`);
+  assert.equal(tls.status, 0, tls.stderr);
+  assert.match(tls.stdout, /^10\.233\.\d+\.0\/24 +\{"PublicIP":"10\.99\.0\.2"/m);
+  const auth = run(`--etcd-endpoints=${authEtcd.endpoint}`, '--etcd-username=flannel', '--etcd-password=s3cret');
+  assert.equal(auth.status, 0, auth.stderr);
+  assert.match(auth.stdout, /^10\.233\.\d+\.0\/24 +\{"PublicIP":"10\.99\.0\.2"/m);
+  // the same combination rules as flanneld
+  const half = run(`--etcd-endpoints=${tlsEtcd.endpoint}`, `--etcd-certfile=${f('client.crt')}`);
+  assert.equal(half.status, 2);
+  assert.match(half.stderr, /--etcd-certfile and --etcd-keyfile go together/);
 });
