@@ -41,8 +41,6 @@ export class Agent {
   private backend?: Backend;
   private reconcileTimer?: NodeJS.Timeout;
   private firewall?: RulesKeeper;
-  /** the first ensure's error, when no keeper runs after it */
-  private firewallError: string | null = null;
   private cfg?: NetworkConfig;
   private ext?: ExternalInterface;
   private lease?: Lease;
@@ -136,17 +134,16 @@ export class Agent {
       ...(this.o.ipMasq ? masqRules(cfg.network, lease.subnet, await supportsRandomFully()) : []),
     ];
     if (!rules.length) return;
+    this.firewall = new RulesKeeper(rules, this.o.iptablesResyncMs, log);
     try {
       const changed = await ensureRules(rules);
       log.info({ ipMasq: this.o.ipMasq, forwardRules: this.o.forwardRules, changed }, 'iptables rules in place');
     } catch (e) {
-      this.firewallError = (e as Error).message;
+      this.firewall.state.lastError = (e as Error).message;
       // without masquerading, pods would reach the outside with addresses nobody routes back
       if (this.o.ipMasq) throw new Error(`--ip-masq: cannot install the masquerade rules: ${(e as Error).message}`);
       log.warn({ err: (e as Error).message }, 'cannot install the FORWARD accept rules (--iptables-forward-rules); forwarding depends on the host\'s policy');
     }
-    this.firewall = new RulesKeeper(rules, this.o.iptablesResyncMs, log);
-    this.firewall.state.lastError = this.firewallError;
     this.firewall.start();
   }
 
@@ -188,7 +185,7 @@ export class Agent {
       },
       startup: { ...this.startup },
       reconcile: { runs: num('reconciles'), corrections: num('corrections'), failures: num('failures'), rejected: num('rejected') },
-      firewall: { ipMasq: this.o.ipMasq, forwardRules: this.o.forwardRules, repairs: this.firewall?.state.repairs ?? 0, lastError: this.firewall ? this.firewall.state.lastError : this.firewallError },
+      firewall: { ipMasq: this.o.ipMasq, forwardRules: this.o.forwardRules, repairs: this.firewall?.state.repairs ?? 0, lastError: this.firewall?.state.lastError ?? null },
       traffic,
       checks,
     };

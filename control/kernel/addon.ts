@@ -1,8 +1,13 @@
 // Loads the native addon (build/Release/flannel_native.node) from the project root.
 import { createRequire } from 'node:module';
+import { constants as osConstants } from 'node:os';
 import { projectRoot } from '../paths.js';
 
 const require = createRequire(import.meta.url);
+
+const ERRNO_NAMES = new Map(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
+/** EINVAL for 22: the name an errno number has (undefined for one the platform does not name) */
+export const errnoName = (errno: number): string | undefined => ERRNO_NAMES.get(errno);
 
 export interface NativeError extends Error {
   errno: number;

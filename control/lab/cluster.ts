@@ -8,7 +8,7 @@ import { mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, readdirSync,
 import { tmpdir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import { projectRoot } from '../paths.js';
-import { deleteNamespaces, inNs, ip, until } from './netns.js';
+import { inNs, ip, until } from './netns.js';
 import { startEtcd, type EtcdServer } from './etcd.js';
 import { parseSubnetFile } from '../subnet/subnet-file.js';
 import { parseCidr, formatIp4, type Subnet } from '../subnet/ip4.js';

@@ -25,14 +25,6 @@ export async function json<T = unknown>(ns: string, cmd: string, ...args: string
 }
 
 /** Deletes every namespace whose name starts with prefix (and so every link inside it). */
-export async function deleteNamespaces(prefix: string): Promise<void> {
-  const list = await sh('ip', ['netns', 'list'], { allowFail: true });
-  for (const line of list.split('\n')) {
-    const name = line.split(' ')[0];
-    if (name && name.startsWith(prefix)) await sh('ip', ['netns', 'del', name], { allowFail: true });
-  }
-}
-
 export async function until<T>(what: string, fn: () => Promise<T | undefined | false>, ms = 15_000, step = 200): Promise<T> {
   const end = Date.now() + ms;
   let last: unknown;

@@ -44,15 +44,15 @@ export function decodeAttrs(text: string): LeaseAttrs {
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new LeaseFormatError('lease value is not a JSON object');
   const o = raw as Record<string, unknown>;
-  if (typeof o.PublicIP !== 'string' || parseIp4(o.PublicIP) === undefined)
-    throw new LeaseFormatError(`lease PublicIP is not an IPv4 address: ${JSON.stringify(o.PublicIP)?.slice(0, 64)}`);
-  const notHost = notAHostAddress(parseIp4(o.PublicIP)!);
+  const publicIP = typeof o.PublicIP === 'string' ? parseIp4(o.PublicIP) : undefined;
+  if (publicIP === undefined) throw new LeaseFormatError(`lease PublicIP is not an IPv4 address: ${JSON.stringify(o.PublicIP)?.slice(0, 64)}`);
+  const notHost = notAHostAddress(publicIP);
   if (notHost) throw new LeaseFormatError(`lease PublicIP ${o.PublicIP} ${notHost}: no node can be reached there`);
   const v6 = o.PublicIPv6 ?? null;
   if (v6 !== null && typeof v6 !== 'string') throw new LeaseFormatError('lease PublicIPv6 is neither null nor a string');
   const bt = o.BackendType ?? '';
   if (typeof bt !== 'string') throw new LeaseFormatError('lease BackendType is not a string');
-  const attrs: LeaseAttrs = { publicIP: formatIp4(parseIp4(o.PublicIP)!), publicIPv6: v6, backendType: bt };
+  const attrs: LeaseAttrs = { publicIP: formatIp4(publicIP), publicIPv6: v6, backendType: bt };
   if (o.BackendData !== undefined && o.BackendData !== null) attrs.backendData = o.BackendData;
   return attrs;
 }

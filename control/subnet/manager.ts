@@ -496,6 +496,10 @@ export class LeaseWatch {
     out.push({ type: 'added', lease: res });
   }
 
+  private foreignValueOnOwnKey(): void {
+    this.onOwnLeaseLost(`another writer's value is on our lease ${this.ownKey}: the subnet is no longer ours`);
+  }
+
   private applyListing(leases: RawLease[]): void {
     const events: LeaseEvent[] = [];
     const seen = new Set<string>();
@@ -503,7 +507,7 @@ export class LeaseWatch {
     for (const l of leases) {
       if (l.key === this.ownKey) {
         ownSeen = true;
-        if (l.value !== this.ownValue) return this.onOwnLeaseLost(`another writer's value is on our lease ${this.ownKey}: the subnet is no longer ours`);
+        if (l.value !== this.ownValue) return this.foreignValueOnOwnKey();
         continue;
       }
       seen.add(l.key);
@@ -578,7 +582,7 @@ export class LeaseWatch {
       if (e.key === this.ownKey) {
         if (e.type === 'delete') this.onOwnLeaseLost(`our lease ${this.ownKey} was deleted or expired`);
         // our renewal writes the same value; anything else means another node holds the subnet now
-        else if (e.value !== this.ownValue) this.onOwnLeaseLost(`another writer's value is on our lease ${this.ownKey}: the subnet is no longer ours`);
+        else if (e.value !== this.ownValue) this.foreignValueOnOwnKey();
         continue;
       }
       this.held.delete(e.key);

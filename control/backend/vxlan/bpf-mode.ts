@@ -4,10 +4,10 @@
 // Ethernet exactly as a classic node sends it), so BPF and classic nodes share one cluster.
 import { existsSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { constants as osConstants } from 'node:os';
 import { LeaseFormatError, decodeVxlanData, encodeVxlanData, type Lease } from '../../subnet/lease.js';
 import { formatCidr, formatIp4 } from '../../subnet/ip4.js';
 import { exec, type Link } from '../../kernel/netlink.js';
+import { errnoName } from '../../kernel/addon.js';
 import { BpfMap, BpfObject, TC_HANDLE, TC_PRIO, ensureBpffs, untrustedPins, tcAttach, tcQuery, xdpAttach, xdpDetach, xdpQuery, progInfo, progInfoById } from '../../kernel/bpf.js';
 import * as L from '../../bpf/layout.js';
 import { objectPath } from '../../bpf/objects.js';
@@ -29,7 +29,6 @@ export interface BpfModeOptions {
 }
 
 type MapName = 'fl_subnets' | 'fl_vteps' | 'fl_members' | 'fl_routes' | 'fl_peer_stats';
-const ERRNO_NAMES = new Map(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
 // A peer's counters first (their presence is what flannel.1's ingress accepts), then the guard's
 // member entry, the VTEP and the subnet, and last the route the egress program reads; deletes the
 // other way round. So no program ever finds a half-programmed peer.
@@ -376,7 +375,7 @@ export class BpfVxlanBackend implements Backend {
       errnos.forEach((e, k) => {
         if (!e) return;
         const o = ops[idx[k]!]!;
-        res[idx[k]!] = Object.assign(new Error(`bpf map ${o.action} ${o.what}: errno ${e}`), { errno: e, code: ERRNO_NAMES.get(e) ?? `E${e}`, syscall: `bpf map ${o.action}` });
+        res[idx[k]!] = Object.assign(new Error(`bpf map ${o.action} ${o.what}: errno ${e}`), { errno: e, code: errnoName(e) ?? `E${e}`, syscall: `bpf map ${o.action}` });
       });
       i = j;
     }

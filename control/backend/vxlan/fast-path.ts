@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { constants as osConstants } from 'node:os';
 import { BpfObject, type BpfMap, progInfo, testRun } from '../../kernel/bpf.js';
+import { errnoName } from '../../kernel/addon.js';
 import { listLinks } from '../../kernel/netlink.js';
 import * as L from '../../bpf/layout.js';
 import { countersByIndex } from '../../bpf/inspect.js';
@@ -15,7 +16,6 @@ import type { HealthCheck } from '../types.js';
 
 export type FastPathMode = 'auto' | 'on' | 'off';
 
-const ERRNO_NAMES = new Map(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
 /** any well-formed frame: the probe program looks up a fixed tuple, not the packet */
 const CT_PROBE_PACKET = Buffer.concat([Buffer.alloc(12), Buffer.from([0x08, 0x00]), Buffer.from('450000140000000040110000' + '7f0000017f000001', 'hex')]);
 
@@ -64,7 +64,7 @@ export class FastPath {
       // (a kernel may refuse our options at run time): ask it once, so that "on" means it can engage
       const errno = (await testRun(this.obj.program('fl_ct_probe').fd, CT_PROBE_PACKET)).retval;
       if (errno !== osConstants.errno.ENOENT) {
-        why = `the kernel's conntrack lookup from BPF fails (errno ${errno}${ERRNO_NAMES.get(errno) ? ` ${ERRNO_NAMES.get(errno)}` : ''}): no flow could ever be recognised`;
+        why = `the kernel's conntrack lookup from BPF fails (errno ${errno}${errnoName(errno) ? ` ${errnoName(errno)}` : ''}): no flow could ever be recognised`;
         this.close();
       }
     } catch (e) {
