@@ -3,6 +3,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import util from 'node:util';
 import { mkdtempSync, rmdirSync, rmSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -360,6 +361,10 @@ test(`flannel.1 ingress on a real external vxlan device: fuzzed VXLAN from a mem
     await inNs(node!, 'ip', 'link', 'set', 'fz0', 'up');
     for (const a of ['172.31.0.2/24', '172.31.0.3/24']) await inNs(peer!, 'ip', 'addr', 'add', a, 'dev', 'fz1');
     await inNs(peer!, 'ip', 'link', 'set', 'fz1', 'up');
+    // a resolved neighbour: datagrams queued behind an ARP request that a loaded machine answers late
+    // can be dropped from the neighbour's queue, which is no verdict of the program's
+    const fz0Mac = (await inNs(node!, 'cat', '/sys/class/net/fz0/address')).trim();
+    await inNs(peer!, 'ip', 'neigh', 'replace', '172.31.0.1', 'lladdr', fz0Mac, 'dev', 'fz1', 'nud', 'permanent');
     const pins = mkdtempSync('/run/flannel-test-bpffs-');
     try {
       const child = spawn('ip', ['netns', 'exec', node!, process.execPath, '--import', 'tsx', join(FIX, 'vtep-ingress.ts'), pins, '172.31.0.2'], { stdio: ['pipe', 'pipe', 'inherit'] });
@@ -370,12 +375,25 @@ test(`flannel.1 ingress on a real external vxlan device: fuzzed VXLAN from a mem
         for (let i = 0; i < 200 && !out.includes('ready'); i++) await new Promise((r) => setTimeout(r, 50));
         assert.match(out, /ready/);
         const want = JSON.parse(await inNs(peer!, process.execPath, '--import', 'tsx', join(FIX, 'send-vxlan-fuzz.ts'), '172.31.0.1', '172.31.0.2', '172.31.0.3', String(Math.min(RUNS, 2000)), String(Date.now() & 0xffff))) as Record<string, number>;
-        await new Promise((r) => setTimeout(r, 300));
-        child.stdin.write('report\n');
+        // the last datagrams may still wait in a backlog a loaded machine has not run yet: ask until
+        // every datagram has a verdict, or 5 s
+        let got: Record<string, number> = {};
+        for (let i = 0; i < 50; i++) {
+          const lines = out.split('\n').length;
+          child.stdin.write('report\n');
+          while (out.split('\n').length === lines) await new Promise((r) => setTimeout(r, 10));
+          got = JSON.parse(out.trim().split('\n').at(-1)!) as Record<string, number>;
+          if (L.REASONS.reduce((n, r) => n + (got[r] ?? 0), 0) >= want.sent!) break;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        child.stdin.write('exit\n');
         await exited;
-        const got = JSON.parse(out.trim().split('\n').at(-1)!) as Record<string, number>;
         assert.ok(want.received! > 0 && want.spoofed! > 0 && want.wrong_vni! > 0, JSON.stringify(want));
-        assert.deepEqual({ received: got.received, spoofed: got.spoofed, wrong_vni: got.wrong_vni, malformed: got.malformed }, { received: want.received, spoofed: want.spoofed, wrong_vni: want.wrong_vni, malformed: 0 });
+        // a datagram with no verdict was lost before the program: say where the kernel counted it
+        const drops = async () => `${await inNs(node!, 'ip', '-s', 'link', 'show', 'dev', 'flannel.1')}${await inNs(node!, 'ip', '-s', 'link', 'show', 'dev', 'fz0')}${await inNs(node!, 'nstat', '-az', 'UdpInErrors', 'UdpRcvbufErrors', 'IpInDiscards')}`;
+        const verdicts = { received: got.received, spoofed: got.spoofed, wrong_vni: got.wrong_vni, malformed: got.malformed };
+        const expected = { received: want.received, spoofed: want.spoofed, wrong_vni: want.wrong_vni, malformed: 0 };
+        if (!util.isDeepStrictEqual(verdicts, expected)) assert.deepEqual(verdicts, expected, `all counters ${JSON.stringify(got)}\n${await drops()}`);
       } finally {
         child.kill('SIGKILL');
       }
