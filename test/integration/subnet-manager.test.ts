@@ -9,7 +9,7 @@ import { startEtcd, startProxy, type EtcdServer } from '../helpers/etcd.ts';
 import { EtcdRegistry } from '../../control/subnet/etcd-registry.ts';
 import { SubnetManager, type LeaseEvent } from '../../control/subnet/manager.ts';
 import { parseConfig } from '../../control/subnet/config.ts';
-import { formatCidr, parseCidr } from '../../control/subnet/ip4.ts';
+import { formatCidr, parseCidr, type Subnet } from '../../control/subnet/ip4.ts';
 import { readPreviousSubnet, writeSubnetFile } from '../../control/subnet/subnet-file.ts';
 import { silentLogger } from '../../control/log.ts';
 import type { LeaseAttrs } from '../../control/subnet/lease.ts';
@@ -54,6 +54,13 @@ async function ttlOf(key: string): Promise<{ lease: string; ttl: number }> {
   const t = await etcd.client.leaseClient.leaseTimeToLive({ ID: lease });
   return { lease, ttl: Number(t.TTL) };
 }
+
+/**
+ * n subnets "10.244.X.0" from `from` up that none of `held` is: leases are allocated at random, and a
+ * test's hand-written lease on a held key would replace that lease instead of competing with it.
+ */
+const freeSubnets = (n: number, from: number, ...held: Subnet[]) =>
+  Array.from({ length: n + held.length }, (_, i) => `10.244.${from + i}.0`).filter((s) => !held.some((h) => formatCidr(h) === `${s}/24`)).slice(0, n);
 
 test('acquire writes flannel-exact JSON under <prefix>/subnets/<ip>-<len> with a 24 h TTL', async () => {
   const { prefix, mk } = await setup();
@@ -181,10 +188,11 @@ test('watch: peers added and removed, malformed leases skipped, own-key deletion
   await until(() => c.peers.size === 1, 10_000, 'peer added');
   assert.equal(c.peers.get(formatCidr(peer.subnet)), '10.0.2.2');
   // garbage from another writer: logged and skipped, never fatal
-  await etcd.client.put(`${prefix}/subnets/10.244.200.0-24`).value('{not json');
+  const [g1, g2] = freeSubnets(2, 200, own.subnet, peer.subnet);
+  await etcd.client.put(`${prefix}/subnets/${g1}-24`).value('{not json');
   await etcd.client.put(`${prefix}/subnets/10.99.0.0-24`).value('{"PublicIP":"10.0.2.9","PublicIPv6":null}');
   await etcd.client.put(`${prefix}/subnets/nonsense`).value('{"PublicIP":"10.0.2.9","PublicIPv6":null}');
-  await etcd.client.put(`${prefix}/subnets/10.244.201.0-24`).value('{"PublicIP":"10.0.2.1","PublicIPv6":null}');
+  await etcd.client.put(`${prefix}/subnets/${g2}-24`).value('{"PublicIP":"10.0.2.1","PublicIPv6":null}');
   await until(() => w.stats.rejected >= 4, 10_000, 'rejections');
   assert.equal(c.peers.size, 1);
   await mk().registry.deleteLease(peer.subnet);
@@ -203,13 +211,14 @@ test('two leases claiming one public IP: the first keeps its place, the second i
   const w = sm.watchLeases(cfg, own, c.sink, () => undefined);
   await w.synced;
   const v = JSON.stringify({ PublicIP: '10.0.7.9', PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: 'aa:bb:cc:dd:ee:09' } });
-  await etcd.client.put(`${prefix}/subnets/10.244.70.0-24`).value(v);
+  const [a, b] = freeSubnets(2, 70, own.subnet);
+  await etcd.client.put(`${prefix}/subnets/${a}-24`).value(v);
   await until(() => c.peers.size === 1);
-  await etcd.client.put(`${prefix}/subnets/10.244.71.0-24`).value(v);
+  await etcd.client.put(`${prefix}/subnets/${b}-24`).value(v);
   await until(() => w.stats.rejected === 1, 5000, 'the second claim rejected');
-  assert.deepEqual([...c.peers.keys()], ['10.244.70.0/24']);
-  await etcd.client.delete().key(`${prefix}/subnets/10.244.70.0-24`);
-  await until(() => c.peers.has('10.244.71.0/24') && c.peers.size === 1, 5000, 'the remaining claim programmed');
+  assert.deepEqual([...c.peers.keys()], [`${a}/24`]);
+  await etcd.client.delete().key(`${prefix}/subnets/${a}-24`);
+  await until(() => c.peers.has(`${b}/24`) && c.peers.size === 1, 5000, 'the remaining claim programmed');
   await w.stop();
 });
 
@@ -348,17 +357,19 @@ test('a lease reusing a VTEP MAC that another lease (or we) hold is rejected; it
   await w.synced;
   const x = await mk().acquireLease(cfg, attrs('10.0.8.2', 'aa:bb:cc:dd:e8:02'));
   await until(() => c.peers.size === 1, 5000, 'node X programmed');
-  // the review's case: a free subnet, a stranger's public IP, node X's VTEP MAC (in another case)
+  // the review's case: a free subnet, a stranger's public IP, node X's VTEP MAC (in another case);
+  // free, not fixed: CI once allocated X 10.244.81.0/24, the key this test then wrote over
+  const [k1, k2] = freeSubnets(2, 80, own.subnet, x.subnet);
   const steal = (mac: string) => JSON.stringify({ PublicIP: '203.0.113.9', PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: mac } });
-  await etcd.client.put(`${prefix}/subnets/10.244.80.0-24`).value(steal('AA:BB:CC:DD:E8:02'));
+  await etcd.client.put(`${prefix}/subnets/${k1}-24`).value(steal('AA:BB:CC:DD:E8:02'));
   await until(() => w.stats.rejected === 1, 5000, 'the MAC thief rejected');
-  await etcd.client.put(`${prefix}/subnets/10.244.81.0-24`).value(JSON.stringify({ PublicIP: '203.0.113.10', PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: 'aa:bb:cc:dd:e8:01' } }));
+  await etcd.client.put(`${prefix}/subnets/${k2}-24`).value(JSON.stringify({ PublicIP: '203.0.113.10', PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: 'aa:bb:cc:dd:e8:01' } }));
   await until(() => w.stats.rejected === 2, 5000, 'a lease with our own MAC rejected');
   await new Promise((r) => setTimeout(r, 200));
   assert.deepEqual([...c.peers.entries()], [[formatCidr(x.subnet), '10.0.8.2']], 'node X keeps its VTEP');
   assert.ok(!c.events.some((e) => e.lease.attrs.publicIP.startsWith('203.')), 'nothing of the thieves reached the backend');
   await mk().registry.deleteLease(x.subnet);
-  await until(() => c.peers.has('10.244.80.0/24') && c.peers.size === 1, 5000, 'the MAC is free again: the waiting lease is taken');
+  await until(() => c.peers.has(`${k1}/24`) && c.peers.size === 1, 5000, 'the MAC is free again: the waiting lease is taken');
   await w.stop();
 });
 
