@@ -101,10 +101,13 @@ struct fl_pod_val {
 
 #define FL_FAST_ON 1		/* receive side delivers straight into pods; send side redirects to flannel.1 */
 #define FL_FAST_NO_CT 2		/* UNSAFE, tests only: skip the conntrack check (NAT'd replies get broken) */
+#define FL_FAST_BYPASS 4	/* the send side encapsulates itself and skips flannel.1; the underlay's tc
+				 * ingress decapsulates single packets for local pods (not in flannel) */
 
 struct fl_fast_cfg {
 	__u32 vtep_ifindex;	/* flannel.1, where the send side redirects */
 	__u32 flags;
+	__u8 local_ip[4];	/* bypass: outer source address, the one flannel.1 would send from */
 };
 
 enum fl_fast_result {
@@ -115,6 +118,10 @@ enum fl_fast_result {
 	FL_PASS_NAT,		/* to the stack: the flow is NAT'd (a Service), reverse NAT needs the stack */
 	FL_PASS_OTHER,		/* to the stack: not TCP/UDP over plain IPv4, a fragment, IP options, TTL <= 1 */
 	FL_PASS_CT_ERROR,	/* to the stack: the conntrack lookup failed for another reason than "no entry" */
+	FL_BYPASS_TX,		/* pod -> underlay, encapsulated in BPF: flannel.1 skipped as well */
+	FL_BYPASS_RX,		/* underlay -> pod, decapsulated in BPF: flannel.1 skipped as well */
+	FL_PASS_NO_FIB,		/* bypass send: no forwardable route to the peer from BPF; flannel.1 sends it */
+	FL_PASS_GRO,		/* bypass receive: a GRO aggregate, which only the kernel can decapsulate here */
 	FL_FAST_MAX,
 };
 
@@ -132,6 +139,6 @@ _Static_assert(sizeof(struct fl_counter) == 16, "fl_counter: see STRUCTS in cont
 _Static_assert(sizeof(struct fl_peer_stats) == 32, "fl_peer_stats: see STRUCTS in control/bpf/layout.ts");
 _Static_assert(sizeof(struct fl_pod_key) == 4, "fl_pod_key: see STRUCTS in control/bpf/layout.ts");
 _Static_assert(sizeof(struct fl_pod_val) == 24, "fl_pod_val: see STRUCTS in control/bpf/layout.ts");
-_Static_assert(sizeof(struct fl_fast_cfg) == 8, "fl_fast_cfg: see STRUCTS in control/bpf/layout.ts");
+_Static_assert(sizeof(struct fl_fast_cfg) == 12, "fl_fast_cfg: see STRUCTS in control/bpf/layout.ts");
 
 #endif

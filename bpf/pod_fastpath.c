@@ -23,6 +23,8 @@
 #include <stddef.h>
 #include <bpf/bpf_endian.h>
 #include "vtep_ingress.h"
+#include "underlay_guard.h"
+#include "vxlan_bypass.h"
 
 /* Only the fields we read; CO-RE places them where the running kernel has them. */
 struct ip_ct_tcp {
@@ -198,14 +200,43 @@ static __always_inline int fl_pass(struct __sk_buff *skb, __u32 reason)
 	return TC_ACT_UNSPEC;
 }
 
-/* TTL - 1 with the header checksum fixed. Invalidates packet pointers. */
-static __always_inline void fl_ttl_dec(struct __sk_buff *skb, struct iphdr *ip)
+/* TTL - 1 with the header checksum fixed; ip sits at offset off. Invalidates packet pointers. */
+static __always_inline void fl_ttl_dec(struct __sk_buff *skb, struct iphdr *ip, __u32 off)
 {
 	__u16 *pair = (__u16 *)&ip->ttl;	/* ttl and protocol: one 16-bit word of the checksum */
 	__u16 old = *pair;
 
 	ip->ttl--;
-	bpf_l3_csum_replace(skb, ETH_HLEN + offsetof(struct iphdr, check), old, *pair, 2);
+	bpf_l3_csum_replace(skb, off + offsetof(struct iphdr, check), old, *pair, 2);
+}
+
+/* Bypass send: the pod's packet, encapsulated here, straight out of the underlay. -1 leaves the packet
+ * unchanged for flannel.1 (no route the kernel would forward by, or the kernel refused the encap). */
+static __always_inline int fl_bypass_tx(struct __sk_buff *skb, const struct fl_fast_cfg *fc, const struct fl_route *rt, __u8 tos)
+{
+	struct fl_config *cfg = fl_cfg();
+	struct bpf_fib_lookup p;
+	int known;
+
+	if (!cfg)
+		return -1;
+	if ((known = fl_bypass_route(skb, fc, rt->remote_ip, &p)) < 0) {
+		fl_count_fast(FL_PASS_NO_FIB, skb->len);
+		return -1;
+	}
+	if (fl_vxlan_encap(skb, cfg, rt, fc, tos) < 0)
+		return -1;
+	void *data = (void *)(long)skb->data;
+	struct iphdr *inner = data + ETH_HLEN + FL_ENCAP_LEN;
+
+	if ((void *)(inner + 1) > (void *)(long)skb->data_end)
+		return TC_ACT_SHOT;	/* cannot happen: adjust_room keeps the pulled headers linear */
+	fl_ttl_dec(skb, inner, ETH_HLEN + FL_ENCAP_LEN);
+	/* kube-proxy's masquerade mark must not ride on the outer packet (see vxlan_egress.c) */
+	skb->mark = 0;
+	fl_peer_tx(rt->remote_ip, skb->len);
+	fl_count_fast(FL_BYPASS_TX, skb->len);
+	return fl_bypass_send(skb, &p, known);
 }
 
 SEC("tc")
@@ -220,7 +251,9 @@ int fl_pod_egress(struct __sk_buff *skb)
 
 	__builtin_memcpy(sk.addr, &ip->daddr, 4);
 	/* the map flannel.1's egress reads: a destination there is a remote pod it can send to */
-	if (!bpf_map_lookup_elem(&fl_routes, &sk))
+	struct fl_route *rt = bpf_map_lookup_elem(&fl_routes, &sk);
+
+	if (!rt)
 		return fl_pass(skb, FL_PASS_NOT_POD);
 	int r = fl_flow_ok(skb, ip, fc->flags);
 
@@ -234,7 +267,17 @@ int fl_pod_egress(struct __sk_buff *skb)
 	 * check whatever its segment size; BPF_MTU_CHK_SEGS checks each segment it will become. */
 	if (bpf_check_mtu(skb, vtep, &mtu, 0, BPF_MTU_CHK_SEGS) != BPF_MTU_CHK_RET_SUCCESS)
 		return fl_pass(skb, FL_PASS_OTHER);
-	fl_ttl_dec(skb, ip);
+	if (fc->flags & FL_FAST_BYPASS) {
+		int v = fl_bypass_tx(skb, fc, rt, ip->tos);
+
+		if (v >= 0)
+			return v;
+		/* unchanged: flannel.1 sends it, as without bypass */
+		ip = fl_ipv4(skb);
+		if (!ip)
+			return fl_pass(skb, FL_PASS_OTHER);
+	}
+	fl_ttl_dec(skb, ip, ETH_HLEN);
 	fl_count_fast(FL_FAST_TX, skb->len);
 	/* flannel.1's egress program runs on the redirected packet: it writes the MACs and the tunnel key */
 	return bpf_redirect(vtep, 0);
@@ -275,9 +318,98 @@ int fl_ingress_fast(struct __sk_buff *skb)
 	ip = (void *)(eth + 1);
 	if ((void *)(ip + 1) > (void *)(long)skb->data_end)
 		return TC_ACT_UNSPEC;
-	fl_ttl_dec(skb, ip);
+	fl_ttl_dec(skb, ip, ETH_HLEN);
 	fl_count_fast(FL_FAST_RX, skb->len);
 	return bpf_redirect_peer(ifindex, 0);
+}
+
+static __always_inline int fl_mac_eq(const __u8 *a, const __u8 *b)
+{
+	return ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) | (a[5] ^ b[5])) == 0;
+}
+
+/* outer Ethernet, the VXLAN headers, and the inner IPv4 and TCP headers */
+#define FL_RX_HDRS (ETH_HLEN + FL_ENCAP_LEN + sizeof(struct iphdr) + sizeof(struct tcphdr))
+
+/* Bypass receive, for VXLAN from a member: a packet for a local pod whose flow conntrack has seen
+ * both ways goes into the pod; anything else goes on to the vxlan socket and flannel.1, unchanged. */
+static __always_inline int fl_bypass_rx(struct __sk_buff *skb, const struct fl_fast_cfg *fc)
+{
+	/* A GRO aggregate of VXLAN segments: this kernel's bpf_skb_adjust_room() cannot clear its
+	 * UDP-tunnel GSO state (no BPF_F_ADJ_ROOM_DECAP_L4_UDP before 6.19), and left stale that state
+	 * breaks segmentation if the inner packet is ever forwarded. flannel.1 decapsulates it. */
+	if (skb->gso_size)
+		return fl_pass(skb, FL_PASS_GRO);
+	if (skb->data + FL_RX_HDRS > skb->data_end && bpf_skb_pull_data(skb, skb->len < FL_RX_HDRS ? skb->len : FL_RX_HDRS) < 0)
+		return TC_ACT_UNSPEC;
+	void *data = (void *)(long)skb->data, *data_end = (void *)(long)skb->data_end;
+	struct fl_vxlan_hdrs *h = data + ETH_HLEN;
+	struct iphdr *ip = data + ETH_HLEN + FL_ENCAP_LEN;
+	struct fl_config *cfg = fl_cfg();
+
+	if ((void *)(ip + 1) > data_end || !cfg)
+		return TC_ACT_UNSPEC;
+	/* what flannel.1 and its ingress program would refuse or count stays theirs: options, other
+	 * flags, another VNI, a frame for another MAC, not IPv4 */
+	if (h->ip.ihl != 5 || h->vx_flags != FL_VXLAN_I || h->vx_vni != bpf_htonl(cfg->vni << 8))
+		return TC_ACT_UNSPEC;
+	if (!fl_mac_eq(h->eth.h_dest, cfg->local_mac) || h->eth.h_proto != bpf_htons(ETH_P_IP))
+		return fl_pass(skb, FL_PASS_OTHER);
+	if (ip->version != 4 || ip->ihl != 5 || (ip->frag_off & bpf_htons(0x3fff)) || ip->ttl <= 1)
+		return fl_pass(skb, FL_PASS_OTHER);
+	struct fl_pod_key pk;
+
+	__builtin_memcpy(pk.ip, &ip->daddr, 4);
+	struct fl_pod_val *pod = bpf_map_lookup_elem(&fl_local_pods, &pk);
+
+	if (!pod || !pod->ifindex)
+		return fl_pass(skb, FL_PASS_NOT_POD);
+	int r = fl_flow_ok(skb, ip, fc->flags);
+
+	if (r != FL_FLOW_OK)
+		return fl_pass(skb, r);
+	__u8 remote[4];
+
+	__builtin_memcpy(remote, &h->ip.saddr, 4);
+	if (bpf_skb_adjust_room(skb, -FL_ENCAP_LEN, BPF_ADJ_ROOM_MAC, 0))
+		return fl_pass(skb, FL_PASS_OTHER);
+	/* The outer UDP datagram was one checksum level of a CHECKSUM_UNNECESSARY packet: the UDP layer
+	 * would have consumed it (udp4_csum_init), so the inner TCP or UDP checksum is not claimed as
+	 * verified when it was not. A no-op for the other checksum states. */
+	bpf_csum_level(skb, BPF_CSUM_LEVEL_DEC);
+	struct ethhdr *eth = (void *)(long)skb->data;
+
+	ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > (void *)(long)skb->data_end)
+		return TC_ACT_SHOT;	/* cannot happen: the inner headers were linear before */
+	__builtin_memcpy(eth->h_dest, pod->pod_mac, 6);
+	__builtin_memcpy(eth->h_source, pod->gw_mac, 6);
+	__u32 ifindex = pod->ifindex;
+
+	fl_ttl_dec(skb, ip, ETH_HLEN);
+	struct fl_peer_stats *peer = fl_peer(remote);
+
+	if (peer) {
+		peer->rx_packets++;
+		peer->rx_bytes += skb->len;
+	}
+	fl_count_fast(FL_BYPASS_RX, skb->len);
+	return bpf_redirect_peer(ifindex, 0);
+}
+
+/* tc ingress on the underlay in bypass mode, in place of fl_guard_tc (hence the name, which tells
+ * operators and the agent what runs there): the guard's verdict first. */
+SEC("tc")
+int fl_guard_bypass(struct __sk_buff *skb)
+{
+	enum verdict v = guard((void *)(long)skb->data, (void *)(long)skb->data_end, skb->len);
+	struct fl_fast_cfg *fc;
+
+	if (v == DROP)
+		return TC_ACT_SHOT;
+	if (v != MEMBER || !(fc = fl_fast()) || (fc->flags & (FL_FAST_ON | FL_FAST_BYPASS)) != (FL_FAST_ON | FL_FAST_BYPASS))
+		return TC_ACT_UNSPEC;
+	return fl_bypass_rx(skb, fc);
 }
 
 /* Load-time probe, run once by the agent through BPF_PROG_TEST_RUN: a conntrack lookup with our
@@ -300,6 +432,17 @@ int fl_ct_probe(struct __sk_buff *skb)
 		return ENOENT;	/* an entry for 127.0.0.1:1 <-> :1 exists: the lookup works all the same */
 	}
 	return -o.error;
+}
+
+/* Load-time probe for bypass mode, run once by the agent through BPF_PROG_TEST_RUN on an IPv4 frame:
+ * 0 when the kernel adds VXLAN room with the UDP-tunnel GSO flags, else the errno it refused with. */
+SEC("tc")
+int fl_encap_probe(struct __sk_buff *skb)
+{
+	__u64 flags = BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2_ETH |
+		      BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN);
+
+	return -bpf_skb_adjust_room(skb, FL_ENCAP_LEN, BPF_ADJ_ROOM_MAC, flags);
 }
 
 char LICENSE[] SEC("license") = "GPL";

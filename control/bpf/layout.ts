@@ -24,7 +24,7 @@ export const STRUCTS = {
   fl_peer_stats: { size: 32, fields: { tx_packets: [0, 8], tx_bytes: [8, 8], rx_packets: [16, 8], rx_bytes: [24, 8] } },
   fl_pod_key: { size: 4, fields: { ip: [0, 4] } },
   fl_pod_val: { size: 24, fields: { ifindex: [0, 4], pod_mac: [4, 6], gw_mac: [10, 6], host_mac: [16, 6], flags: [22, 2] } },
-  fl_fast_cfg: { size: 8, fields: { vtep_ifindex: [0, 4], flags: [4, 4] } },
+  fl_fast_cfg: { size: 12, fields: { vtep_ifindex: [0, 4], flags: [4, 4], local_ip: [8, 4] } },
 } as const satisfies Record<string, { size: number; fields: Record<string, readonly [number, number]> }>;
 
 const S = STRUCTS;
@@ -152,11 +152,13 @@ export function sumPeerStats(perCpu: Buffer[]) {
 }
 
 // Pod fast path (bpf/flannel.h: fl_pod_*, fl_fast_*)
-export const FAST_RESULTS = ['fast_tx', 'fast_rx', 'pass_not_pod', 'pass_new_flow', 'pass_nat', 'pass_other', 'pass_ct_error'] as const;
+export const FAST_RESULTS = ['fast_tx', 'fast_rx', 'pass_not_pod', 'pass_new_flow', 'pass_nat', 'pass_other', 'pass_ct_error', 'bypass_tx', 'bypass_rx', 'pass_no_fib', 'pass_gro'] as const;
 export type FastResult = (typeof FAST_RESULTS)[number];
 export const FAST_ON = 1;
 /** UNSAFE, for tests only: the fast path stops asking conntrack (replies of NAT'd flows break) */
 export const FAST_NO_CT = 2;
+/** bypass mode: encapsulation and decapsulation in BPF, flannel.1 skipped (not in flannel) */
+export const FAST_BYPASS = 4;
 
 export interface LocalPod {
   ip: string;
@@ -191,18 +193,24 @@ export function decodePodVal(b: Buffer): Omit<LocalPod, 'ip'> {
   };
 }
 
-/** struct fl_fast_cfg { u32 vtep_ifindex; u32 flags; } */
-export function fastCfgVal(c: { vtepIfindex: number; flags: number }): Buffer {
+/** struct fl_fast_cfg { u32 vtep_ifindex; u32 flags; u8 local_ip[4]; } */
+export function fastCfgVal(c: { vtepIfindex: number; flags: number; localIP?: string }): Buffer {
   const b = Buffer.alloc(S.fl_fast_cfg.size);
   b.writeUInt32LE(c.vtepIfindex, at('fl_fast_cfg', 'vtep_ifindex'));
   b.writeUInt32LE(c.flags, at('fl_fast_cfg', 'flags'));
+  writeIp(c.localIP ?? '0.0.0.0', b, at('fl_fast_cfg', 'local_ip'));
   return b;
 }
-export const decodeFastCfg = (b: Buffer) => ({ vtepIfindex: b.readUInt32LE(at('fl_fast_cfg', 'vtep_ifindex')), flags: b.readUInt32LE(at('fl_fast_cfg', 'flags')) });
+export const decodeFastCfg = (b: Buffer) => ({
+  vtepIfindex: b.readUInt32LE(at('fl_fast_cfg', 'vtep_ifindex')),
+  flags: b.readUInt32LE(at('fl_fast_cfg', 'flags')),
+  localIP: formatIp4(b.readUInt32BE(at('fl_fast_cfg', 'local_ip'))),
+});
 
 /**
- * Maps that hold only counters. When a new version changes one's shape (more reasons, other flags),
- * libbpf refuses to reuse the old pin and the load would fail: these pins are replaced instead (the
- * counts restart), while the maps holding peers and pods are never thrown away.
+ * Maps that hold only counters, or settings the agent writes at every start (fl_fast_cfg). When a new
+ * version changes one's shape (more reasons, another field), libbpf refuses to reuse the old pin and
+ * the load would fail: these pins are replaced instead (the counts restart), while the maps holding
+ * peers and pods are never thrown away.
  */
-export const COUNTER_MAPS = ['fl_stats', 'fl_fast_stats', 'fl_peer_stats'];
+export const REPLACEABLE_MAPS = ['fl_stats', 'fl_fast_stats', 'fl_peer_stats', 'fl_fast_cfg'];

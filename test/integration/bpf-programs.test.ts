@@ -429,6 +429,69 @@ test('pod fast path against real conntrack entries: an established flow is taken
   });
 });
 
+test('bypass mode frames: the send side writes what flannel.1 would put on the wire, or leaves the packet to flannel.1; the receive side delivers a member\'s single packets and leaves the rest', async () => {
+  await withNamespaces(1, async ([ns]) => {
+    const pins = mkdtempSync('/run/flannel-test-bpffs-');
+    try {
+      type Case = { retval: number; counted: string[]; out: string };
+      const r = JSON.parse(await inNs(ns!, process.execPath, '--import', 'tsx', join(FIX, 'bypass-frames.ts'), pins)) as { cases: Record<string, Case>; probe: number; ul0MAC: string; F: Record<string, string> };
+      const { F } = r;
+      const c = (name: string) => ({ ...r.cases[name]!, buf: Buffer.from(r.cases[name]!.out, 'hex') });
+      const macAt = (b: Buffer, o: number) => [...b.subarray(o, o + 6)].map((x) => x.toString(16).padStart(2, '0')).join(':');
+      const ipAt = (b: Buffer, o: number) => [...b.subarray(o, o + 4)].join('.');
+      const csumOk = (h: Buffer) => {
+        let s = 0;
+        for (let i = 0; i < h.length; i += 2) s += h.readUInt16BE(i);
+        while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
+        return s === 0xffff;
+      };
+      const inner = (b: Buffer, o: number) => ({ src: ipAt(b, o + 12), dst: ipAt(b, o + 16), ttl: b[o + 8], csumOk: csumOk(b.subarray(o, o + 20)), payload: b.subarray(o + 20).toString('hex') });
+      assert.equal(r.probe, 0, 'the kernel adds VXLAN room with the UDP tunnel flags');
+
+      const sent = c('send, neighbour known');
+      assert.deepEqual([sent.retval, sent.counted], [TC_ACT_REDIRECT, ['bypass_tx']]);
+      const b = sent.buf;
+      assert.equal(b.length, 14 + 50 + 60);
+      assert.deepEqual([macAt(b, 0), macAt(b, 6), b.readUInt16BE(12)], [F.neighMAC, r.ul0MAC, 0x0800], 'outer Ethernet from the FIB and the neighbour');
+      // outer IPv4: no options, ECN of the inner (0), no DF (flannel.1's default), TTL 64, UDP
+      assert.deepEqual([b[14], b[15], b.readUInt16BE(16), b.readUInt16BE(20), b[22], b[23]], [0x45, 0, 110, 0, 64, 17]);
+      assert.ok(csumOk(b.subarray(14, 34)), 'outer header checksum');
+      assert.deepEqual([ipAt(b, 26), ipAt(b, 30)], ['172.31.9.1', '172.31.9.2']);
+      const sport = b.readUInt16BE(34);
+      assert.ok(sport >= 32768 && sport <= 60999, `source port ${sport} in the kernel's range`);
+      assert.deepEqual([b.readUInt16BE(36), b.readUInt16BE(38), b.readUInt16BE(40)], [8472, 90, 0], 'UDP to 8472, its length, zero checksum');
+      assert.equal(b.subarray(42, 50).toString('hex'), '0800000000000100', 'VXLAN: the I flag, VNI 1');
+      assert.deepEqual([macAt(b, 50), macAt(b, 56), b.readUInt16BE(62)], [F.peerVtepMAC, F.localVtepMAC, 0x0800], 'inner Ethernet: our VtepMAC to the peer\'s');
+      assert.deepEqual(inner(b, 64), { src: '10.244.3.2', dst: '10.244.5.7', ttl: 63, csumOk: true, payload: udp(40000, 7000, Buffer.alloc(32, 7)).toString('hex') });
+
+      const unresolved = c('send, neighbour not resolved');
+      assert.deepEqual([unresolved.retval, unresolved.counted], [TC_ACT_REDIRECT, ['bypass_tx']]);
+      assert.deepEqual([macAt(unresolved.buf, 0), ipAt(unresolved.buf, 30)], [F.gwMAC, '172.31.9.3'], 'the kernel writes the outer MACs once it resolves the neighbour');
+
+      const noRoute = c('send, no route to the peer');
+      assert.deepEqual([noRoute.retval, noRoute.counted.sort()], [TC_ACT_REDIRECT, ['fast_tx', 'pass_no_fib']], 'to flannel.1 instead');
+      assert.equal(noRoute.buf.length, 14 + 60, 'not encapsulated');
+      assert.deepEqual(inner(noRoute.buf, 14).ttl, 63);
+
+      const got = c('receive, member to a local pod');
+      assert.deepEqual([got.retval, got.counted], [TC_ACT_REDIRECT, ['bypass_rx']]);
+      assert.deepEqual([macAt(got.buf, 0), macAt(got.buf, 6), got.buf.readUInt16BE(12), got.buf.length], [F.podMAC, F.gwMAC, 0x0800, 14 + 60], 'decapsulated, addressed as the bridge would');
+      assert.deepEqual(inner(got.buf, 14), { src: '10.244.5.7', dst: '10.244.3.2', ttl: 63, csumOk: true, payload: udp(7000, 40000, Buffer.alloc(32, 9)).toString('hex') });
+      const untouched = (name: string, retval: number, counted: string[]) => {
+        const x = c(name);
+        assert.deepEqual([x.retval, x.counted], [retval, counted], name);
+        assert.equal(x.buf.length, 14 + 50 + 60, `${name}: left as it came`);
+      };
+      untouched('receive, a GRO aggregate', TC_ACT_UNSPEC, ['pass_gro']);
+      untouched('receive, another VNI', TC_ACT_UNSPEC, []);
+      untouched('receive, inner frame for another MAC', TC_ACT_UNSPEC, ['pass_other']);
+      untouched('receive, a stranger', TC_ACT_SHOT, []);
+    } finally {
+      rmSync(pins, { recursive: true, force: true });
+    }
+  });
+});
+
 test('single-entry map calls check key and value lengths against the map', () => {
   const vteps = egress.map('fl_vteps'), stats = egress.map('fl_peer_stats');
   const a = addon();
@@ -470,7 +533,7 @@ test('upgrade: a pinned counter map of an older layout is replaced; a data map o
     execFileSync('bpftool', ['map', 'create', join(root, 'fl_peer_stats'), 'type', 'percpu_hash', 'key', '4', 'value', '32', 'entries', '65536', 'name', 'fl_peer_stats']);
     const oldId = BpfMap.pinnedId(join(root, 'fl_peer_stats'));
     await assert.rejects(BpfObject.open(objectPath('egress'), root), /bpf load/, 'libbpf refuses a pin of another shape');
-    const o = await BpfObject.open(objectPath('egress'), root, undefined, L.COUNTER_MAPS);
+    const o = await BpfObject.open(objectPath('egress'), root, undefined, L.REPLACEABLE_MAPS);
     try {
       assert.notEqual(o.map('fl_peer_stats').id(), oldId);
       assert.equal(BpfMap.pinnedId(join(root, 'fl_peer_stats')), o.map('fl_peer_stats').id());
@@ -482,7 +545,7 @@ test('upgrade: a pinned counter map of an older layout is replaced; a data map o
     // a map that holds peers is never thrown away behind the operator's back
     execFileSync('bpftool', ['map', 'create', join(root, 'fl_vteps'), 'type', 'hash', 'key', '8', 'value', '4', 'entries', '16', 'name', 'fl_vteps']);
     const id = BpfMap.pinnedId(join(root, 'fl_vteps'));
-    await assert.rejects(BpfObject.open(objectPath('egress'), root, undefined, L.COUNTER_MAPS), /bpf load/);
+    await assert.rejects(BpfObject.open(objectPath('egress'), root, undefined, L.REPLACEABLE_MAPS), /bpf load/);
     assert.equal(BpfMap.pinnedId(join(root, 'fl_vteps')), id, 'the data map pin is left alone');
   });
 });

@@ -1,0 +1,49 @@
+/* The underlay guard's verdict, shared by the guard programs (underlay_guard.c) and the bypass receive
+ * program (pod_fastpath.c), which runs in the guard's place on the underlay's tc ingress. */
+#ifndef FLANNEL_UNDERLAY_GUARD_H
+#define FLANNEL_UNDERLAY_GUARD_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/in.h>
+#include <linux/udp.h>
+#include <bpf/bpf_endian.h>
+#include "maps.h"
+
+/* MEMBER: VXLAN to our port from a member; PASS: anything else the guard lets through */
+enum verdict { PASS, DROP, MEMBER };
+
+static __always_inline enum verdict guard(void *data, void *data_end, __u64 len)
+{
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > data_end)
+		return PASS;	/* not even Ethernet: none of our business, the stack drops it */
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
+		return PASS;
+	struct iphdr *ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > data_end || ip->ihl < 5) {
+		fl_count(FL_MALFORMED, len);
+		return DROP;
+	}
+	if (ip->protocol != IPPROTO_UDP || (ip->frag_off & bpf_htons(0x1fff)))
+		return PASS;	/* later fragments carry no UDP header; reassembly happens after us */
+	struct udphdr *udp = (void *)ip + ip->ihl * 4;
+	if ((void *)(udp + 1) > data_end) {
+		fl_count(FL_MALFORMED, len);
+		return DROP;
+	}
+	struct fl_config *cfg = fl_cfg();
+	if (!cfg || udp->dest != bpf_htons(cfg->port))
+		return PASS;
+	struct fl_member_key mk;
+	__builtin_memcpy(mk.ip, &ip->saddr, 4);
+	if (!bpf_map_lookup_elem(&fl_members, &mk)) {
+		fl_count(FL_SPOOFED, len);
+		return DROP;
+	}
+	fl_count(FL_GUARD_PASSED, len);
+	return MEMBER;
+}
+
+#endif
