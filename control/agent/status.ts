@@ -42,6 +42,7 @@ export function renderStatus(s: AgentStatus): string {
     const why = `${b.fallbackReason ? `, classic because: ${b.fallbackReason}` : ''}${b.underlayGuard ? `, underlay guard: ${b.underlayGuard}` : ''}`;
     out.push(`backend:   ${b.backend}${mode} on ${b.device}${why}`);
     if (b.mode === 'bpf') out.push(`fast path: ${b.fastPath === 'on' ? `on, ${b.localPods} local pods registered` : `off (${b.fastPathOffBecause ?? 'unknown'})`}`);
+    if (b.mode === 'bpf') out.push(`bypass:    ${b.vxlanBypass === 'on' ? `on: pods <-> underlay without flannel.1${b.vxlanBypassReceive ? ` (receive ${b.vxlanBypassReceive})` : ''}` : `off (${b.vxlanBypassOffBecause ?? 'unknown'})`}`);
   }
   const w = s.watch;
   out.push(`etcd:      ${w.events} lease events, ${w.relists} re-lists, ${w.reconnects} reconnects, ${w.storeLosses ? `${w.storeLosses} store losses recovered, ` : ''}${w.rejected} leases rejected${w.lastEventAgeSeconds !== null ? `, last event ${dur(w.lastEventAgeSeconds)} ago` : ''}`);

@@ -115,6 +115,7 @@ export function buildCommand(): Command {
     .addOption(opt('--no-bpf', 'vxlan: run the classic flannel.1 data plane (routes, neighbours, FDB) instead of BPF (not in flannel)', 'FLANNELD_NO_BPF'))
     .addOption(opt('--bpf-pin-root <dir>', 'where the BPF maps are pinned; a bpffs is mounted there if needed (not in flannel)', 'FLANNELD_BPF_PIN_ROOT').default('/sys/fs/bpf/flannel'))
     .addOption(opt('--fast-path <mode>', 'BPF vxlan: pod fast path, pod veth <-> flannel.1 without the bridge and routing, for flows conntrack has seen both ways without NAT: auto (on when the kernel accepts its programs), on (refuse to start without it), off. It skips the FORWARD chain for those flows: see the README (not in flannel)', 'FLANNELD_FAST_PATH').choices(['auto', 'on', 'off']).default('auto'))
+    .addOption(opt('--vxlan-bypass <mode>', 'BPF vxlan with the pod fast path: the fast path also encapsulates (pod veth -> underlay) and decapsulates (underlay -> pod) itself, skipping flannel.1, same packets on the wire: auto (on when the kernel allows it), on (refuse to start without it), off. Needs the fast path; flows it does not take go through flannel.1 as before (not in flannel)', 'FLANNELD_VXLAN_BYPASS').choices(['auto', 'on', 'off']).default('auto'))
     .addOption(opt('--underlay-hook <hook>', 'where the guard against VXLAN from non-members runs: auto (native XDP on NICs that support it, tc on virtual devices), xdp, xdp-generic, tc, none (not in flannel)', 'FLANNELD_UNDERLAY_HOOK').choices(['auto', 'xdp', 'xdp-generic', 'tc', 'none']).default('auto'))
     .addOption(new Option('-v, --verbosity <level>', 'log verbosity: 0 info, 1 debug, 3 trace').env('FLANNELD_V').argParser(int('-v', 0, 10)).default(0))
     .showHelpAfterError('(flanneld --help lists every flag)')
@@ -148,6 +149,7 @@ export interface FlanneldFlags {
   bpfPinRoot: string;
   underlayHook: 'auto' | 'xdp' | 'xdp-generic' | 'tc' | 'none';
   fastPath: 'auto' | 'on' | 'off';
+  vxlanBypass: 'auto' | 'on' | 'off';
   verbosity: number;
 }
 
@@ -189,7 +191,7 @@ async function main(): Promise<void> {
     forwardRules: f.iptablesForwardRules,
     iptablesResyncMs: f.iptablesResync * 1000,
     reconcileIntervalMs: f.reconcileInterval * 1000,
-    bpf: { enabled: f.bpf, pinRoot: f.bpfPinRoot, underlayHook: f.underlayHook, fastPath: f.fastPath },
+    bpf: { enabled: f.bpf, pinRoot: f.bpfPinRoot, underlayHook: f.underlayHook, fastPath: f.fastPath, bypass: f.vxlanBypass },
     log,
   });
   const health = new HealthServer({

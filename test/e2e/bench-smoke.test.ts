@@ -17,7 +17,7 @@ test('bench/run.ts --quick: all sections measured, JSON + Markdown + SVG written
     const r = spawnSync(process.execPath, ['--import', 'tsx', join(ROOT, 'bench', 'run.ts'), '--quick', '--out', out], { cwd: ROOT, encoding: 'utf8', timeout: 540_000 });
     assert.equal(r.status, 0, r.stderr.slice(-3000));
     const res = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8'));
-    const modes = ['BPF + pod fast path', 'BPF vxlan', 'classic vxlan', 'host-gw', 'udp', 'underlay (no overlay)'];
+    const modes = ['BPF + fast path + bypass', 'BPF + pod fast path', 'BPF vxlan', 'classic vxlan', 'host-gw', 'udp', 'underlay (no overlay)'];
     // every figure in both underlay settings
     assert.deepEqual(Object.keys(res.datapath), [...modes, ...modes.map((m) => `${m}, NIC-like underlay`)]);
     for (const [mode, d] of Object.entries<Record<string, { median: number }>>(res.datapath))

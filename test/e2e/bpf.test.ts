@@ -36,7 +36,7 @@ describe('BPF vxlan, three nodes', { timeout: 300_000 }, () => {
       assert.match(lab.logs(n), /"mode":"bpf"/);
       const filters = await inNs(n.ns, 'tc', 'filter', 'show', 'dev', 'flannel.1', 'egress');
       assert.match(filters, /fl_vxlan_egress/);
-      assert.match(await inNs(n.ns, 'tc', 'filter', 'show', 'dev', 'eth0', 'ingress'), /fl_guard_tc/, 'veth underlay: the guard runs in tc, not native XDP');
+      assert.match(await inNs(n.ns, 'tc', 'filter', 'show', 'dev', 'eth0', 'ingress'), /fl_guard_bypass/, 'veth underlay: the guard runs in tc, not native XDP (in the default bypass mode, the guard that also decapsulates)');
       const lease = (await lab.leases()).get(`${formatIp4(subnets.get(n)!.ip)}-24`)!;
       assert.equal(lease.BackendData!.VtepMAC, dev!.address);
     }

@@ -24,6 +24,9 @@ const fast = (n: LabNode) => {
   return f;
 };
 const count = (n: LabNode, r: L.FastResult) => fast(n).counters[r].packets;
+// packets carried past the stack, by flannel.1 (tc-key mode) or straight to and from the underlay (bypass)
+const tx = (n: LabNode) => count(n, 'fast_tx') + count(n, 'bypass_tx');
+const rx = (n: LabNode) => count(n, 'fast_rx') + count(n, 'bypass_rx');
 
 /** Flips the unsafe test switch in a node's pinned fl_fast_cfg (the agent writes it only at start). */
 function setNoCt(n: LabNode, on: boolean): void {
@@ -39,14 +42,15 @@ function setNoCt(n: LabNode, on: boolean): void {
 /** Connects from a pod; resolves to the address the server saw, or to the error. */
 const connect = (from: Pod, host: string, port = PORT) => whoAmI(from.ns, host, port).catch((e: Error) => `failed: ${e.message.split('\n')[0]}`);
 
-describe('pod fast path, three BPF nodes with --ip-masq', { timeout: 300_000 }, () => {
+// the default (bypass: the fast path encapsulates itself) and the tc-key mode (flannel.1 encapsulates)
+for (const [mode, modeArgs, bypass] of [['bypass, the default', [], 'on'], ['tc key on flannel.1', ['--vxlan-bypass=off'], 'off']] as const) describe(`pod fast path (${mode}), three BPF nodes with --ip-masq`, { timeout: 300_000 }, () => {
   let lab: TestLab;
   const servers: { stop: () => void }[] = [];
   const serve = async (p: Pod) => servers.push(await startWhoAmI(p.ns, PORT));
   const allPods = () => lab.nodes.flatMap((n) => n.pods.map((p) => ({ n, p })));
 
   before(async () => {
-    lab = await TestLab.create({ nodes: 3, config: JSON.stringify({ Network: '10.244.0.0/16', Backend: { Type: 'vxlan' } }), agentArgs: ['--ip-masq'] });
+    lab = await TestLab.create({ nodes: 3, config: JSON.stringify({ Network: '10.244.0.0/16', Backend: { Type: 'vxlan' } }), agentArgs: ['--ip-masq', ...modeArgs] });
     for (const n of lab.nodes) lab.startAgent(n);
     for (const n of lab.nodes) await lab.waitReady(n);
     for (const n of lab.nodes) for (let i = 0; i < 2; i++) await lab.addPodCni(n);
@@ -61,6 +65,8 @@ describe('pod fast path, three BPF nodes with --ip-masq', { timeout: 300_000 }, 
     for (const n of lab.nodes) {
       const st = await fetchStatus(n.statusSocket);
       assert.equal(st.backend?.fastPath, 'on', `${n.ns}: ${JSON.stringify(st.backend)}`);
+      assert.equal(st.backend?.vxlanBypass, bypass, `${n.ns}: ${JSON.stringify(st.backend)}`);
+      assert.match(await inNs(n.ns, 'tc', 'filter', 'show', 'dev', 'eth0', 'ingress'), bypass === 'on' ? /fl_guard_bypass/ : /fl_guard_tc/);
       assert.match(await inNs(n.ns, 'tc', 'filter', 'show', 'dev', 'flannel.1', 'ingress'), /fl_ingress_fast/);
       const f = fast(n);
       assert.ok(f.on);
@@ -82,14 +88,14 @@ describe('pod fast path, three BPF nodes with --ip-masq', { timeout: 300_000 }, 
   });
 
   test('every pod reaches every pod on the other nodes over TCP, as itself, and the fast path carries it', async () => {
-    const before = lab.nodes.map((n) => [count(n, 'fast_tx'), count(n, 'fast_rx')]);
+    const before = lab.nodes.map((n) => [tx(n), rx(n)]);
     const pairs = allPods().flatMap((a) => allPods().filter((b) => b.n !== a.n).map((b) => ({ a, b })));
     for (const { a, b } of pairs) assert.equal(await connect(a.p, b.p.ip), a.p.ip, `${a.p.ns} -> ${b.p.ns}`);
     assert.deepEqual(await lab.pingAll(), [], 'ICMP takes the stack and works too');
     lab.nodes.forEach((n, i) => {
       // 8 connections out and 8 in per node; each carries at least its data and FIN packets past the stack
-      assert.ok(count(n, 'fast_tx') - before[i]![0]! >= 8, `${n.ns} fast_tx grew: ${count(n, 'fast_tx') - before[i]![0]!}`);
-      assert.ok(count(n, 'fast_rx') - before[i]![1]! >= 8, `${n.ns} fast_rx grew: ${count(n, 'fast_rx') - before[i]![1]!}`);
+      assert.ok(tx(n) - before[i]![0]! >= 8, `${n.ns} fast_tx grew: ${tx(n) - before[i]![0]!}`);
+      assert.ok(rx(n) - before[i]![1]! >= 8, `${n.ns} fast_rx grew: ${rx(n) - before[i]![1]!}`);
     });
   });
 
@@ -135,7 +141,7 @@ describe('pod fast path, three BPF nodes with --ip-masq', { timeout: 300_000 }, 
     const server = spawn('ip', ['netns', 'exec', dst.ns, 'iperf3', '-s', '-1'], { stdio: 'ignore' });
     try {
       await new Promise((r) => setTimeout(r, 300));
-      const tx0 = count(n1, 'fast_tx');
+      const tx0 = tx(n1);
       const flow = inNs(src.ns, 'iperf3', '-c', dst.ip, '-t', '6', '-J');
       const removed: string[] = [];
       for (const n of [n2, n3]) {
@@ -148,7 +154,7 @@ describe('pod fast path, three BPF nodes with --ip-masq', { timeout: 300_000 }, 
       const r = JSON.parse(await flow) as { error?: string; end: { sum_received: { bits_per_second: number } } };
       assert.equal(r.error, undefined);
       assert.ok(r.end.sum_received.bits_per_second > 1e8, `iperf3 across the churn: ${r.end.sum_received.bits_per_second / 1e9} Gbit/s`);
-      assert.ok(count(n1, 'fast_tx') - tx0 > 10_000, 'the flow took the fast path');
+      assert.ok(tx(n1) - tx0 > 10_000, 'the flow took the fast path');
       for (const n of lab.nodes) {
         const ips = fast(n).localPods.map((p) => p.ip).sort();
         assert.deepEqual(ips, n.pods.map((p) => p.ip).sort(), `${n.ns}: registry = pods`);
@@ -186,9 +192,9 @@ describe('pod fast path, three BPF nodes with --ip-masq', { timeout: 300_000 }, 
       for (const v of await veths()) if (!(await inNs(n2.ns, 'tc', 'filter', 'show', 'dev', v.ifname, 'ingress')).includes(`[${newProg}]`)) return undefined;
       return true;
     }, 10_000, 100);
-    const rx0 = count(n2, 'fast_rx');
+    const rx0 = rx(n2);
     assert.equal(await connect(a, b.ip), a.ip);
-    assert.ok(count(n2, 'fast_rx') > rx0, 'fast path after restart');
+    assert.ok(rx(n2) > rx0, 'fast path after restart');
 
     await lab.stopAgent(n2);
     lab.startAgent(n2, ['--fast-path=off']);
@@ -208,11 +214,11 @@ describe('pod fast path, three BPF nodes with --ip-masq', { timeout: 300_000 }, 
     const ingress = await inNs(n2.ns, 'tc', 'filter', 'show', 'dev', 'flannel.1', 'ingress');
     assert.match(ingress, /fl_vxlan_ingres/, 'the plain ingress program on flannel.1');
     assert.doesNotMatch(ingress, /fl_ingress_fast/);
-    const off = [count(n2, 'fast_tx'), count(n2, 'fast_rx')];
+    const off = [tx(n2), rx(n2)];
     const late = await lab.addPodCni(n2);
     await serve(late);
     for (const p of n2.pods) assert.equal(await connect(a, p.ip), a.ip, `${p.ns} reachable with the fast path off`);
-    assert.deepEqual([count(n2, 'fast_tx'), count(n2, 'fast_rx')], off, 'nothing took the fast path on the node with it off');
+    assert.deepEqual([tx(n2), rx(n2)], off, 'nothing took the fast path on the node with it off');
     assert.ok(fast(n2).localPods.some((p) => p.ip === late.ip), 'a pod added while off is registered for later');
 
     await lab.stopAgent(n2);
@@ -223,19 +229,21 @@ describe('pod fast path, three BPF nodes with --ip-masq', { timeout: 300_000 }, 
       for (const v of vs) if (!(await inNs(n2.ns, 'tc', 'filter', 'show', 'dev', v.ifname, 'ingress')).includes('fl_pod_egress')) return undefined;
       return vs.length === n2.pods.length || undefined;
     }, 10_000, 100);
-    const rx1 = count(n2, 'fast_rx');
+    const rx1 = rx(n2);
     assert.equal(await connect(a, late.ip), a.ip);
-    assert.ok(count(n2, 'fast_rx') > rx1);
+    assert.ok(rx(n2) > rx1);
   });
 
   test('status and /metrics count fast-path hits and fallbacks', async () => {
     const n1 = lab.node(1);
     const st = await fetchStatus(n1.statusSocket);
-    assert.ok((st.traffic?.fastPath?.fast_tx ?? 0) > 0);
+    assert.ok((st.traffic?.fastPath?.fast_tx ?? 0) + (st.traffic?.fastPath?.bypass_tx ?? 0) > 0);
     const metrics = (await getFromSocket(n1.statusSocket, '/metrics')).body;
     for (const r of L.FAST_RESULTS) assert.match(metrics, new RegExp(`^flannel_fastpath_packets_total\\{result="${r}"\\} \\d+`, 'm'));
-    const tx = Number(/^flannel_fastpath_packets_total\{result="fast_tx"\} (\d+)/m.exec(metrics)![1]);
-    assert.ok(tx > 10_000, `fast_tx ${tx}`);
+    const metric = (r: L.FastResult) => Number(new RegExp(`^flannel_fastpath_packets_total\\{result="${r}"\\} (\\d+)`, 'm').exec(metrics)![1]);
+    const sent = metric('fast_tx') + metric('bypass_tx');
+    assert.ok(sent > 10_000, `fast_tx + bypass_tx ${sent}`);
+    assert.equal(metric('bypass_tx') > 0, bypass === 'on', 'bypass counted only where it runs');
     assert.ok(Number(/^flannel_fastpath_packets_total\{result="pass_nat"\} (\d+)/m.exec(metrics)![1]) >= 5);
   });
 });

@@ -56,6 +56,10 @@ function pingDuring(from: Pod, to: string, seconds: number, interval = 0.1): Pro
   });
 }
 
+// the default mode is bypass, whose tc program on the underlay is the guard that also decapsulates
+const TC_GUARD = 'fl_guard_bypass';
+const ourTcGuard = (name: string) => name === 'fl_guard_tc' || name === TC_GUARD;
+
 describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
   let lab: TestLab;
   let subnets: Map<LabNode, Subnet>;
@@ -295,7 +299,7 @@ describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
     // programs detached
     await inNs(n2.ns, 'tc', 'filter', 'del', 'dev', 'flannel.1', 'egress');
     await inNs(n2.ns, 'tc', 'filter', 'del', 'dev', 'eth0', 'ingress');
-    const att = await timeTo('programs back', async () => (await inNs(n2.ns, 'tc', 'filter', 'show', 'dev', 'flannel.1', 'egress')).includes('fl_vxlan_egress') && (await inNs(n2.ns, 'tc', 'filter', 'show', 'dev', 'eth0', 'ingress')).includes('fl_guard_tc') && (await pingOnce(b, a.ip)));
+    const att = await timeTo('programs back', async () => (await inNs(n2.ns, 'tc', 'filter', 'show', 'dev', 'flannel.1', 'egress')).includes('fl_vxlan_egress') && (await inNs(n2.ns, 'tc', 'filter', 'show', 'dev', 'eth0', 'ingress')).includes(TC_GUARD) && (await pingOnce(b, a.ip)));
     const st = await fetchStatus(n2.statusSocket);
     assert.ok(st.checks.every((c) => c.ok), JSON.stringify(st.checks.filter((c) => !c.ok)));
     row('tc programs detached by hand', 'egress program and underlay guard re-attached; status checks all ok', 'ok', `${secs(att)}`);
@@ -420,12 +424,12 @@ describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
     await restart(n2, ['--underlay-hook=xdp-generic']);
     await untilOn(n2, 'guard moved to XDP, tc guard gone', async () => {
       const h = await underlayHooks(n2);
-      return (h.xdp === 'fl_guard_xdp' && !h.tc.includes('fl_guard_tc')) || undefined;
+      return (h.xdp === 'fl_guard_xdp' && !h.tc.some(ourTcGuard)) || undefined;
     });
     await restart(n2);
     await untilOn(n2, 'guard back on tc, XDP guard gone', async () => {
       const h = await underlayHooks(n2);
-      return (h.xdp === undefined && h.tc.includes('fl_guard_tc')) || undefined;
+      return (h.xdp === undefined && h.tc.includes(TC_GUARD)) || undefined;
     });
     assert.deepEqual(await lab.pingAll(), []);
     // another program holds XDP: asked for XDP, the agent leaves it and guards with tc
@@ -434,11 +438,11 @@ describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
       await restart(n2, ['--underlay-hook=xdp-generic']);
       await untilOn(n2, 'guard on tc beside the foreign XDP program', async () => {
         const h = await underlayHooks(n2);
-        return (h.tc.includes('fl_guard_tc') || h.xdp !== 'foreign_xdp') || undefined;
+        return (h.tc.includes(TC_GUARD) || h.xdp !== 'foreign_xdp') || undefined;
       });
       const h = await underlayHooks(n2);
       assert.equal(h.xdp, 'foreign_xdp', 'the foreign XDP program is still attached');
-      assert.ok(h.tc.includes('fl_guard_tc'));
+      assert.ok(h.tc.includes(TC_GUARD));
       assert.match(lab.logs(n2), /another XDP program runs on the underlay interface/);
       assert.equal((await fetchStatus(n2.statusSocket)).backend?.underlayGuard, 'tc ingress on eth0');
       assert.deepEqual(await lab.pingAll(), []);
@@ -457,7 +461,7 @@ describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
     await until('node 3 forgotten', async () => (mapKeys(n1, 'fl_members') === 1 && mapKeys(n2, 'fl_members') === 1) || undefined, 10_000, 50);
     await restart(n1, ['--no-bpf']);
     const h = await underlayHooks(n1);
-    assert.ok(h.xdp === undefined && !h.tc.includes('fl_guard_tc'), `no guard of ours left on node 1's eth0: ${JSON.stringify(h)}`);
+    assert.ok(h.xdp === undefined && !h.tc.some(ourTcGuard), `no guard of ours left on node 1's eth0: ${JSON.stringify(h)}`);
     const st = await fetchStatus(n1.statusSocket);
     assert.equal(st.backend?.mode, 'classic');
     assert.match(String(st.backend?.underlayGuard), /^none \(removed at start: tc ingress on eth0\)$/);
@@ -467,7 +471,7 @@ describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
     assert.equal(formatIp4(subnet.ip), formatIp4(subnets.get(n3)!.ip), 'node 3 took its subnet back (subnet file)');
     const t = await timeTo('every pod reaches every pod', async () => (await lab.pingAll()).length === 0, 20_000);
     await restart(n1);
-    await untilOn(n1, 'node 1 back in BPF mode', async () => (await underlayHooks(n1)).tc.includes('fl_guard_tc') || undefined);
+    await untilOn(n1, 'node 1 back in BPF mode', async () => (await underlayHooks(n1)).tc.includes(TC_GUARD) || undefined);
     await exactState();
     assert.deepEqual(await lab.pingAll(), []);
     row('BPF -> classic switch, a node joins later', 'node 1 restarted with --no-bpf while node 3 was away; node 3 joins', 'no guard of ours left on node 1 (status: none, removed at start); node 3 reaches node 1', `all pods reach each other ${secs(t)} after node 3 was ready`);

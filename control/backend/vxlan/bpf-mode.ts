@@ -16,7 +16,7 @@ import type { Backend, BackendContext, HealthCheck, TrafficView } from '../types
 import { decodeDataPlane, type DataPlaneMaps } from '../../bpf/inspect.js';
 import { disableIpv6, ensureDeviceAddress, ensureVxlanDevice, repairVxlanDevice, type VxlanDeviceSpec } from './device.js';
 import { vxlanOptions, type VxlanOptions } from './classic.js';
-import { FastPath, type FastPathMaps, type FastPathMode } from './fast-path.js';
+import { FastPath, type BypassMode, type FastPathMaps, type FastPathMode } from './fast-path.js';
 import { GUARD_PROGRAMS, describeGuard, removeGuards, xdpModeOf } from './underlay-guard.js';
 
 export type UnderlayHook = 'auto' | 'xdp' | 'xdp-generic' | 'tc' | 'none';
@@ -26,6 +26,8 @@ export interface BpfModeOptions {
   underlayHook: UnderlayHook;
   /** the pod fast path: auto (on when the kernel accepts its programs), on (required), off */
   fastPath?: FastPathMode;
+  /** bypass mode on top of the fast path: encapsulation in BPF, flannel.1 skipped (default off here, auto from the CLI) */
+  bypass?: BypassMode;
 }
 
 type MapName = 'fl_subnets' | 'fl_vteps' | 'fl_members' | 'fl_routes' | 'fl_peer_stats';
@@ -78,7 +80,7 @@ export class BpfVxlanBackend implements Backend {
     ensureBpffs(this.bpf.pinRoot);
     const bad = untrustedPins(this.bpf.pinRoot);
     if (bad.length) throw new Error(`refusing to reuse pinned maps that are not root's alone: ${bad.join(', ')}`);
-    for (const name of ['egress', 'ingress', 'guard'] as const) this.objects.push(await BpfObject.open(objectPath(name), this.bpf.pinRoot, log, L.COUNTER_MAPS));
+    for (const name of ['egress', 'ingress', 'guard'] as const) this.objects.push(await BpfObject.open(objectPath(name), this.bpf.pinRoot, log, L.REPLACEABLE_MAPS));
     const [egress, ingress, guard] = this.objects as [BpfObject, BpfObject, BpfObject];
     this.maps = {
       fl_subnets: egress.map('fl_subnets'),
@@ -90,12 +92,12 @@ export class BpfVxlanBackend implements Backend {
     };
     this.routes = egress.map('fl_routes');
     this.fastMaps = { fl_local_pods: egress.map('fl_local_pods'), fl_fast_cfg: egress.map('fl_fast_cfg'), fl_fast_stats: egress.map('fl_fast_stats') };
-    this.fast = new FastPath(this.bpf.fastPath ?? 'auto', this.bpf.pinRoot, this.fastMaps, log);
+    this.fast = new FastPath(this.bpf.fastPath ?? 'auto', this.bpf.pinRoot, this.fastMaps, log, this.bpf.bypass ?? 'off');
     await this.fast.load(objectPath('fastPath'));
     this.progs = {
       egress: egress.program('fl_vxlan_egress').fd,
       ingress: this.fast.ingressProgram(ingress.program('fl_vxlan_ingress').fd),
-      guardTc: guard.program('fl_guard_tc').fd,
+      guardTc: this.fast.underlayProgram(guard.program('fl_guard_tc').fd),
       guardXdp: guard.program('fl_guard_xdp').fd,
     };
 
@@ -114,7 +116,7 @@ export class BpfVxlanBackend implements Backend {
     // no IPv6 on the tunnel: router solicitations would only be dropped and counted as not_ipv4
     disableIpv6(this.dev.name);
     this.maps.fl_config.update(L.u32Key(0), L.configVal({ vni: this.opts.vni, port: this.opts.port, ttl: 64, flags: 0, localMAC: this.dev.mac }));
-    this.fast.configure(this.dev.index);
+    this.fast.configure(this.dev.index, this.ctx.ext.ifaceAddr);
     // flannel.1's own hooks hold no per-peer state: safe before any peer is known, and replaced in
     // place on a restart so a running data plane never sees an empty hook
     tcAttach(this.dev.index, 'egress', this.progs.egress, TC_HANDLE, TC_PRIO);
@@ -194,9 +196,10 @@ export class BpfVxlanBackend implements Backend {
     const idx = ext.iface.index;
     let keep: { ifindex: number; hook: 'tc' | 'xdp' } | undefined;
     if (want !== 'none') {
-      // auto: native XDP unless the device is a virtual kind (a physical NIC reports no kind); when
-      // XDP is refused or another program holds it, tc
-      const xdp = want === 'xdp' ? 'native' : want === 'xdp-generic' ? 'generic' : want === 'auto' && !TC_KINDS.has(ext.iface.kind) ? 'native' : undefined;
+      // auto: native XDP unless the device is a virtual kind (a physical NIC reports no kind) or bypass
+      // mode runs (its tc program is the guard and the decapsulation in one); when XDP is refused or
+      // another program holds it, tc
+      const xdp = want === 'xdp' ? 'native' : want === 'xdp-generic' ? 'generic' : want === 'auto' && !this.fast.bypass && !TC_KINDS.has(ext.iface.kind) ? 'native' : undefined;
       if (xdp && this.tryXdp(idx, xdp)) keep = { ifindex: idx, hook: 'xdp' };
       else {
         if (tcQuery(idx, 'ingress', TC_HANDLE, TC_PRIO) !== progInfo(this.progs.guardTc).id) {
@@ -310,6 +313,8 @@ export class BpfVxlanBackend implements Backend {
       repairedPins: this.repairs.pins,
       reattachedPrograms: this.repairs.attachments,
       ...this.fast.describe(),
+      // bypass decapsulates in the guard's tc program: with the guard in XDP, only the send side runs
+      ...(this.fast.bypass && !this.underlayHook.startsWith('tc') ? { vxlanBypassReceive: `off: the underlay guard runs as ${this.underlayHook}, and bypass decapsulates in its tc program` } : {}),
     };
   }
 

@@ -15,14 +15,19 @@ import { POD_PROGRAM_PIN, attachPodProgramFd, detachPodProgram, listPods, podPro
 import type { HealthCheck } from '../types.js';
 
 export type FastPathMode = 'auto' | 'on' | 'off';
+/** bypass mode: the pod fast path also encapsulates and decapsulates itself, skipping flannel.1 */
+export type BypassMode = 'auto' | 'on' | 'off';
 
 /** any well-formed frame: the probe program looks up a fixed tuple, not the packet */
 const CT_PROBE_PACKET = Buffer.concat([Buffer.alloc(12), Buffer.from([0x08, 0x00]), Buffer.from('450000140000000040110000' + '7f0000017f000001', 'hex')]);
 
-/** --fast-path=on and the kernel refused: the agent stops rather than run without it. */
+/** --fast-path=on (or --vxlan-bypass=on) and the kernel refused: the agent stops rather than run without it. */
 export class FastPathRequiredError extends Error {
   override name = 'FastPathRequiredError';
 }
+
+/** an IPv4 frame the encap probe can add VXLAN room to */
+const ENCAP_PROBE_PACKET = Buffer.concat([Buffer.alloc(12), Buffer.from([0x08, 0x00]), Buffer.from('450000300000000040110000' + '0a000001' + '0a000002', 'hex'), Buffer.alloc(28)]);
 
 export interface FastPathMaps {
   fl_local_pods: BpfMap;
@@ -34,6 +39,10 @@ export class FastPath {
   private obj?: BpfObject;
   /** why the fast path is off, undefined while it runs */
   reason?: string;
+  /** bypass mode runs (send side; the receive side needs the underlay's tc hook, see underlayProgram) */
+  bypass = false;
+  /** why bypass mode is off, undefined while it runs */
+  bypassReason?: string;
   readonly stats = { attached: 0, detached: 0, stalePods: 0 };
 
   constructor(
@@ -41,6 +50,7 @@ export class FastPath {
     private readonly pinRoot: string,
     private readonly maps: FastPathMaps,
     private readonly log: Logger,
+    private readonly bypassMode: BypassMode = 'off',
   ) {}
 
   get on(): boolean {
@@ -53,13 +63,36 @@ export class FastPath {
    * fatal; the default turns the fast path off and says why.
    */
   async load(path: string): Promise<void> {
+    await this.loadFastPath(path);
+    if (this.bypassMode === 'off') {
+      this.bypassReason = 'disabled with --vxlan-bypass=off';
+      return;
+    }
+    let why: string | undefined;
+    if (!this.obj) why = `it is part of the pod fast path, which is off: ${this.reason}`;
+    else {
+      // the verifier accepts the helper with any flags; whether the kernel does UDP-tunnel room (and
+      // so GSO that segments as flannel.1 would) shows only when it runs
+      const errno = (await testRun(this.obj.program('fl_encap_probe').fd, ENCAP_PROBE_PACKET)).retval;
+      if (errno !== 0) why = `the kernel refuses VXLAN encapsulation from BPF (bpf_skb_adjust_room with the UDP tunnel flags: errno ${errno}${errnoName(errno) ? ` ${errnoName(errno)}` : ''})`;
+    }
+    if (!why) {
+      this.bypass = true;
+      return;
+    }
+    if (this.bypassMode === 'on') throw new FastPathRequiredError(`--vxlan-bypass=on: ${why}`);
+    this.bypassReason = why;
+    this.log.warn({ reason: why }, 'vxlan bypass off: flannel.1 encapsulates');
+  }
+
+  private async loadFastPath(path: string): Promise<void> {
     if (this.mode === 'off') {
       this.reason = 'disabled with --fast-path=off';
       return;
     }
     let why: string | undefined;
     try {
-      this.obj = await BpfObject.open(path, this.pinRoot, this.log, L.COUNTER_MAPS);
+      this.obj = await BpfObject.open(path, this.pinRoot, this.log, L.REPLACEABLE_MAPS);
       // the verifier accepting the programs does not prove the conntrack lookup works as we call it
       // (a kernel may refuse our options at run time): ask it once, so that "on" means it can engage
       const errno = (await testRun(this.obj.program('fl_ct_probe').fd, CT_PROBE_PACKET)).retval;
@@ -85,9 +118,15 @@ export class FastPath {
     return this.obj!.program('fl_pod_egress').fd;
   }
 
-  /** For the send side: where flannel.1 is; and the switch both programs read. */
-  configure(vtepIfindex: number): void {
-    this.maps.fl_fast_cfg.update(L.u32Key(0), L.fastCfgVal({ vtepIfindex, flags: this.on ? L.FAST_ON : 0 }));
+  /** The underlay's tc ingress program: in bypass mode the guard that also decapsulates, else `guard`. */
+  underlayProgram(guard: number): number {
+    return this.bypass ? this.obj!.program('fl_guard_bypass').fd : guard;
+  }
+
+  /** For the send side: where flannel.1 is, the outer source address in bypass mode; and the switches. */
+  configure(vtepIfindex: number, localIP: string): void {
+    const flags = (this.on ? L.FAST_ON : 0) | (this.bypass ? L.FAST_BYPASS : 0);
+    this.maps.fl_fast_cfg.update(L.u32Key(0), L.fastCfgVal({ vtepIfindex, flags, localIP }));
   }
 
   /** The program pin is the CNI plugin's switch: present exactly while the fast path runs. */
@@ -155,11 +194,19 @@ export class FastPath {
   }
 
   describe(): Record<string, unknown> {
-    return { fastPath: this.on ? 'on' : 'off', ...(this.reason ? { fastPathOffBecause: this.reason } : {}), localPods: this.maps.fl_local_pods.keys().length, ...this.stats };
+    return {
+      fastPath: this.on ? 'on' : 'off',
+      ...(this.reason ? { fastPathOffBecause: this.reason } : {}),
+      vxlanBypass: this.bypass ? 'on' : 'off',
+      ...(this.bypassReason ? { vxlanBypassOffBecause: this.bypassReason } : {}),
+      localPods: this.maps.fl_local_pods.keys().length,
+      ...this.stats,
+    };
   }
 
   close(): void {
     this.obj?.close();
     this.obj = undefined;
+    this.bypass = false;
   }
 }

@@ -6,6 +6,8 @@ import { listLinks } from '../../kernel/netlink.js';
 import { TC_HANDLE, TC_PRIO, progInfoById, tcDetach, tcQuery, xdpDetach, xdpQuery } from '../../kernel/bpf.js';
 
 export const GUARD_PROGRAMS = { tc: 'fl_guard_tc', xdp: 'fl_guard_xdp' } as const;
+/** tc programs that are our guard: the plain one, and bypass mode's (the guard, then decapsulation) */
+const TC_GUARDS = new Set<string | undefined>([GUARD_PROGRAMS.tc, 'fl_guard_bypass']);
 
 export interface GuardAttachment {
   ifindex: number;
@@ -36,7 +38,7 @@ export async function findGuards(): Promise<GuardAttachment[]> {
     const x = xdpQuery(l.index);
     if (x.progId && nameOf(x.progId) === GUARD_PROGRAMS.xdp) out.push({ ifindex: l.index, iface: l.name, hook: 'xdp', mode: xdpModeOf(x.attachMode), progId: x.progId });
     const t = tcQuery(l.index, 'ingress', TC_HANDLE, TC_PRIO);
-    if (t && nameOf(t) === GUARD_PROGRAMS.tc) out.push({ ifindex: l.index, iface: l.name, hook: 'tc', progId: t });
+    if (t && TC_GUARDS.has(nameOf(t))) out.push({ ifindex: l.index, iface: l.name, hook: 'tc', progId: t });
   }
   return out;
 }
