@@ -21,11 +21,12 @@ export interface Stat {
 export const stat = (xs: number[]): Stat => ({ median: median(xs), min: Math.min(...xs), max: Math.max(...xs), samples: xs });
 
 /** Busy and total CPU time of the whole machine, in seconds (from /proc/stat). */
-export function machineCpu(): { busy: number; total: number } {
+export function machineCpu(): { busy: number; total: number; user: number; sys: number; softirq: number } {
+  // user nice system idle iowait irq softirq steal, in USER_HZ (100 per second)
   const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
   const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
   const idle = f[3]! + f[4]!;
-  return { busy: (total - idle) / 100, total: total / 100 };
+  return { busy: (total - idle) / 100, total: total / 100, user: (f[0]! + f[1]!) / 100, sys: f[2]! / 100, softirq: (f[5]! + f[6]!) / 100 };
 }
 
 /** Resident memory of a process in bytes (VmRSS). */
