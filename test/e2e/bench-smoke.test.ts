@@ -21,7 +21,8 @@ test('bench/run.ts --quick: all sections measured, JSON + Markdown + SVG written
     // every figure in both underlay settings
     assert.deepEqual(Object.keys(res.datapath), [...modes, ...modes.map((m) => `${m}, NIC-like underlay`)]);
     for (const [mode, d] of Object.entries<Record<string, { median: number }>>(res.datapath))
-      for (const [k, v] of Object.entries(d)) assert.ok(Number.isFinite(v.median) && v.median > 0, `${mode} ${k} = ${v.median}`);
+      // the CPU split counts whole jiffies: in a 1 s quick run user time can be 0, never negative
+      for (const [k, v] of Object.entries(d)) assert.ok(Number.isFinite(v.median) && (k.endsWith('SecPerGbit') && k !== 'cpuSecPerGbit' ? v.median >= 0 : v.median > 0), `${mode} ${k} = ${v.median}`);
     assert.equal(Object.keys(res.programs).length, 8);
     for (const v of Object.values<{ median: number }>(res.programs)) assert.ok(v.median > 0);
     for (const k of ['bpf 100', 'classic 100', 'bpf 1000', 'classic 1000']) assert.ok(res.startup[k].programMs.median > 0 && res.startup[k].rssMB.median > 30, k);
