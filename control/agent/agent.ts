@@ -120,7 +120,7 @@ export class Agent {
     }, this.o.reconcileIntervalMs);
     this.ready = true;
     this.startup.readyMs = Date.now() - this.startedAt.getTime();
-    log.info({ peers: this.watch.peers().length, programMs: Math.round(this.startup.programMs), readyMs: this.startup.readyMs, ...backend.describe() }, 'ready');
+    log.info({ programMs: Math.round(this.startup.programMs), readyMs: this.startup.readyMs, ...backend.describe() }, 'ready');
   }
 
   /**
@@ -149,9 +149,8 @@ export class Agent {
 
   async status(): Promise<AgentStatus> {
     const b = this.backend;
-    const d = b?.describe() ?? {};
+    const d = b?.describe();
     const ws = this.watch?.stats;
-    const num = (k: string) => (typeof d[k] === 'number' ? (d[k] as number) : 0);
     const exp = this.lease?.expiration;
     let traffic: AgentStatus['traffic'] = null;
     let checks: AgentStatus['checks'] = [];
@@ -172,7 +171,7 @@ export class Agent {
       node: this.ext ? { iface: this.ext.iface.name, ifaceAddr: this.ext.ifaceAddr, publicIP: this.ext.publicIP } : null,
       network: this.cfg ? formatCidr(this.cfg.network) : null,
       lease: this.lease ? { subnet: formatCidr(this.lease.subnet), expiration: exp?.toISOString() ?? null, expiresInSeconds: exp ? Math.round((exp.getTime() - Date.now()) / 1000) : null } : null,
-      backend: b ? d : null,
+      backend: d ?? null,
       peers: (this.watch?.peers() ?? []).map((p) => ({ subnet: formatCidr(p.subnet), publicIP: p.attrs.publicIP })),
       watch: {
         events: ws?.events ?? 0,
@@ -184,7 +183,7 @@ export class Agent {
         lastEventAgeSeconds: ws?.lastEventAt ? (Date.now() - ws.lastEventAt) / 1000 : null,
       },
       startup: { ...this.startup },
-      reconcile: { runs: num('reconciles'), corrections: num('corrections'), failures: num('failures'), rejected: num('rejected') },
+      reconcile: { runs: d?.reconciles ?? 0, corrections: d?.corrections ?? 0, failures: d?.failures ?? 0, rejected: d?.rejected ?? 0 },
       firewall: { ipMasq: this.o.ipMasq, forwardRules: this.o.forwardRules, repairs: this.firewall?.state.repairs ?? 0, lastError: this.firewall?.state.lastError ?? null },
       traffic,
       checks,

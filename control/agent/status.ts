@@ -1,6 +1,6 @@
 // What the agent reports about itself: served as JSON on /status, turned into /metrics, and printed by
 // `flannelctl status`. One snapshot type so the three never disagree.
-import type { HealthCheck, TrafficView } from '../backend/types.js';
+import type { BackendDescription, HealthCheck, TrafficView } from '../backend/types.js';
 import { table } from '../text.js';
 
 export interface AgentStatus {
@@ -13,7 +13,7 @@ export interface AgentStatus {
   network: string | null;
   lease: { subnet: string; expiration: string | null; expiresInSeconds: number | null } | null;
   /** the backend's own description: type, mode, device, and fallbackReason when BPF could not be used */
-  backend: Record<string, unknown> | null;
+  backend: BackendDescription | null;
   peers: { subnet: string; publicIP: string }[];
   watch: { events: number; relists: number; rejected: number; reconnects: number; storeLosses: number; watchStalls: number; lastEventAgeSeconds: number | null };
   /** the first programming of every known peer, and the whole start, in ms (null until ready) */
@@ -32,12 +32,12 @@ const dur = (s: number) => (s >= 3600 ? `${Math.floor(s / 3600)}h${String(Math.f
 /** The status as a person reads it (`flannelctl status`). */
 export function renderStatus(s: AgentStatus): string {
   const out: string[] = [];
-  const b = s.backend ?? {};
+  const b = s.backend;
   out.push(`ready:     ${isReady(s) ? 'yes' : s.ready ? 'no (a data plane check fails)' : 'no (starting: subnet file not written yet)'}`);
   if (s.node) out.push(`node:      ${s.node.publicIP} on ${s.node.iface}${s.node.ifaceAddr !== s.node.publicIP ? ` (interface address ${s.node.ifaceAddr})` : ''}, agent pid ${s.pid} since ${s.startedAt}`);
   if (s.network) out.push(`network:   ${s.network}`);
   if (s.lease) out.push(`lease:     ${s.lease.subnet}, ${s.lease.expiresInSeconds === null ? 'reservation (no expiry)' : `expires in ${dur(s.lease.expiresInSeconds)} unless renewed`}`);
-  if (s.backend) {
+  if (b) {
     const mode = b.mode ? ` (${b.mode})` : '';
     const why = `${b.fallbackReason ? `, classic because: ${b.fallbackReason}` : ''}${b.underlayGuard ? `, underlay guard: ${b.underlayGuard}` : ''}`;
     out.push(`backend:   ${b.backend}${mode} on ${b.device}${why}`);

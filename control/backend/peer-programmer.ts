@@ -6,7 +6,7 @@ import type { Logger } from '../log.js';
 import { isNetlinkError } from '../kernel/netlink.js';
 import { formatCidr } from '../subnet/ip4.js';
 import type { Lease } from '../subnet/lease.js';
-import type { LeaseEvent } from '../subnet/manager.js';
+import type { LeaseEvent } from '../subnet/lease.js';
 import type { ReconcileResult } from './types.js';
 
 type Tagged<Op> = { op: Op; peer: string; kind: 'add' | 'del'; entry: Entry<Op> };

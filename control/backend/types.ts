@@ -4,7 +4,7 @@ import type { Logger } from '../log.js';
 import type { ExternalInterface } from '../iface/select.js';
 import type { NetworkConfig } from '../subnet/config.js';
 import type { Lease, LeaseAttrs } from '../subnet/lease.js';
-import type { LeaseEvent } from '../subnet/manager.js';
+import type { LeaseEvent } from '../subnet/lease.js';
 
 export interface BackendContext {
   cfg: NetworkConfig;
@@ -60,5 +60,43 @@ export interface Backend {
   /** Checks of the data plane's parts, for /readyz and the status command. */
   checks?(): Promise<HealthCheck[]>;
   /** Describes the backend for logs and status. */
-  describe(): Record<string, unknown>;
+  describe(): BackendDescription;
+}
+
+/** The peer programmer's counters (peer-programmer.ts), which every backend reports. */
+export interface ProgrammerStats {
+  reconciles: number;
+  corrections: number;
+  failures: number;
+  rejected: number;
+}
+
+/** What a backend says about itself: in the "ready" log line, /status, `flannelctl status`, /metrics. */
+export interface BackendDescription extends ProgrammerStats {
+  backend: 'vxlan' | 'host-gw' | 'udp';
+  /** vxlan: the BPF data plane, or flannel's routes, neighbours and FDB entries */
+  mode?: 'bpf' | 'classic';
+  device?: string;
+  vni?: number;
+  port?: number;
+  peers: number;
+  /** vxlan: why BPF mode could not be used */
+  fallbackReason?: string;
+  /** BPF mode: where the underlay guard runs; or where an earlier run's guard was removed */
+  underlayGuard?: string;
+  pinRoot?: string;
+  repairedDevice?: number;
+  repairedPins?: number;
+  reattachedPrograms?: number;
+  /** BPF mode: the pod fast path (fast-path.ts) */
+  fastPath?: 'on' | 'off';
+  fastPathOffBecause?: string;
+  vxlanBypass?: 'on' | 'off';
+  vxlanBypassOffBecause?: string;
+  /** bypass on, but its receive side off (the guard runs in XDP) */
+  vxlanBypassReceive?: string;
+  localPods?: number;
+  attached?: number;
+  detached?: number;
+  stalePods?: number;
 }

@@ -50,7 +50,7 @@ export class AgentMetrics {
     if (s.lease && s.node) this.leaseInfo.set({ subnet: s.lease.subnet, public_ip: s.node.publicIP }, 1);
     if (s.lease?.expiresInSeconds != null) this.leaseExpiry.set(s.lease.expiresInSeconds);
     this.peers.set(s.peers.length);
-    if (s.backend) this.backend.set({ backend: String(s.backend.backend ?? ''), mode: String(s.backend.mode ?? ''), fallback_reason: String(s.backend.fallbackReason ?? '') }, 1);
+    if (s.backend) this.backend.set({ backend: s.backend.backend, mode: s.backend.mode ?? '', fallback_reason: s.backend.fallbackReason ?? '' }, 1);
     const set = AgentMetrics.setCounter;
     set(this.watchReconnects, s.watch.reconnects);
     set(this.storeLosses, s.watch.storeLosses);

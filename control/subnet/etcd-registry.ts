@@ -33,6 +33,19 @@ export interface WatchHandlers {
   onDisconnect?(err: Error): void;
 }
 
+/** What the lease watch needs of etcd: the EtcdRegistry below, or a fake in unit tests. */
+export interface LeaseStore {
+  readonly subnetsPrefix: string;
+  readonly configKey: string;
+  leaseKey(s: Subnet): string;
+  listLeases(): Promise<{ leases: RawLease[]; revision: string }>;
+  /** resolves once etcd confirmed the watch */
+  watchLeases(fromRevision: string, h: WatchHandlers): Promise<{ cancel(): Promise<void> }>;
+  revision(): Promise<bigint>;
+  /** a new client (a new watch stream) for the next listing and watch */
+  reconnect(): void;
+}
+
 /** etcd refuses us for a reason retrying will not fix: certificates or credentials. */
 export class EtcdAccessError extends Error {
   constructor(message: string) {
@@ -110,7 +123,7 @@ function clientOptions(o: EtcdOptions): IOptions {
   return opts;
 }
 
-export class EtcdRegistry {
+export class EtcdRegistry implements LeaseStore {
   /** replaced by reconnect() */
   client: Etcd3;
   readonly prefix: string;

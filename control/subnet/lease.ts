@@ -95,3 +95,6 @@ export function claimedVtepMAC(attrs: LeaseAttrs): string | undefined {
 export function encodeVxlanData(d: VxlanBackendData): { VNI: number; VtepMAC: string } {
   return { VNI: d.vni, VtepMAC: d.vtepMAC };
 }
+
+/** A peer's lease appeared (or changed) or went: what the subnet manager hands the backend. */
+export type LeaseEvent = { type: 'added'; lease: Lease } | { type: 'removed'; lease: Lease };

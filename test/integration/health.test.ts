@@ -30,7 +30,7 @@ function status(): AgentStatus {
     node: { iface: 'eth0', ifaceAddr: '10.0.0.1', publicIP: '10.0.0.1' },
     network: '10.244.0.0/16',
     lease: { subnet: '10.244.1.0/24', expiration: null, expiresInSeconds: null },
-    backend: { backend: 'vxlan', mode: 'bpf' },
+    backend: { backend: 'vxlan', mode: 'bpf', peers: 1, reconciles: 0, corrections: 0, failures: 0, rejected: 0 },
     peers: [{ subnet: '10.244.2.0/24', publicIP: '10.0.0.2' }],
     watch: { events: 7, relists: 2, rejected: 1, reconnects: 3, storeLosses: 2, watchStalls: 1, lastEventAgeSeconds: 1 },
     startup: { programMs: 1, readyMs: 2 },
