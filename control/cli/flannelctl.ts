@@ -2,14 +2,14 @@
 // flannelctl: inspects a node's data plane (pinned BPF maps) and the cluster's leases in etcd.
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, Option } from 'commander';
 import { labDown, labUp, type LabUpOptions } from '../lab/commands.js';
 import { Lab } from '../lab/cluster.js';
-import { readDataPlane, renderDataPlane } from '../bpf/inspect.js';
+import { readDataPlane, renderDataPlane } from '../datapath/inspect.js';
 import { EtcdRegistry } from '../subnet/etcd-registry.js';
 import { decodeAttrs } from '../subnet/lease.js';
 import { formatCidr, parseSubnetKey } from '../subnet/ip4.js';
-import { checkEtcdFlags, etcdFlagOptions, etcdOptions, type EtcdFlags } from './flanneld.js';
+import { checkEtcdFlags, etcdFlagOptions, etcdOptions, int, type EtcdFlags } from './flanneld.js';
 import { fetchStatus } from '../health/client.js';
 import { isReady, renderStatus } from '../agent/status.js';
 import { removeRules } from '../firewall/iptables.js';
@@ -83,8 +83,8 @@ export function buildCtl(): Command {
       .command('up')
       .description('build the lab (removing an earlier one first), check pod-to-pod connectivity, print leases, maps and a throughput/latency figure')
       .addOption(new Option('--backend <backend>', 'data plane').choices(['vxlan', 'vxlan-classic', 'host-gw', 'udp']).default('vxlan'))
-      .addOption(new Option('--nodes <n>', 'number of nodes').argParser((v) => positive(v, 'nodes', 9)).default(3))
-      .addOption(new Option('--pods <n>', 'pods per node').argParser((v) => positive(v, 'pods', 20)).default(2))
+      .addOption(new Option('--nodes <n>', 'number of nodes').argParser(int('--nodes', 1, 9)).default(3))
+      .addOption(new Option('--pods <n>', 'pods per node').argParser(int('--pods', 1, 20)).default(2))
       .addOption(new Option('--underlay <kind>', 'underlay links: veth passes GSO super-packets between nodes intact; nic segments before the wire and merges with GRO on receive, as a real NIC does').choices(['veth', 'nic']).default('veth'))
       .option('--no-measure', 'skip the iperf3/ping figure'),
   ).action(async (o: LabUpOptions, c: Command) => {
@@ -96,12 +96,6 @@ export function buildCtl(): Command {
     process.exitCode = await labDown(o, (s) => process.stdout.write(s + '\n'));
   });
   return ctl;
-}
-
-function positive(v: string, what: string, max: number): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1 || n > max) throw new InvalidArgumentError(`--${what} must be a whole number from 1 to ${max}`);
-  return n;
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === realpathSync(process.argv[1])) {

@@ -29,7 +29,8 @@ export function normalizeGoFlags(argv: string[]): string[] {
 }
 
 const collect = (v: string, prev: string[]) => [...prev, ...v.split(',').map((s) => s.trim()).filter(Boolean)];
-const int = (name: string, min: number, max: number) => (v: string) => {
+/** A whole-number flag within [min, max], for both CLIs: commander reports the message with the flag. */
+export const int = (name: string, min: number, max: number) => (v: string) => {
   const n = Number(v);
   if (!Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`${name} must be a whole number from ${min} to ${max}`);
   return n;

@@ -2,6 +2,7 @@
 import { createRequire } from 'node:module';
 import { constants as osConstants } from 'node:os';
 import { projectRoot } from '../paths.js';
+import type { PumpCounters, PumpRoute, PumpRouteOp } from './udp-pump.js';
 
 const require = createRequire(import.meta.url);
 
@@ -43,6 +44,11 @@ export interface NativeAddon {
   xdpQuery(ifindex: number): { attachMode: number; progId: number; driverProgId: number; genericProgId: number };
   bpfProgTestRun(fd: number, data: Buffer, repeat: number, ctx?: { gsoSize?: number; gsoSegs?: number }): Promise<{ retval: number; durationNs: number; data: Buffer }>;
   libbpfDrainLog(): string[];
+  // the udp backend's pump (native/udp.cc; see udp-pump.ts)
+  udpOpen(o: { tun: string; bindIp: string; port: number }): { id: number; ifindex: number; name: string };
+  udpClose(id: number, o?: { removeDevice?: boolean }): void;
+  udpRoutes(id: number, ops: PumpRouteOp[]): (NativeError | null)[];
+  udpDump(id: number): { routes: PumpRoute[]; counters: PumpCounters; ifindex: number; name: string; stoppedErrno: number };
   numPossibleCpus: number;
   constants: Record<'AF_UNSPEC' | 'AF_INET' | 'AF_INET6' | 'AF_BRIDGE' | 'NUD_PERMANENT' | 'NTF_SELF', number>;
 }

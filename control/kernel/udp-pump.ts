@@ -34,14 +34,7 @@ export interface PumpCounters {
   tunWriteErrors: number;
 }
 
-interface Native {
-  udpOpen(o: { tun: string; bindIp: string; port: number }): { id: number; ifindex: number; name: string };
-  udpClose(id: number, o?: { removeDevice?: boolean }): void;
-  udpRoutes(id: number, ops: PumpRouteOp[]): (NativeError | null)[];
-  udpDump(id: number): { routes: PumpRoute[]; counters: PumpCounters; ifindex: number; name: string; stoppedErrno: number };
-}
-
-const native = () => addon() as unknown as Native;
+const native = addon;
 
 export class UdpPump {
   private constructor(

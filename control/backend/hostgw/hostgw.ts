@@ -4,7 +4,7 @@ import { LeaseFormatError, type Lease } from '../../subnet/lease.js';
 import { contains, formatCidr, formatIp4, overlaps, parseIp4, type Subnet } from '../../subnet/ip4.js';
 import { execBatch, listRoutes, type NetlinkOp } from '../../kernel/netlink.js';
 import { PeerProgrammer, type Entry } from '../peer-programmer.js';
-import type { Backend, BackendContext } from '../types.js';
+import type { Backend, BackendContext, BackendDescription } from '../types.js';
 import { deviceCheck } from '../health.js';
 
 export class HostGwBackend implements Backend {
@@ -32,7 +32,7 @@ export class HostGwBackend implements Backend {
 
   checks = async () => [await deviceCheck(this.ctx.ext.iface.name)];
 
-  describe() {
+  describe(): BackendDescription {
     return { backend: 'host-gw', device: this.ctx.ext.iface.name, peers: this.programmer.peerCount(), ...this.programmer.stats };
   }
 

@@ -9,8 +9,8 @@ import { exec } from '../../kernel/netlink.js';
 import { deviceCheck } from '../health.js';
 import { UdpPump, type PumpRouteOp } from '../../kernel/udp-pump.js';
 import { PeerProgrammer, type Entry } from '../peer-programmer.js';
-import type { Backend, BackendContext, HealthCheck, TrafficView } from '../types.js';
-import { disableIpv6, ensureDeviceAddress } from '../vxlan/device.js';
+import type { Backend, BackendContext, BackendDescription, HealthCheck, TrafficView } from '../types.js';
+import { disableIpv6, ensureDeviceAddress } from '../device.js';
 
 export const DEFAULT_UDP_PORT = 8285;
 export const TUN_NAME = 'flannel0';
@@ -115,7 +115,7 @@ export class UdpBackend implements Backend {
     this.pump = undefined;
   }
 
-  describe() {
+  describe(): BackendDescription {
     return { backend: 'udp', device: TUN_NAME, port: this.port, peers: this.programmer.peerCount(), ...this.programmer.stats, repairedDevice: this.repairs };
   }
 

@@ -1,38 +1,17 @@
 // The classic vxlan backend, exactly as flannel programs the kernel: per peer a permanent neighbour
 // (peer subnet's .0 -> peer VtepMAC), an FDB entry (VtepMAC -> peer public IP) and an onlink route
 // (peer subnet via its .0), added in that order so the kernel never has to ARP on flannel.1.
-import { ConfigError } from '../../subnet/config.js';
 import { LeaseFormatError, decodeVxlanData, encodeVxlanData, type Lease } from '../../subnet/lease.js';
 import { formatCidr, formatIp4 } from '../../subnet/ip4.js';
 import { RTNH_F_ONLINK, NUD_PERMANENT, execBatch, listFdb, listNeighs, listRoutes, type Link, type NetlinkOp } from '../../kernel/netlink.js';
 import { PeerProgrammer, type Entry } from '../peer-programmer.js';
-import type { Backend, BackendContext } from '../types.js';
+import type { Backend, BackendContext, BackendDescription } from '../types.js';
 import { deviceCheck } from '../health.js';
-import { ensureDeviceAddress, ensureVxlanDevice, repairVxlanDevice, type VxlanDeviceSpec } from './device.js';
+import { ensureVxlanDevice, repairVxlanDevice, type VxlanDeviceSpec } from './device.js';
+import { ensureDeviceAddress } from '../device.js';
+import { vxlanOptions, type VxlanOptions } from './options.js';
 
 const RTPROT_KERNEL = 2;
-export const DEFAULT_VXLAN_PORT = 8472;
-
-export interface VxlanOptions {
-  vni: number;
-  port: number;
-  learning: boolean;
-  mtu?: number;
-}
-
-export function vxlanOptions(backend: Record<string, unknown>): VxlanOptions {
-  const num = (k: string, def: number, max: number) => {
-    const v = backend[k] ?? def;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max) throw new ConfigError(`Backend.${k}`, `must be a whole number from 0 to ${max}, got ${JSON.stringify(v)}`);
-    return v;
-  };
-  const vni = num('VNI', 1, 0xffffff);
-  const port = num('Port', 0, 65535) || DEFAULT_VXLAN_PORT; // 0 means the kernel default, 8472 on Linux
-  const mtu = num('MTU', 0, 65535);
-  if (backend.DirectRouting === true) throw new ConfigError('Backend.DirectRouting', 'not supported by this agent yet');
-  return { vni, port, learning: backend.Learning === true, ...(mtu ? { mtu } : {}) };
-}
-
 export class ClassicVxlanBackend implements Backend {
   readonly leaseType = 'vxlan';
   private dev!: Link;
@@ -87,7 +66,7 @@ export class ClassicVxlanBackend implements Backend {
 
   checks = async () => [await deviceCheck(this.dev.name)];
 
-  describe() {
+  describe(): BackendDescription {
     return { backend: 'vxlan', mode: 'classic', device: this.dev?.name, vni: this.opts.vni, port: this.opts.port, peers: this.programmer.peerCount(), ...this.programmer.stats, repairedDevice: this.repairedDevice };
   }
 

@@ -1,8 +1,7 @@
 // flannel.<VNI>: created as flannel creates it, reused when compatible, recreated when not (a stale
 // device with another VNI, port or local address would silently blackhole traffic).
-import { writeFileSync } from 'node:fs';
 import type { Logger } from '../../log.js';
-import { AF_INET, IFF_UP, exec, getLink, listAddrs, type Link, type VxlanSpec } from '../../kernel/netlink.js';
+import { IFF_UP, exec, getLink, type Link, type VxlanSpec } from '../../kernel/netlink.js';
 import { formatIp4, type Subnet } from '../../subnet/ip4.js';
 
 export interface VxlanDeviceSpec {
@@ -72,25 +71,4 @@ export async function repairVxlanDevice(dev: Link, s: VxlanDeviceSpec, log: Logg
   }
   log.warn({ device: s.name, mac: dev.mac }, 'the VXLAN device disappeared (deleted by hand?); recreating it with the same MAC');
   return ensureVxlanDevice({ ...s, mac: dev.mac }, log);
-}
-
-/** Our subnet's network address as <ip>/32 on the device, and no other IPv4 address, as flannel does. */
-export async function ensureDeviceAddress(link: Pick<Link, 'index'>, subnet: Subnet): Promise<void> {
-  const want = formatIp4(subnet.ip);
-  const addrs = await listAddrs(AF_INET, link.index);
-  for (const a of addrs) {
-    if (a.address !== want || a.prefixLen !== 32)
-      await exec({ type: 'addr', action: 'delete', dev: link.index, address: a.address, prefixLen: a.prefixLen });
-  }
-  if (!addrs.some((a) => a.address === want && a.prefixLen === 32))
-    await exec({ type: 'addr', action: 'replace', dev: link.index, address: want, prefixLen: 32 });
-}
-
-/** Tunnels of an IPv4-only network carry no IPv6: its router solicitations would only be dropped. */
-export function disableIpv6(device: string): void {
-  try {
-    writeFileSync(`/proc/sys/net/ipv6/conf/${device}/disable_ipv6`, '1');
-  } catch {
-    /* IPv6 disabled in this kernel: nothing to do */
-  }
 }

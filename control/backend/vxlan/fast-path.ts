@@ -1,5 +1,5 @@
 // The pod fast path in BPF mode (not in flannel): which ingress program flannel.1 runs, the program
-// on pod veths, and their upkeep. The CNI plugin registers pods (control/bpf/local-pods.ts); here the
+// on pod veths, and their upkeep. The CNI plugin registers pods (control/datapath/local-pods.ts); here the
 // agent decides whether the fast path runs at all, attaches the program to veths registered before
 // it ran, detaches it when off, and drops entries whose veth is gone.
 import { existsSync, unlinkSync } from 'node:fs';
@@ -9,10 +9,10 @@ import { constants as osConstants } from 'node:os';
 import { BpfObject, type BpfMap, progInfo, testRun } from '../../kernel/bpf.js';
 import { errnoName } from '../../kernel/addon.js';
 import { listLinks } from '../../kernel/netlink.js';
-import * as L from '../../bpf/layout.js';
-import { countersByIndex } from '../../bpf/inspect.js';
-import { POD_PROGRAM_PIN, attachPodProgramFd, detachPodProgram, listPods, podProgramOn } from '../../bpf/local-pods.js';
-import type { HealthCheck } from '../types.js';
+import * as L from '../../datapath/layout.js';
+import { countersByIndex } from '../../datapath/inspect.js';
+import { POD_PROGRAM_PIN, attachPodProgramFd, detachPodProgram, listPods, podProgramOn } from '../../datapath/local-pods.js';
+import type { BackendDescription, HealthCheck } from '../types.js';
 
 export type FastPathMode = 'auto' | 'on' | 'off';
 /** bypass mode: the pod fast path also encapsulates and decapsulates itself, skipping flannel.1 */
@@ -193,7 +193,7 @@ export class FastPath {
     return [{ name: 'pod fast path program', ok: id === want, detail: id === want ? `pinned at ${path}, program ${want}` : id === undefined ? `not pinned at ${path}` : `${path} is program ${id}, not ${want}` }];
   }
 
-  describe(): Record<string, unknown> {
+  describe(): Pick<BackendDescription, 'fastPath' | 'fastPathOffBecause' | 'vxlanBypass' | 'vxlanBypassOffBecause' | 'localPods' | 'attached' | 'detached' | 'stalePods'> {
     return {
       fastPath: this.on ? 'on' : 'off',
       ...(this.reason ? { fastPathOffBecause: this.reason } : {}),

@@ -4,8 +4,8 @@
 import { readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Lease } from '../../subnet/lease.js';
-import type { Backend, BackendContext } from '../types.js';
-import { detachAllPods } from '../../bpf/local-pods.js';
+import type { Backend, BackendContext, BackendDescription } from '../types.js';
+import { detachAllPods } from '../../datapath/local-pods.js';
 import { FastPathRequiredError } from './fast-path.js';
 import { BpfVxlanBackend, type BpfModeOptions } from './bpf-mode.js';
 import { ClassicVxlanBackend } from './classic.js';
@@ -57,7 +57,7 @@ export class VxlanBackend implements Backend {
   traffic = () => this.active.traffic?.();
   checks = async () => (await this.active.checks?.()) ?? [];
 
-  describe() {
+  describe(): BackendDescription {
     const guard = this.removedGuards ? { underlayGuard: `none${this.removedGuards.length ? ` (removed at start: ${this.removedGuards.join(', ')})` : ''}` } : {};
     return { ...this.active.describe(), ...guard, ...(this.fallbackReason ? { fallbackReason: this.fallbackReason } : {}) };
   }

@@ -1,0 +1,26 @@
+// What every backend with a device of its own does to it (flannel.<VNI> for vxlan, flannel0 for udp):
+// the subnet's address, and no IPv6 on an IPv4-only network.
+import { writeFileSync } from 'node:fs';
+import { AF_INET, exec, listAddrs, type Link } from '../kernel/netlink.js';
+import { formatIp4, type Subnet } from '../subnet/ip4.js';
+
+/** Our subnet's network address as <ip>/32 on the device, and no other IPv4 address, as flannel does. */
+export async function ensureDeviceAddress(link: Pick<Link, 'index'>, subnet: Subnet): Promise<void> {
+  const want = formatIp4(subnet.ip);
+  const addrs = await listAddrs(AF_INET, link.index);
+  for (const a of addrs) {
+    if (a.address !== want || a.prefixLen !== 32)
+      await exec({ type: 'addr', action: 'delete', dev: link.index, address: a.address, prefixLen: a.prefixLen });
+  }
+  if (!addrs.some((a) => a.address === want && a.prefixLen === 32))
+    await exec({ type: 'addr', action: 'replace', dev: link.index, address: want, prefixLen: 32 });
+}
+
+/** Tunnels of an IPv4-only network carry no IPv6: its router solicitations would only be dropped. */
+export function disableIpv6(device: string): void {
+  try {
+    writeFileSync(`/proc/sys/net/ipv6/conf/${device}/disable_ipv6`, '1');
+  } catch {
+    /* IPv6 disabled in this kernel: nothing to do */
+  }
+}

@@ -1,0 +1,101 @@
+// BPF mode's map driver for the peer programmer: what a peer's lease becomes in the pinned maps (its
+// counters, its member entry, its VTEP, its subnet, and the route the egress program reads), what the
+// maps hold now, and the order writes go in so no program ever meets a half-programmed peer. This is
+// where a lease event becomes a map entry.
+import { LeaseFormatError, decodeVxlanData, type Lease } from '../../subnet/lease.js';
+import { formatCidr, formatIp4 } from '../../subnet/ip4.js';
+import { errnoName } from '../../kernel/addon.js';
+import type { BpfMap } from '../../kernel/bpf.js';
+import * as L from '../../datapath/layout.js';
+import type { Entry, PeerDriver } from '../peer-programmer.js';
+
+export type PeerMapName = 'fl_subnets' | 'fl_vteps' | 'fl_members' | 'fl_routes' | 'fl_peer_stats';
+export type PeerMaps = Record<PeerMapName, BpfMap>;
+export type MapOp = { map: PeerMapName; action: 'update' | 'delete'; key: Buffer; value?: Buffer; what: string };
+
+// A peer's counters first (their presence is what flannel.1's ingress accepts), then the guard's
+// member entry, the VTEP and the subnet, and last the route the egress program reads; deletes the
+// other way round. So no program ever finds a half-programmed peer.
+const UPDATE_ORDER: PeerMapName[] = ['fl_peer_stats', 'fl_members', 'fl_vteps', 'fl_subnets', 'fl_routes'];
+const DELETE_ORDER: PeerMapName[] = ['fl_routes', 'fl_subnets', 'fl_vteps', 'fl_members', 'fl_peer_stats'];
+
+/** One map entry as the peer programmer sees it: identity, comparable value, and how to write or remove it. */
+function mapEntry(map: PeerMapName, id: string, value: string, key: Buffer, val: Buffer): Entry<MapOp> {
+  return { key: id, value, add: { map, action: 'update', key, value: val, what: id }, del: { map, action: 'delete', key, what: id } };
+}
+
+export class BpfMapDriver implements PeerDriver<MapOp> {
+  constructor(
+    private readonly maps: PeerMaps,
+    private readonly vni: number,
+  ) {}
+
+  entriesFor(lease: Lease): Entry<MapOp>[] {
+    if (lease.attrs.backendType !== 'vxlan') throw new LeaseFormatError(`peer runs backend ${JSON.stringify(lease.attrs.backendType)}, not vxlan`);
+    const { vni, vtepMAC } = decodeVxlanData(lease.attrs);
+    if (vni !== this.vni) throw new LeaseFormatError(`peer uses VNI ${vni}, this network uses ${this.vni}`);
+    const ip = lease.attrs.publicIP;
+    const subnetKey = L.subnetKey(formatIp4(lease.subnet.ip), lease.subnet.len);
+    // apply() writes them in UPDATE_ORDER: no program ever finds a route without its member
+    return [
+      // counters start at zero and are never rewritten while the peer stays (the value compared is '')
+      mapEntry('fl_peer_stats', `counters ${ip}`, '', L.memberKey(ip), Buffer.alloc(this.maps.fl_peer_stats.lookupSize)),
+      mapEntry('fl_members', `member ${ip}`, '', L.memberKey(ip), L.memberVal()),
+      mapEntry('fl_vteps', `vtep ${vtepMAC}`, ip, L.vtepKey(vtepMAC), L.vtepVal(ip)),
+      mapEntry('fl_subnets', `subnet ${formatCidr(lease.subnet)}`, vtepMAC, subnetKey, L.subnetVal(vtepMAC)),
+      mapEntry('fl_routes', `route ${formatCidr(lease.subnet)}`, `${vtepMAC} ${ip}`, subnetKey, L.routeVal(vtepMAC, ip)),
+    ];
+  }
+
+  async currentEntries(): Promise<Entry<MapOp>[]> {
+    const out: Entry<MapOp>[] = [];
+    const m = this.maps;
+    for (const k of m.fl_members.keys()) out.push(mapEntry('fl_members', `member ${L.decodeMemberKey(k)}`, '', k, L.memberVal()));
+    for (const k of m.fl_vteps.keys()) {
+      const v = m.fl_vteps.lookup(k);
+      if (v) out.push(mapEntry('fl_vteps', `vtep ${L.decodeVtepKey(k)}`, L.decodeVtepVal(v).remoteIP, k, v));
+    }
+    for (const k of m.fl_subnets.keys()) {
+      const v = m.fl_subnets.lookup(k);
+      const { ip, len } = L.decodeSubnetKey(k);
+      if (v) out.push(mapEntry('fl_subnets', `subnet ${ip}/${len}`, L.decodeSubnetVal(v).vtepMAC, k, v));
+    }
+    for (const k of m.fl_routes.keys()) {
+      const v = m.fl_routes.lookup(k);
+      const { ip, len } = L.decodeSubnetKey(k);
+      if (!v) continue;
+      const r = L.decodeRouteVal(v);
+      out.push(mapEntry('fl_routes', `route ${ip}/${len}`, `${r.vtepMAC} ${r.remoteIP}`, k, v));
+    }
+    // the value is not read: a peer's counters are only ever created or removed here
+    for (const k of m.fl_peer_stats.keys()) out.push(mapEntry('fl_peer_stats', `counters ${L.decodeMemberKey(k)}`, '', k, Buffer.alloc(m.fl_peer_stats.lookupSize)));
+    return out;
+  }
+
+  /**
+   * Runs map operations as a few native calls: every delete before every update (a VTEP MAC or a
+   * member IP that moves from one peer to another is freed before it is taken), deletes from the
+   * route map down to the counters, updates from the counters up to the routes, so the egress program
+   * never finds a route whose member entry is missing. Within that order, one call per map.
+   */
+  async apply(ops: MapOp[]): Promise<(Error | null)[]> {
+    const rank = (o: MapOp) => (o.action === 'delete' ? DELETE_ORDER : UPDATE_ORDER).indexOf(o.map) + (o.action === 'delete' ? 0 : 10);
+    const order = ops.map((_, i) => i).sort((a, b) => rank(ops[a]!) - rank(ops[b]!) || a - b);
+    const res: (Error | null)[] = new Array(ops.length).fill(null);
+    for (let i = 0; i < order.length; ) {
+      const first = ops[order[i]!]!;
+      let j = i;
+      while (j < order.length && ops[order[j]!]!.map === first.map && ops[order[j]!]!.action === first.action) j++;
+      const idx = order.slice(i, j);
+      const map = this.maps[first.map];
+      const errnos = first.action === 'update' ? map.updateMany(idx.map((k) => [ops[k]!.key, ops[k]!.value!])) : map.deleteMany(idx.map((k) => ops[k]!.key));
+      errnos.forEach((e, k) => {
+        if (!e) return;
+        const o = ops[idx[k]!]!;
+        res[idx[k]!] = Object.assign(new Error(`bpf map ${o.action} ${o.what}: errno ${e}`), { errno: e, code: errnoName(e) ?? `E${e}`, syscall: `bpf map ${o.action}` });
+      });
+      i = j;
+    }
+    return res;
+  }
+}
