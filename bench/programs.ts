@@ -5,8 +5,8 @@ import { mkdtempSync, rmdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BpfObject, ensureBpffs, testRun } from '../control/kernel/bpf.ts';
-import * as L from '../control/bpf/layout.ts';
-import { objectPath } from '../control/bpf/objects.ts';
+import * as L from '../control/datapath/layout.ts';
+import { objectPath } from '../control/datapath/objects.ts';
 import { projectRoot } from '../control/paths.ts';
 import { eth, ipv4, udp, vxlan, icmpEcho, ETH_P_IP, IPPROTO_ICMP, IPPROTO_UDP } from '../test/helpers/packets.ts';
 

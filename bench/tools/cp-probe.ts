@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { Etcd3 } from 'etcd3';
 import { BpfMap } from '../../control/kernel/bpf.ts';
 import { listRoutes } from '../../control/kernel/netlink.ts';
-import * as L from '../../control/bpf/layout.ts';
+import * as L from '../../control/datapath/layout.ts';
 
 const PREFIX = '/coreos.com/network/subnets/';
 /** synthetic peers live in 10.1.0.0 and up; the real nodes' subnets are kept in 10.0.x by SubnetMax */

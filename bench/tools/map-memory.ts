@@ -8,8 +8,8 @@ import { mkdtempSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { BpfObject, ensureBpffs } from '../../control/kernel/bpf.ts';
 import { addon } from '../../control/kernel/addon.ts';
-import * as L from '../../control/bpf/layout.ts';
-import { objectPath } from '../../control/bpf/objects.ts';
+import * as L from '../../control/datapath/layout.ts';
+import { objectPath } from '../../control/datapath/objects.ts';
 
 const N = Number(process.argv[2] ?? 10_000);
 const root = mkdtempSync('/run/flannel-bench-bpffs-');

@@ -3,7 +3,7 @@
 // veth goes. Loaded only when the agent runs in BPF mode, so the plugin starts fast otherwise.
 import { readFileSync, rmSync, writeFileSync, renameSync } from 'node:fs';
 import { getLink } from '../kernel/netlink.js';
-import { registerPod, unregisterPod } from '../bpf/local-pods.js';
+import { registerPod, unregisterPod } from '../datapath/local-pods.js';
 import { podFromResult } from './delegate.js';
 
 interface Saved {

@@ -40,7 +40,7 @@ function delegate(conf: Record<string, unknown>): number {
 
 const pinRoot = (n: FlannelNetConf) => (typeof n.bpfPinRoot === 'string' ? n.bpfPinRoot : DEFAULT_PIN_ROOT);
 // pinned only while the agent runs in BPF mode (classic mode removes every fl_* pin); the name is
-// LOCAL_PODS_PIN of control/bpf/local-pods.ts, not imported: the plugin loads only built-ins until it must
+// LOCAL_PODS_PIN of control/datapath/local-pods.ts, not imported: the plugin loads only built-ins until it must
 const bpfMode = (n: FlannelNetConf) => existsSync(join(pinRoot(n), 'fl_local_pods'));
 
 function scratchPath(n: FlannelNetConf): string {

@@ -7,8 +7,8 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Lab, type LabNode, type Underlay } from './cluster.js';
 import { inNs, until } from './netns.js';
-import { readDataPlane } from '../bpf/inspect.js';
-import * as L from '../bpf/layout.js';
+import { readDataPlane } from '../datapath/inspect.js';
+import * as L from '../datapath/layout.js';
 import { formatCidr } from '../subnet/ip4.js';
 import { table as textTable } from '../text.js';
 

@@ -11,9 +11,9 @@ import { join } from 'node:path';
 import { TestLab, type LabNode, type Pod } from '../helpers/lab.ts';
 import { inNs, ip, json, until } from '../helpers/netns.ts';
 import { startWhoAmI, whoAmI } from '../helpers/tcp.ts';
-import { readDataPlane } from '../../control/bpf/inspect.ts';
+import { readDataPlane } from '../../control/datapath/inspect.ts';
 import { BpfMap, BpfObject } from '../../control/kernel/bpf.ts';
-import * as L from '../../control/bpf/layout.ts';
+import * as L from '../../control/datapath/layout.ts';
 import { getFromSocket, fetchStatus } from '../../control/health/client.ts';
 import { renderStatus } from '../../control/agent/status.ts';
 

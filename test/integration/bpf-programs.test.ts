@@ -11,9 +11,9 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BpfMap, BpfObject, ensureBpffs, testRun } from '../../control/kernel/bpf.ts';
 import { addon } from '../../control/kernel/addon.ts';
-import * as L from '../../control/bpf/layout.ts';
-import { objectPath } from '../../control/bpf/objects.ts';
-import { countersByIndex } from '../../control/bpf/inspect.ts';
+import * as L from '../../control/datapath/layout.ts';
+import { objectPath } from '../../control/datapath/objects.ts';
+import { countersByIndex } from '../../control/datapath/inspect.ts';
 import { eth, ipv4, udp, vxlan, icmpEcho, mac, ETH_P_IP, ETH_P_ARP, IPPROTO_ICMP, IPPROTO_UDP } from '../helpers/packets.ts';
 import { inNs, ip } from '../helpers/netns.ts';
 

@@ -1,4 +1,4 @@
-// The C structs and enums of bpf/flannel.h against control/bpf/layout.ts, read from BTF (the model is
+// The C structs and enums of bpf/flannel.h against control/datapath/layout.ts, read from BTF (the model is
 // Cilium's pkg/datapath/alignchecker): every struct the agent encodes or decodes, field by field
 // (offset and size), and the reason lists it names counters by. Neither side can change alone.
 import { test } from 'node:test';
@@ -8,8 +8,8 @@ import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import * as L from '../../control/bpf/layout.ts';
-import { OBJECTS } from '../../control/bpf/objects.ts';
+import * as L from '../../control/datapath/layout.ts';
+import { OBJECTS } from '../../control/datapath/objects.ts';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const OBJ = join(ROOT, 'dist', 'bpf');
@@ -77,7 +77,7 @@ test('every struct layout.ts mirrors has the size, fields, offsets and field siz
   for (const [name, want] of Object.entries(L.STRUCTS)) {
     const got = seen.get(name);
     assert.ok(got, `struct ${name} is in no built object's BTF (renamed in bpf/flannel.h, or unused by every map?)`);
-    assert.deepEqual({ size: got.size, fields: got.fields }, { size: want.size, fields: want.fields }, `struct ${name}: BTF (actual) vs control/bpf/layout.ts STRUCTS (expected)`);
+    assert.deepEqual({ size: got.size, fields: got.fields }, { size: want.size, fields: want.fields }, `struct ${name}: BTF (actual) vs control/datapath/layout.ts STRUCTS (expected)`);
   }
   // and nothing the maps use is left unmirrored: every fl_* struct of a map is in STRUCTS
   const unmirrored = [...seen.keys()].filter((n) => !(n in L.STRUCTS));
@@ -108,7 +108,7 @@ test('the counter names layout.ts uses are the C enums fl_reason and fl_fast_res
   }
 });
 
-test('bpf/Makefile builds exactly the objects control/bpf/objects.ts names', () => {
+test('bpf/Makefile builds exactly the objects control/datapath/objects.ts names', () => {
   const make = execFileSync('cat', [join(ROOT, 'bpf', 'Makefile')], { encoding: 'utf8' });
   const progs = /^PROGS\s*:=\s*(.+)$/m.exec(make)?.[1]?.trim().split(/\s+/) ?? [];
   assert.deepEqual(progs.map((p) => `${p}.o`).sort(), Object.values(OBJECTS).sort());
