@@ -1,7 +1,7 @@
 // The lab lives in control/lab (flannelctl lab up/down); the tests and the benchmark build the same
 // clusters through TestLab, which adds what only they need: pods made by hand, CNI DEL, bringUp.
-import { readDataPlane } from '../../control/bpf/inspect.ts';
-import { REASONS, type Reason } from '../../control/bpf/layout.ts';
+import { readDataPlane } from '../../control/datapath/inspect.ts';
+import { REASONS, type Reason } from '../../control/datapath/layout.ts';
 import { Lab, type LabNode, type LabOptions, type Pod } from '../../control/lab/cluster.ts';
 import { formatIp4, type Subnet } from '../../control/subnet/ip4.ts';
 import { ip } from './netns.ts';

@@ -65,7 +65,7 @@ for (const [text, field, msg] of bad) {
 }
 
 test('bad Backend options are a ConfigError naming the field (the CLI says "bad network config", not "failed to start")', async () => {
-  const { vxlanOptions } = await import('../../control/backend/vxlan/classic.ts');
+  const { vxlanOptions } = await import('../../control/backend/vxlan/options.ts');
   const { udpOptions } = await import('../../control/backend/udp/udp.ts');
   const cases: [() => unknown, string][] = [
     [() => vxlanOptions({ Type: 'vxlan', VNI: -1 }), 'Backend.VNI'],
