@@ -5,6 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { CniError, SUPPORTED_VERSIONS, parseNetConf, parseSubnetEnv, renderDelegate, type FlannelNetConf } from './delegate.js';
+import { MAP } from '../datapath/objects.js';
 
 const DEFAULT_SUBNET_FILE = '/run/flannel/subnet.env';
 const DEFAULT_DATA_DIR = '/var/lib/cni/flannel';
@@ -41,7 +42,7 @@ function delegate(conf: Record<string, unknown>): number {
 const pinRoot = (n: FlannelNetConf) => (typeof n.bpfPinRoot === 'string' ? n.bpfPinRoot : DEFAULT_PIN_ROOT);
 // pinned only while the agent runs in BPF mode (classic mode removes every fl_* pin); the name is
 // LOCAL_PODS_PIN of control/datapath/local-pods.ts, not imported: the plugin loads only built-ins until it must
-const bpfMode = (n: FlannelNetConf) => existsSync(join(pinRoot(n), 'fl_local_pods'));
+const bpfMode = (n: FlannelNetConf) => existsSync(join(pinRoot(n), MAP.localPods));
 
 function scratchPath(n: FlannelNetConf): string {
   const id = env('CNI_CONTAINERID');

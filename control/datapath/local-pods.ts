@@ -7,10 +7,11 @@ import { join } from 'node:path';
 import { addon } from '../kernel/addon.js';
 import { BpfMap, TC_HANDLE, TC_PRIO, tcAttach, tcDetach, tcQuery } from '../kernel/bpf.js';
 import * as L from './layout.js';
+import { MAP, PROGRAM } from './objects.js';
 
 /** Pin of fl_pod_egress, present only while the agent runs the fast path: the CNI plugin's switch. */
-export const POD_PROGRAM_PIN = 'fl_pod_egress';
-export const LOCAL_PODS_PIN = 'fl_local_pods';
+export const POD_PROGRAM_PIN = PROGRAM.podEgress;
+export const LOCAL_PODS_PIN = MAP.localPods;
 
 /** Attaches the pinned program to the veth; false when the agent runs without the fast path. */
 export function attachPodProgram(pinRoot: string, ifindex: number): boolean {

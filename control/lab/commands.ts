@@ -9,6 +9,7 @@ import { Lab, type LabNode, type Underlay } from './cluster.js';
 import { inNs, until } from './netns.js';
 import { readDataPlane } from '../datapath/inspect.js';
 import * as L from '../datapath/layout.js';
+import { MAP } from '../datapath/objects.js';
 import { formatCidr } from '../subnet/ip4.js';
 import { table as textTable } from '../text.js';
 
@@ -73,7 +74,7 @@ export async function labUp(o: LabUpOptions, out: Out): Promise<number> {
     out(table(rows));
     out('\nleases in etcd:');
     out(table([['KEY', 'VALUE'], ...[...(await lab.leases())].map(([k, v]) => [`${'/coreos.com/network/subnets/'}${k}`, JSON.stringify(v)])]));
-    const bpfNodes = lab.nodes.filter((n) => existsSync(join(n.pinRoot, 'fl_subnets')));
+    const bpfNodes = lab.nodes.filter((n) => existsSync(join(n.pinRoot, MAP.subnets)));
     if (bpfNodes.length) {
       out('\nBPF map entries (fl_subnets: pod subnet -> VTEP MAC -> host):');
       const mrows = [['NODE', 'SUBNET', 'VTEP MAC', 'HOST IP', 'TX PKTS', 'RX PKTS']];
@@ -94,7 +95,7 @@ export async function labUp(o: LabUpOptions, out: Out): Promise<number> {
         const ping = await inNs(a.ns, 'ping', '-q', '-c', '20', '-i', '0.05', b.ip);
         const rtt = /= ([\d.]+)\/([\d.]+)\/([\d.]+)/.exec(ping);
         out(`    ${a.ip} -> ${b.ip}: ${(r.end.sum_received.bits_per_second / 1e9).toFixed(2)} Gbit/s TCP (one stream), ping RTT min/avg/max ${rtt?.slice(1, 4).join('/')} ms`);
-        const fast = existsSync(join(lab.node(1).pinRoot, 'fl_fast_stats')) ? readDataPlane(lab.node(1).pinRoot).fastPath : null;
+        const fast = existsSync(join(lab.node(1).pinRoot, MAP.fastStats)) ? readDataPlane(lab.node(1).pinRoot).fastPath : null;
         if (fast?.on) out(`    pod fast path on ${lab.node(1).ns}: ${L.FAST_RESULTS.map((k) => `${k}=${fast.counters[k].packets}`).join('  ')} (pings take the stack: pass_other)`);
       } finally {
         server.kill();

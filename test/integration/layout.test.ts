@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as L from '../../control/datapath/layout.ts';
-import { OBJECTS } from '../../control/datapath/objects.ts';
+import { MAP, OBJECTS, PROGRAM } from '../../control/datapath/objects.ts';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const OBJ = join(ROOT, 'dist', 'bpf');
@@ -23,6 +23,8 @@ interface BtfType {
   nr_elems?: number;
   members?: { name: string; type_id: number; bits_offset: number; bitfield_size?: number }[];
   values?: { name: string; val: number }[];
+  linkage?: string;
+  vars?: { type_id: number }[];
 }
 
 function btf(file: string): Map<number, BtfType> {
@@ -112,4 +114,22 @@ test('bpf/Makefile builds exactly the objects control/datapath/objects.ts names'
   const make = execFileSync('cat', [join(ROOT, 'bpf', 'Makefile')], { encoding: 'utf8' });
   const progs = /^PROGS\s*:=\s*(.+)$/m.exec(make)?.[1]?.trim().split(/\s+/) ?? [];
   assert.deepEqual(progs.map((p) => `${p}.o`).sort(), Object.values(OBJECTS).sort());
+});
+
+test('every map and program in the built objects is named in objects.ts (MAP, PROGRAM), and nothing else is', () => {
+  const maps = new Set<string>();
+  const programs = new Set<string>();
+  for (const o of Object.values(OBJECTS)) {
+    const types = btf(join(OBJ, o));
+    for (const t of types.values()) {
+      // a program is a global function (its SEC); a map is a variable of the .maps section
+      if (t.kind === 'FUNC' && t.linkage === 'global') programs.add(t.name!);
+      if (t.kind === 'DATASEC' && t.name === '.maps') for (const v of t.vars!) maps.add(types.get(v.type_id)!.name!);
+    }
+  }
+  assert.deepEqual([...maps].sort(), Object.values(MAP).sort());
+  assert.deepEqual([...programs].sort(), Object.values(PROGRAM).sort());
+  // the kernel keeps 15 characters of a program's name, and the agent finds its guards on the underlay
+  // by the name the kernel reports: theirs must fit
+  for (const p of [PROGRAM.guardTc, PROGRAM.guardXdp, PROGRAM.guardBypass]) assert.ok(p.length <= 15, `${p} is longer than the kernel keeps`);
 });

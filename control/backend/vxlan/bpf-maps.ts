@@ -7,9 +7,11 @@ import { formatCidr, formatIp4 } from '../../subnet/ip4.js';
 import { errnoName } from '../../kernel/addon.js';
 import type { BpfMap } from '../../kernel/bpf.js';
 import * as L from '../../datapath/layout.js';
+import type { MAP } from '../../datapath/objects.js';
 import type { Entry, PeerDriver } from '../peer-programmer.js';
 
-export type PeerMapName = 'fl_subnets' | 'fl_vteps' | 'fl_members' | 'fl_routes' | 'fl_peer_stats';
+/** the maps a peer has entries in (their names are checked against MAP by the compiler) */
+export type PeerMapName = (typeof MAP)['subnets' | 'vteps' | 'members' | 'routes' | 'peerStats'];
 export type PeerMaps = Record<PeerMapName, BpfMap>;
 export type MapOp = { map: PeerMapName; action: 'update' | 'delete'; key: Buffer; value?: Buffer; what: string };
 

@@ -9,7 +9,7 @@ import { formatIp4 } from '../../subnet/ip4.js';
 import { exec, type Link } from '../../kernel/netlink.js';
 import { BpfMap, BpfObject, ensureBpffs, untrustedPins } from '../../kernel/bpf.js';
 import * as L from '../../datapath/layout.js';
-import { objectPath } from '../../datapath/objects.js';
+import { MAP, PROGRAM, objectPath } from '../../datapath/objects.js';
 import { PeerProgrammer } from '../peer-programmer.js';
 import type { Backend, BackendContext, BackendDescription, HealthCheck, TrafficView } from '../types.js';
 import { decodeDataPlane, type DataPlaneMaps } from '../../datapath/inspect.js';
@@ -62,24 +62,24 @@ export class BpfVxlanBackend implements Backend {
     for (const name of ['egress', 'ingress', 'guard'] as const) this.objects.push(await BpfObject.open(objectPath(name), this.bpf.pinRoot, log, L.REPLACEABLE_MAPS));
     const [egress, ingress, guard] = this.objects as [BpfObject, BpfObject, BpfObject];
     this.maps = {
-      fl_subnets: egress.map('fl_subnets'),
-      fl_vteps: egress.map('fl_vteps'),
-      fl_members: egress.map('fl_members'),
-      fl_config: egress.map('fl_config'),
-      fl_stats: egress.map('fl_stats'),
-      fl_peer_stats: egress.map('fl_peer_stats'),
+      fl_subnets: egress.map(MAP.subnets),
+      fl_vteps: egress.map(MAP.vteps),
+      fl_members: egress.map(MAP.members),
+      fl_config: egress.map(MAP.config),
+      fl_stats: egress.map(MAP.stats),
+      fl_peer_stats: egress.map(MAP.peerStats),
     };
-    this.routes = egress.map('fl_routes');
+    this.routes = egress.map(MAP.routes);
     const driver = new BpfMapDriver({ ...this.maps, fl_routes: this.routes }, this.opts.vni);
     this.programmer = new PeerProgrammer<MapOp>(driver, log);
-    this.fastMaps = { fl_local_pods: egress.map('fl_local_pods'), fl_fast_cfg: egress.map('fl_fast_cfg'), fl_fast_stats: egress.map('fl_fast_stats') };
+    this.fastMaps = { fl_local_pods: egress.map(MAP.localPods), fl_fast_cfg: egress.map(MAP.fastCfg), fl_fast_stats: egress.map(MAP.fastStats) };
     this.fast = new FastPath(this.bpf.fastPath ?? 'auto', this.bpf.pinRoot, this.fastMaps, log, this.bpf.bypass ?? 'off');
     await this.fast.load(objectPath('fastPath'));
     this.hooks = new BpfHooks(ext, this.bpf.underlayHook, this.bpf.pinRoot, {
-      egress: egress.program('fl_vxlan_egress').fd,
-      ingress: this.fast.ingressProgram(ingress.program('fl_vxlan_ingress').fd),
-      guardTc: this.fast.underlayProgram(guard.program('fl_guard_tc').fd),
-      guardXdp: guard.program('fl_guard_xdp').fd,
+      egress: egress.program(PROGRAM.egress).fd,
+      ingress: this.fast.ingressProgram(ingress.program(PROGRAM.ingress).fd),
+      guardTc: this.fast.underlayProgram(guard.program(PROGRAM.guardTc).fd),
+      guardXdp: guard.program(PROGRAM.guardXdp).fd,
     }, this.fast, log);
 
     this.devSpec = { name: `flannel.${this.opts.vni}`, vni: this.opts.vni, local: '', link: 0, port: this.opts.port, learning: false, external: true, mtu: this.opts.mtu ?? ext.iface.mtu - 50 };

@@ -11,6 +11,7 @@ import { errnoName } from '../../kernel/addon.js';
 import { listLinks } from '../../kernel/netlink.js';
 import * as L from '../../datapath/layout.js';
 import { countersByIndex } from '../../datapath/inspect.js';
+import { PROGRAM } from '../../datapath/objects.js';
 import { POD_PROGRAM_PIN, attachPodProgramFd, detachPodProgram, listPods, podProgramOn } from '../../datapath/local-pods.js';
 import type { BackendDescription, HealthCheck } from '../types.js';
 
@@ -73,7 +74,7 @@ export class FastPath {
     else {
       // the verifier accepts the helper with any flags; whether the kernel does UDP-tunnel room (and
       // so GSO that segments as flannel.1 would) shows only when it runs
-      const errno = (await testRun(this.obj.program('fl_encap_probe').fd, ENCAP_PROBE_PACKET)).retval;
+      const errno = (await testRun(this.obj.program(PROGRAM.encapProbe).fd, ENCAP_PROBE_PACKET)).retval;
       if (errno !== 0) why = `the kernel refuses VXLAN encapsulation from BPF (bpf_skb_adjust_room with the UDP tunnel flags: errno ${errno}${errnoName(errno) ? ` ${errnoName(errno)}` : ''})`;
     }
     if (!why) {
@@ -95,7 +96,7 @@ export class FastPath {
       this.obj = await BpfObject.open(path, this.pinRoot, this.log, L.REPLACEABLE_MAPS);
       // the verifier accepting the programs does not prove the conntrack lookup works as we call it
       // (a kernel may refuse our options at run time): ask it once, so that "on" means it can engage
-      const errno = (await testRun(this.obj.program('fl_ct_probe').fd, CT_PROBE_PACKET)).retval;
+      const errno = (await testRun(this.obj.program(PROGRAM.ctProbe).fd, CT_PROBE_PACKET)).retval;
       if (errno !== osConstants.errno.ENOENT) {
         why = `the kernel's conntrack lookup from BPF fails (errno ${errno}${errnoName(errno) ? ` ${errnoName(errno)}` : ''}): no flow could ever be recognised`;
         this.close();
@@ -111,16 +112,16 @@ export class FastPath {
 
   /** flannel.1's ingress program: the fast one when on (same checks, then delivery into pods). */
   ingressProgram(plain: number): number {
-    return this.obj ? this.obj.program('fl_ingress_fast').fd : plain;
+    return this.obj ? this.obj.program(PROGRAM.ingressFast).fd : plain;
   }
 
   private get podProgram(): number {
-    return this.obj!.program('fl_pod_egress').fd;
+    return this.obj!.program(PROGRAM.podEgress).fd;
   }
 
   /** The underlay's tc ingress program: in bypass mode the guard that also decapsulates, else `guard`. */
   underlayProgram(guard: number): number {
-    return this.bypass ? this.obj!.program('fl_guard_bypass').fd : guard;
+    return this.bypass ? this.obj!.program(PROGRAM.guardBypass).fd : guard;
   }
 
   /** For the send side: where flannel.1 is, the outer source address in bypass mode; and the switches. */
@@ -138,7 +139,7 @@ export class FastPath {
     }
     if (BpfObject.pinnedProgramId(path) === progInfo(this.podProgram).id) return false;
     if (existsSync(path)) unlinkSync(path);
-    this.obj!.pinProgram('fl_pod_egress', path);
+    this.obj!.pinProgram(PROGRAM.podEgress, path);
     return true;
   }
 

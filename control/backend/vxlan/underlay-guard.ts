@@ -3,11 +3,12 @@
 // BPF mode before a switch to classic) keeps a members map nobody fills any more, and drops every node
 // that joins later as spoofed. Only ours are ever touched: another program on the same hook is not.
 import { listLinks } from '../../kernel/netlink.js';
+import { PROGRAM } from '../../datapath/objects.js';
 import { TC_HANDLE, TC_PRIO, progInfoById, tcDetach, tcQuery, xdpDetach, xdpQuery } from '../../kernel/bpf.js';
 
-export const GUARD_PROGRAMS = { tc: 'fl_guard_tc', xdp: 'fl_guard_xdp' } as const;
+export const GUARD_PROGRAMS = { tc: PROGRAM.guardTc, xdp: PROGRAM.guardXdp } as const;
 /** tc programs that are our guard: the plain one, and bypass mode's (the guard, then decapsulation) */
-const TC_GUARDS = new Set<string | undefined>([GUARD_PROGRAMS.tc, 'fl_guard_bypass']);
+const TC_GUARDS = new Set<string | undefined>([GUARD_PROGRAMS.tc, PROGRAM.guardBypass]);
 
 export interface GuardAttachment {
   ifindex: number;
