@@ -17,7 +17,7 @@ const CONFIG = JSON.stringify({ Network: '10.0.0.0/8', SubnetMax: '10.0.255.0', 
 const ETCD = `http://${UNDERLAY_GW}:2379`;
 const args = (m: CpMode) => (m === 'classic' ? ['--no-bpf'] : []);
 
-async function probe(lab: TestLab, ...a: string[]): Promise<any> {
+async function probe(lab: TestLab, ...a: string[]): Promise<unknown> {
   return JSON.parse(await sh('ip', ['netns', 'exec', lab.node(1).ns, process.execPath, '--import', 'tsx', PROBE, ...a]));
 }
 
@@ -39,7 +39,7 @@ async function withReadyNode<T>(mode: CpMode, n: number, fn: (lab: TestLab, s: A
 
 /** One agent starting on a node whose etcd already holds n peer leases. */
 export function measureStartup(mode: CpMode, n: number): Promise<{ programMs: number; readyMs: number; rssMB: number; heapMB: number }> {
-  return withReadyNode(mode, n, async (_, s) => ({ programMs: s.startup.programMs!, readyMs: s.startup.readyMs!, rssMB: rssBytes(s.pid) / 2 ** 20, heapMB: s.memory.heapUsed! / 2 ** 20 }));
+  return withReadyNode(mode, n, (_, s) => Promise.resolve({ programMs: s.startup.programMs!, readyMs: s.startup.readyMs!, rssMB: rssBytes(s.pid) / 2 ** 20, heapMB: s.memory.heapUsed! / 2 ** 20 }));
 }
 
 /** Convergence (events one at a time) and a churn burst, on a node that already has `background` peers. */

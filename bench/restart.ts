@@ -14,7 +14,7 @@ export async function measureRestart(mode: 'bpf' | 'classic', signal: 'SIGTERM' 
     // -i 0.01: 100 packets a second; -W 1: a reply later than 1 s counts as lost
     const ping = spawn('ip', ['netns', 'exec', a.ns, 'ping', '-q', '-i', '0.01', '-W', '1', '-w', '6', b.ip], { stdio: ['ignore', 'pipe', 'ignore'] });
     let out = '';
-    ping.stdout!.on('data', (d) => (out += d));
+    ping.stdout.on('data', (d) => (out += d));
     const done = new Promise((r) => ping.once('exit', r));
     await sleep(1000);
     const t0 = Date.now();

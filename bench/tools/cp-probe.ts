@@ -42,7 +42,7 @@ async function delMany(from: number, to: number): Promise<void> {
 function programmed(): (i: number) => Promise<boolean> {
   if (mode === 'bpf') {
     const m = BpfMap.openPinned(join(pinRoot!, 'fl_subnets'));
-    return async (i) => m.lookup(L.subnetKey(subnetOf(i), 24)) !== null;
+    return (i) => Promise.resolve(m.lookup(L.subnetKey(subnetOf(i), 24)) !== null);
   }
   return async (i) => (await listRoutes()).some((r) => r.dst === subnetOf(i) && r.dstLen === 24);
 }

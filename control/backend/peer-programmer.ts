@@ -122,7 +122,11 @@ export class PeerProgrammer<Op> {
       if (o.kind === 'add' && !failedPeers.has(o.peer)) failedPeers.set(o.peer, err);
       if (o.kind === 'del') this.log.warn({ err: err.message }, 'could not remove a kernel entry');
     });
-    for (const [peer, entries] of next) if (!failedPeers.has(peer)) (entries.length ? this.programmed.set(peer, entries) : this.programmed.delete(peer));
+    for (const [peer, entries] of next) {
+      if (failedPeers.has(peer)) continue;
+      if (entries.length) this.programmed.set(peer, entries);
+      else this.programmed.delete(peer);
+    }
     if (failedPeers.size) {
       // roll back what did get in for those peers, so none is half-programmed; the next reconcile retries
       const rollback = ops.filter((o, i) => o.kind === 'add' && failedPeers.has(o.peer) && res[i] === null).reverse();

@@ -126,7 +126,11 @@ export async function ensureRules(rules: Rule[]): Promise<string[]> {
         lines.push(`:${chain} - [0:0]`, ...specs.map((s) => `-A ${chain} ${s}`));
         changed.push(`${table} ${chain}`);
       } else {
-        for (const s of specs) if (!cur.includes(s)) (lines.push(`-A ${chain} ${s}`), changed.push(`${table} ${chain} jump`));
+        for (const s of specs) {
+          if (cur.includes(s)) continue;
+          lines.push(`-A ${chain} ${s}`);
+          changed.push(`${table} ${chain} jump`);
+        }
       }
     }
     if (lines.length) await run('iptables-restore', ['-w', '5', '--noflush'], `*${table}\n${lines.join('\n')}\nCOMMIT\n`);

@@ -51,7 +51,7 @@ export class AgentMetrics {
     if (s.lease?.expiresInSeconds != null) this.leaseExpiry.set(s.lease.expiresInSeconds);
     this.peers.set(s.peers.length);
     if (s.backend) this.backend.set({ backend: s.backend.backend, mode: s.backend.mode ?? '', fallback_reason: s.backend.fallbackReason ?? '' }, 1);
-    const set = AgentMetrics.setCounter;
+    const set = <L extends string>(c: Counter<L>, v: number, labels?: Partial<Record<L, string>>) => AgentMetrics.setCounter(c, v, labels);
     set(this.watchReconnects, s.watch.reconnects);
     set(this.storeLosses, s.watch.storeLosses);
     set(this.watchStalls, s.watch.watchStalls);

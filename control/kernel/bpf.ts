@@ -13,7 +13,11 @@ export const BPF_MAP_TYPE_PERCPU_ARRAY = 6;
 
 export function drainLibbpfLog(log?: Logger): string[] {
   const lines = addon().libbpfDrainLog();
-  if (log) for (const l of lines) (l.startsWith('warn') ? log.warn({ libbpf: l.slice(6) }, 'libbpf') : log.debug({ libbpf: l.slice(6) }, 'libbpf'));
+  if (!log) return lines;
+  for (const l of lines) {
+    if (l.startsWith('warn')) log.warn({ libbpf: l.slice(6) }, 'libbpf');
+    else log.debug({ libbpf: l.slice(6) }, 'libbpf');
+  }
   return lines;
 }
 

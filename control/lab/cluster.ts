@@ -11,7 +11,7 @@ import { projectRoot } from '../paths.js';
 import { inNs, ip, until } from './netns.js';
 import { startEtcd, type EtcdServer } from './etcd.js';
 import { parseSubnetFile } from '../subnet/subnet-file.js';
-import { parseCidr, formatIp4, type Subnet } from '../subnet/ip4.js';
+import { parseCidr, type Subnet } from '../subnet/ip4.js';
 
 export const ROOT = projectRoot();
 export const FLANNELD = join(ROOT, 'dist', 'control', 'cli', 'flanneld.js');
@@ -198,7 +198,7 @@ export class Lab {
 
   /** Waits for the agent's subnet file and returns its lease subnet. */
   async waitReady(node: LabNode, ms = 20_000): Promise<{ subnet: Subnet; mtu: number; env: Record<string, string> }> {
-    return until(`subnet file of ${node.ns}`, async () => {
+    return until(`subnet file of ${node.ns}`, () => {
       if (node.agent && (node.agent.exitCode !== null || node.agent.signalCode !== null)) throw new Error(`agent exited (${node.agent.exitCode ?? node.agent.signalCode})`);
       if (!existsSync(node.subnetFile) || statSync(node.subnetFile).mtimeMs < (node.startedAt ?? 0)) return undefined;
       const env = parseSubnetFile(readFileSync(node.subnetFile, 'utf8'));

@@ -25,13 +25,13 @@ export async function json<T = unknown>(ns: string, cmd: string, ...args: string
 }
 
 /** Deletes every namespace whose name starts with prefix (and so every link inside it). */
-export async function until<T>(what: string, fn: () => Promise<T | undefined | false>, ms = 15_000, step = 200): Promise<T> {
+export async function until<T>(what: string, fn: () => T | undefined | false | Promise<T | undefined | false>, ms = 15_000, step = 200): Promise<T> {
   const end = Date.now() + ms;
   let last: unknown;
   for (;;) {
     try {
       const v = await fn();
-      if (v !== undefined && v !== false) return v as T;
+      if (v !== undefined && v !== false) return v;
     } catch (e) {
       last = e;
     }

@@ -13,7 +13,10 @@ export class NetworkExhaustedError extends Error {
 export function freeSubnets(cfg: NetworkConfig, taken: Subnet[], limit = 100): Subnet[] {
   const sameLen = new Set<number>();
   const others: Subnet[] = [];
-  for (const t of taken) (t.len === cfg.subnetLen ? sameLen.add(t.ip) : others.push(t));
+  for (const t of taken) {
+    if (t.len === cfg.subnetLen) sameLen.add(t.ip);
+    else others.push(t);
+  }
   const out: Subnet[] = [];
   const step = size(cfg.subnetLen);
   for (let ip = cfg.subnetMin; ip <= cfg.subnetMax && out.length < limit; ip += step) {

@@ -196,7 +196,7 @@ export class LeaseWatch {
       this.endWatch?.(new Error(why));
     };
     const schedule = () => {
-      timer = setTimeout(async () => {
+      const tick = async () => {
         try {
           // a request made while etcd is away may never complete
           const now = await Promise.race([this.registry.revision(), sleep(3000).then(() => Promise.reject(new Error('timeout')))]);
@@ -206,7 +206,8 @@ export class LeaseWatch {
           failed = true;
         }
         if (session.current) schedule();
-      }, failed ? 1000 : this.storeCheckMs);
+      };
+      timer = setTimeout(() => void tick(), failed ? 1000 : this.storeCheckMs);
       timer.unref?.();
     };
     schedule();

@@ -47,7 +47,7 @@ export function decodeAttrs(text: string): LeaseAttrs {
   const publicIP = typeof o.PublicIP === 'string' ? parseIp4(o.PublicIP) : undefined;
   if (publicIP === undefined) throw new LeaseFormatError(`lease PublicIP is not an IPv4 address: ${JSON.stringify(o.PublicIP)?.slice(0, 64)}`);
   const notHost = notAHostAddress(publicIP);
-  if (notHost) throw new LeaseFormatError(`lease PublicIP ${o.PublicIP} ${notHost}: no node can be reached there`);
+  if (notHost) throw new LeaseFormatError(`lease PublicIP ${String(o.PublicIP)} ${notHost}: no node can be reached there`);
   const v6 = o.PublicIPv6 ?? null;
   if (v6 !== null && typeof v6 !== 'string') throw new LeaseFormatError('lease PublicIPv6 is neither null nor a string');
   const bt = o.BackendType ?? '';

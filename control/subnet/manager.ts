@@ -5,7 +5,7 @@ import { pickFreeSubnet, NetworkExhaustedError } from './allocate.js';
 import { ConfigError, isCompatible, parseConfig, type NetworkConfig } from './config.js';
 import type { EtcdRegistry } from './etcd-registry.js';
 import { LeaseWatch, sleep, type StoreRecovery } from './lease-watch.js';
-import { formatCidr, overlaps, parseSubnetKey, sameSubnet, type Subnet } from './ip4.js';
+import { formatCidr, overlaps, parseSubnetKey, type Subnet } from './ip4.js';
 import { decodeAttrs, encodeAttrs, type Lease, type LeaseAttrs, type LeaseEvent } from './lease.js';
 
 export const DEFAULT_SUBNET_TTL_S = 24 * 3600;
@@ -196,7 +196,7 @@ export class SubnetManager {
   startRenewal(l: Lease, onRenewed?: (l: Lease) => void, onLost?: (why: string) => void): void {
     if (!l.expiration) return;
     const schedule = (lease: Lease, delay: number) => {
-      this.renewTimer = setTimeout(async () => {
+      const renew = async () => {
         try {
           const next = await this.renewLease(lease);
           this.log.info({ subnet: formatCidr(next.subnet), expiration: next.expiration }, 'renewed our lease');
@@ -207,7 +207,8 @@ export class SubnetManager {
           this.log.error({ err: (e as Error).message, retryInMs: this.retryMs }, 'failed to renew our lease');
           schedule(lease, this.retryMs);
         }
-      }, Math.max(0, delay));
+      };
+      this.renewTimer = setTimeout(() => void renew(), Math.max(0, delay));
       this.renewTimer.unref?.();
     };
     schedule(l, l.expiration.getTime() - Date.now() - this.marginMs);

@@ -16,7 +16,15 @@ test('bench/run.ts --quick: all sections measured, JSON + Markdown + SVG written
     const ns0 = namespaces();
     const r = spawnSync(process.execPath, ['--import', 'tsx', join(ROOT, 'bench', 'run.ts'), '--quick', '--out', out], { cwd: ROOT, encoding: 'utf8', timeout: 540_000 });
     assert.equal(r.status, 0, r.stderr.slice(-3000));
-    const res = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8'));
+    type Stat = { median: number };
+    const res = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as {
+      datapath: Record<string, Record<string, Stat>>;
+      programs: Record<string, Stat>;
+      startup: Record<string, { programMs: Stat; rssMB: Stat }>;
+      convergence: Record<string, { addP99: number; churn: { events: number } }>;
+      restart: Record<string, { sent: number }>;
+      targets: { measured: number }[];
+    };
     const modes = ['BPF + fast path + bypass', 'BPF + pod fast path', 'BPF vxlan', 'classic vxlan', 'host-gw', 'udp', 'underlay (no overlay)'];
     // every figure in both underlay settings
     assert.deepEqual(Object.keys(res.datapath), [...modes, ...modes.map((m) => `${m}, NIC-like underlay`)]);
@@ -25,8 +33,8 @@ test('bench/run.ts --quick: all sections measured, JSON + Markdown + SVG written
       for (const [k, v] of Object.entries(d)) assert.ok(Number.isFinite(v.median) && (k.endsWith('SecPerGbit') && k !== 'cpuSecPerGbit' ? v.median >= 0 : v.median > 0), `${mode} ${k} = ${v.median}`);
     assert.equal(Object.keys(res.programs).length, 8);
     for (const v of Object.values<{ median: number }>(res.programs)) assert.ok(v.median > 0);
-    for (const k of ['bpf 100', 'classic 100', 'bpf 1000', 'classic 1000']) assert.ok(res.startup[k].programMs.median > 0 && res.startup[k].rssMB.median > 30, k);
-    for (const m of ['bpf', 'classic']) assert.ok(res.convergence[m].addP99 > 0 && res.convergence[m].churn.events === 200, m);
+    for (const k of ['bpf 100', 'classic 100', 'bpf 1000', 'classic 1000']) assert.ok(res.startup[k]!.programMs.median > 0 && res.startup[k]!.rssMB.median > 30, k);
+    for (const m of ['bpf', 'classic']) assert.ok(res.convergence[m]!.addP99 > 0 && res.convergence[m]!.churn.events === 200, m);
     for (const v of Object.values<{ sent: number }>(res.restart)) assert.ok(v.sent > 100);
     assert.ok(res.targets.length >= 10 && res.targets.every((t: { measured: number }) => Number.isFinite(t.measured)));
     const md = readFileSync(join(out, 'results.md'), 'utf8');

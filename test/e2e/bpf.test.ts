@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { existsSync } from 'node:fs';
-import { TestLab, UNDERLAY_GW, packetsByVerdict, type LabNode } from '../helpers/lab.ts';
+import { TestLab, packetsByVerdict, type LabNode } from '../helpers/lab.ts';
 import { inNs, ip, json, sh, until } from '../helpers/netns.ts';
 import { formatIp4, type Subnet } from '../../control/subnet/ip4.ts';
 
@@ -59,7 +59,7 @@ describe('BPF vxlan, three nodes', { timeout: 300_000 }, () => {
       const sub = await bpftool(join(n.pinRoot, 'fl_subnets'));
       assert.equal(sub.length, 2);
       const want = peers.map(([k, v]) => `${k.split('-')[0]}/${k.split('-')[1]} ${v.BackendData!.VtepMAC}`).sort();
-      const got = sub.map((e) => `${(e.key.addr as number[]).join('.')}/${e.key.prefixlen} ${(e.value.vtep_mac as number[]).map((b) => b.toString(16).padStart(2, '0')).join(':')}`).sort();
+      const got = sub.map((e) => `${(e.key.addr as number[]).join('.')}/${String(e.key.prefixlen)} ${(e.value.vtep_mac as number[]).map((b) => b.toString(16).padStart(2, '0')).join(':')}`).sort();
       assert.deepEqual(got, want);
       const vteps = await bpftool(join(n.pinRoot, 'fl_vteps'));
       assert.deepEqual(vteps.map((e) => (e.value.remote_ip as number[]).join('.')).sort(), peers.map(([, v]) => v.PublicIP).sort());
@@ -70,14 +70,18 @@ describe('BPF vxlan, three nodes', { timeout: 300_000 }, () => {
   test('flannelctl maps decodes the maps (subnet, VTEP MAC, host IP, counters) as JSON and as a table', async () => {
     const n1 = lab.node(1);
     const CTL = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist', 'control', 'cli', 'flannelctl.js');
-    const view = JSON.parse(await sh(process.execPath, [CTL, 'maps', '--json', `--bpf-pin-root=${n1.pinRoot}`]));
+    const view = JSON.parse(await sh(process.execPath, [CTL, 'maps', '--json', `--bpf-pin-root=${n1.pinRoot}`])) as {
+      peers: { subnet: string; vtepMAC: string; hostIP: string; txPackets: number; rxPackets: number }[];
+      counters: Record<string, { packets: number }>;
+      config: { vni: number };
+    };
     const leases = [...(await lab.leases())].filter(([, v]) => v.PublicIP !== n1.ip);
     assert.deepEqual(
       view.peers.map((p: { subnet: string; vtepMAC: string; hostIP: string }) => `${p.subnet} ${p.vtepMAC} ${p.hostIP}`).sort(),
       leases.map(([k, v]) => `${k.replace('-', '/')} ${v.BackendData!.VtepMAC} ${v.PublicIP}`).sort(),
     );
     assert.ok(view.peers.every((p: { txPackets: number; rxPackets: number }) => p.txPackets > 0 && p.rxPackets > 0), 'the pings were counted per peer');
-    assert.ok(view.counters.forwarded.packets > 0);
+    assert.ok(view.counters.forwarded!.packets > 0);
     assert.equal(view.config.vni, 1);
     const table = await sh(process.execPath, [CTL, 'maps', `--bpf-pin-root=${n1.pinRoot}`]);
     assert.match(table, /SUBNET\s+VTEP MAC\s+HOST IP\s+TX PKTS/);
@@ -98,17 +102,17 @@ describe('BPF vxlan, three nodes', { timeout: 300_000 }, () => {
 
     const s0 = packetsByVerdict(n1);
     await send(attacker, 1, 50, '10.244.99.9');
-    await until('spoofed counted', async () => packetsByVerdict(n1).spoofed - s0.spoofed === 50 || undefined, 5000);
+    await until('spoofed counted', () => packetsByVerdict(n1).spoofed - s0.spoofed === 50 || undefined, 5000);
     assert.equal(packetsByVerdict(n1).received - s0.received < 50, true, 'none of them reached flannel.1');
 
     const n2 = lab.node(2);
     const s1 = packetsByVerdict(n1);
     await send(n2.ns, 7, 20, n2.pods[0]!.ip);
-    await until('wrong VNI counted', async () => packetsByVerdict(n1).wrong_vni - s1.wrong_vni === 20 || undefined, 5000);
+    await until('wrong VNI counted', () => packetsByVerdict(n1).wrong_vni - s1.wrong_vni === 20 || undefined, 5000);
     const s2 = packetsByVerdict(n1);
     assert.ok(s2.guard_passed - s1.guard_passed >= 20, 'a member passes the underlay guard');
     await send(n2.ns, 1, 20, n2.pods[0]!.ip);
-    await until('member traffic received', async () => packetsByVerdict(n1).received - s2.received >= 20 || undefined, 5000);
+    await until('member traffic received', () => packetsByVerdict(n1).received - s2.received >= 20 || undefined, 5000);
     assert.equal(packetsByVerdict(n1).spoofed, s1.spoofed, 'no member packet counted as spoofed');
   });
 

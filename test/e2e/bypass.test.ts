@@ -91,10 +91,10 @@ describe('vxlan bypass: two bypass nodes and a classic one', { timeout: 300_000 
     const send = (ns: string, count: number, src: string) => inNs(ns, process.execPath, '--import', 'tsx', SEND, n1.ip, '8472', '1', String(count), mac1, src, n1.pods[0]!.ip);
     const s0 = packetsByVerdict(n1);
     await send(attacker, 50, '10.244.99.9');
-    await until('spoofed counted', async () => packetsByVerdict(n1).spoofed - s0.spoofed === 50 || undefined, 5000);
+    await until('spoofed counted', () => packetsByVerdict(n1).spoofed - s0.spoofed === 50 || undefined, 5000);
     const s1 = packetsByVerdict(n1);
     await send(n2.ns, 20, n2.pods[0]!.ip);
-    await until('member passes', async () => packetsByVerdict(n1).guard_passed - s1.guard_passed >= 20 || undefined, 5000);
+    await until('member passes', () => packetsByVerdict(n1).guard_passed - s1.guard_passed >= 20 || undefined, 5000);
     assert.equal(packetsByVerdict(n1).spoofed, s1.spoofed);
   });
 

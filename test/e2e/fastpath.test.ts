@@ -171,7 +171,7 @@ for (const [mode, modeArgs, bypass] of [['bypass, the default', [], 'on'], ['tc 
     assert.ok(fast(n3).localPods.some((x) => x.ip === p.ip));
     await ip('netns', 'del', p.ns); // the veth pair goes with the namespace
     const t0 = Date.now();
-    await until('stale entry dropped', async () => !fast(n3).localPods.some((x) => x.ip === p.ip) || undefined, 10_000, 50);
+    await until('stale entry dropped', () => !fast(n3).localPods.some((x) => x.ip === p.ip) || undefined, 10_000, 50);
     console.log(`stale entry dropped ${((Date.now() - t0) / 1000).toFixed(2)} s after the pod's namespace went`);
     // the runtime's late DEL, with the namespace gone, still succeeds
     await lab.delPodCni(n3, p);

@@ -104,10 +104,10 @@ describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
     // a lease written right after etcd is back must reach every node: the watches resumed
     const t0 = performance.now();
     await burst('put', 1);
-    await until('new lease programmed everywhere', async () => lab.nodes.every((n) => mapKeys(n, 'fl_subnets') === 3) || undefined, 30_000, 50);
+    await until('new lease programmed everywhere', () => lab.nodes.every((n) => mapKeys(n, 'fl_subnets') === 3) || undefined, 30_000, 50);
     const resumed = (performance.now() - t0) / 1000;
     await burst('del', 1);
-    await until('removed everywhere', async () => lab.nodes.every((n) => mapKeys(n, 'fl_subnets') === 2) || undefined, 15_000, 50);
+    await until('removed everywhere', () => lab.nodes.every((n) => mapKeys(n, 'fl_subnets') === 2) || undefined, 15_000, 50);
     const p = await ping;
     assert.equal(p.lost, 0, `${p.lost} of ${p.sent} pings lost while etcd was down`);
     assert.ok(lab.nodes.every(alive), 'no agent gave up');
@@ -139,11 +139,11 @@ describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
     const ping = pingDuring(n1.pods[0]!, n2.pods[0]!.ip, 15, 0.1);
     const t0 = performance.now();
     await burst('put', 500);
-    await until('500 peers everywhere', async () => lab.nodes.every((n) => mapKeys(n, 'fl_subnets') === 502 && mapKeys(n, 'fl_members') === 502) || undefined, 60_000, 50);
+    await until('500 peers everywhere', () => lab.nodes.every((n) => mapKeys(n, 'fl_subnets') === 502 && mapKeys(n, 'fl_members') === 502) || undefined, 60_000, 50);
     const up = (performance.now() - t0) / 1000;
     const t1 = performance.now();
     await burst('del', 500);
-    await until('back to 2 peers', async () => lab.nodes.every((n) => mapKeys(n, 'fl_subnets') === 2 && mapKeys(n, 'fl_vteps') === 2 && mapKeys(n, 'fl_members') === 2) || undefined, 60_000, 50);
+    await until('back to 2 peers', () => lab.nodes.every((n) => mapKeys(n, 'fl_subnets') === 2 && mapKeys(n, 'fl_vteps') === 2 && mapKeys(n, 'fl_members') === 2) || undefined, 60_000, 50);
     const down = (performance.now() - t1) / 1000;
     const p = await ping;
     assert.equal(p.lost, 0);
@@ -154,7 +154,7 @@ describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
   test('a slow etcd (200 ms each way through a delaying proxy): the agent starts and follows events', async () => {
     const proxy = spawn('ip', ['netns', 'exec', lab.underlay, process.execPath, '--import', 'tsx', join(FIX, 'delay-proxy.ts'), UNDERLAY_GW, '23790', UNDERLAY_GW, '2379', '200'], { stdio: ['ignore', 'pipe', 'inherit'] });
     helpers.push(proxy);
-    await new Promise((r) => proxy.stdout!.once('data', r));
+    await new Promise((r) => proxy.stdout.once('data', r));
     await lab.stopAgent(n3);
     const t0 = performance.now();
     lab.startAgent(n3, [`--etcd-endpoints=http://${UNDERLAY_GW}:23790`]);
@@ -162,10 +162,10 @@ describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
     const ready = (performance.now() - t0) / 1000;
     const t1 = performance.now();
     await burst('put', 1);
-    await until('slow node sees the new lease', async () => mapKeys(n3, 'fl_subnets') === 3 || undefined, 30_000, 20);
+    await until('slow node sees the new lease', () => mapKeys(n3, 'fl_subnets') === 3 || undefined, 30_000, 20);
     const follow = (performance.now() - t1) / 1000;
     await burst('del', 1);
-    await until('and its removal', async () => mapKeys(n3, 'fl_subnets') === 2 || undefined, 30_000, 20);
+    await until('and its removal', () => mapKeys(n3, 'fl_subnets') === 2 || undefined, 30_000, 20);
     assert.deepEqual(await lab.pingAll(), []);
     await lab.stopAgent(n3);
     proxy.kill('SIGKILL');
@@ -195,7 +195,7 @@ describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
     lab.startAgent(n3);
     const { subnet: got } = await lab.waitReady(n3);
     assert.equal(formatIp4(got.ip), subnet, 'the subnet is kept');
-    await until('maps settled', async () => lab.nodes.every((n) => mapKeys(n, 'fl_subnets') === 2) || undefined, 15_000, 50);
+    await until('maps settled', () => lab.nodes.every((n) => mapKeys(n, 'fl_subnets') === 2) || undefined, 15_000, 50);
     const rec = (performance.now() - t0) / 1000;
     await exactState();
     for (const [dev, dir] of [['flannel.1', 'egress'], ['flannel.1', 'ingress'], ['eth0', 'ingress']] as const) {
@@ -228,7 +228,7 @@ describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
     lab.startAgent(n3);
     const { subnet } = await lab.waitReady(n3);
     assert.equal(subnet.ip, subnets.get(n3)!.ip, 'restarted, it takes its subnet back');
-    await until('peers re-added', async () => lab.nodes.every((n) => mapKeys(n, 'fl_subnets') === 2) || undefined, 10_000, 50);
+    await until('peers re-added', () => lab.nodes.every((n) => mapKeys(n, 'fl_subnets') === 2) || undefined, 10_000, 50);
     await exactState();
     row('lease TTL 6 s renewed / not renewed', 'renewed: key alive after 14 s under new etcd leases; agent frozen: key expires, peers drop it, agent exits 1 on resume', 'ok', `expiry ${secs(goneAfter)} after freeze; peers dropped it ${secs(removed)} after expiry`);
   });
@@ -242,7 +242,7 @@ describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
     const t0 = performance.now();
     await new Promise((r) => setTimeout(r, 2000));
     assert.equal(mapKeys(n1, 'fl_subnets'), 2, 'kept while the lease lives (the node may only be partitioned)');
-    await until('entries removed on the others', async () => (mapKeys(n1, 'fl_subnets') === 1 && mapKeys(n2, 'fl_subnets') === 1) || undefined, 15_000, 50);
+    await until('entries removed on the others', () => (mapKeys(n1, 'fl_subnets') === 1 && mapKeys(n2, 'fl_subnets') === 1) || undefined, 15_000, 50);
     const gone = (performance.now() - t0) / 1000;
     assert.ok(gone <= 8, `gone within TTL + 2 s (${gone} s)`);
     assert.equal((await lab.leases()).size, 2);
@@ -250,7 +250,7 @@ describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
     await ip('-n', n3.ns, 'route', 'replace', 'default', 'via', UNDERLAY_GW);
     lab.startAgent(n3);
     await lab.waitReady(n3);
-    await until('back everywhere', async () => lab.nodes.every((n) => mapKeys(n, 'fl_subnets') === 2) || undefined, 10_000, 50);
+    await until('back everywhere', () => lab.nodes.every((n) => mapKeys(n, 'fl_subnets') === 2) || undefined, 10_000, 50);
     assert.deepEqual(await lab.pingAll(), []);
     row('node vanishes, lease left behind', 'entries kept 2 s later, removed on every node once the 6 s lease expired', 'ok', `${secs(gone)} from the kill to removal everywhere`);
   });
@@ -264,7 +264,7 @@ describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
     const dropped = await timeTo('others drop it', () => mapKeys(n1, 'fl_subnets') === 1 && mapKeys(n3, 'fl_subnets') === 1, 10_000);
     lab.startAgent(n2);
     await lab.waitReady(n2);
-    await until('back', async () => lab.nodes.every((n) => mapKeys(n, 'fl_subnets') === 2) || undefined, 10_000, 50);
+    await until('back', () => lab.nodes.every((n) => mapKeys(n, 'fl_subnets') === 2) || undefined, 10_000, 50);
     assert.deepEqual(await lab.pingAll(), []);
     row('own lease revoked (etcdctl lease revoke)', 'agent exits 1 with "our lease is gone", peers drop it, a restart takes it back', 'ok', `peers dropped it in ${secs(dropped)}`);
   });
@@ -359,12 +359,12 @@ describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
       const t0 = performance.now();
       await send(attacker, 1, N, '10.0.77.9');
       const sendS = (performance.now() - t0) / 1000;
-      await until('all counted', async () => packetsByVerdict(n1).spoofed - s0.spoofed >= N || undefined, 10_000);
+      await until('all counted', () => packetsByVerdict(n1).spoofed - s0.spoofed >= N || undefined, 10_000);
       const s1 = packetsByVerdict(n1);
       assert.equal(s1.spoofed - s0.spoofed, N, 'every spoofed datagram dropped and counted');
       assert.ok(s1.received - s0.received < 10, 'none reached the pod side');
       await send(n2.ns, 5, 5000, n2.pods[0]!.ip);
-      await until('wrong VNI counted', async () => packetsByVerdict(n1).wrong_vni - s1.wrong_vni >= 5000 || undefined, 10_000);
+      await until('wrong VNI counted', () => packetsByVerdict(n1).wrong_vni - s1.wrong_vni >= 5000 || undefined, 10_000);
       assert.equal(packetsByVerdict(n1).wrong_vni - s1.wrong_vni, 5000);
       row('VXLAN injection', `${N} datagrams from a non-member; 5000 from a member with VNI 5`, `${N}/${N} dropped as spoofed (100 %), 5000/5000 as wrong_vni; sent at ${Math.round(N / sendS)} pps (sender-bound)`, '-');
     } finally {
@@ -389,7 +389,7 @@ describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
     return { xdp: net.xdp[0] ? await progName(net.xdp[0].id) : undefined, tc };
   }
   /** until(), with the node's log tail in the error: what the agent did instead */
-  const untilOn = <T>(n: LabNode, what: string, fn: () => Promise<T | undefined | false>, ms = 10_000) =>
+  const untilOn = <T>(n: LabNode, what: string, fn: () => T | undefined | false | Promise<T | undefined | false>, ms = 10_000) =>
     until(what, fn, ms).catch((e: Error) => {
       throw new Error(`${e.message}\n--- ${n.ns} log ---\n${lab.logs(n).slice(-3000)}`);
     });
@@ -458,7 +458,7 @@ describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
     // node 3 leaves the cluster (agent stopped, lease deleted): the others forget it
     await lab.stopAgent(n3);
     await ctl('del', `${PREFIX}/subnets/${formatIp4(subnets.get(n3)!.ip)}-24`);
-    await until('node 3 forgotten', async () => (mapKeys(n1, 'fl_members') === 1 && mapKeys(n2, 'fl_members') === 1) || undefined, 10_000, 50);
+    await until('node 3 forgotten', () => (mapKeys(n1, 'fl_members') === 1 && mapKeys(n2, 'fl_members') === 1) || undefined, 10_000, 50);
     await restart(n1, ['--no-bpf']);
     const h = await underlayHooks(n1);
     assert.ok(h.xdp === undefined && !h.tc.some(ourTcGuard), `no guard of ours left on node 1's eth0: ${JSON.stringify(h)}`);

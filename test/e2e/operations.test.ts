@@ -10,6 +10,7 @@ import { inNs, until } from '../helpers/netns.ts';
 import { startWhoAmI, whoAmI } from '../helpers/tcp.ts';
 import { getFromSocket } from '../../control/health/client.ts';
 import { formatCidr, type Subnet } from '../../control/subnet/ip4.ts';
+import type { AgentStatus } from '../../control/agent/status.ts';
 
 const FLANNELCTL = join(ROOT, 'dist', 'control', 'cli', 'flannelctl.js');
 const CONFIG = JSON.stringify({ Network: '10.244.0.0/16', Backend: { Type: 'vxlan' } });
@@ -20,7 +21,7 @@ function sample(text: string, name: string, labels: Record<string, string> = {})
   for (const line of text.split('\n')) {
     const m = /^([a-z_]+)(?:\{(.*)\})? (\S+)$/.exec(line);
     if (!m || m[1] !== name) continue;
-    const have = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]));
+    const have = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1]!, x[2]!] as const));
     if (Object.entries(labels).every(([k, v]) => have[k] === v)) return Number(m[3]);
   }
   return undefined;
@@ -97,8 +98,8 @@ describe('operations: health, metrics, status and ip-masq on three BPF nodes', {
     for (const n of [lab.node(2), lab.node(3)]) assert.match(t.stdout, new RegExp(`${formatCidr(subnets.get(n)!).replaceAll('.', '\\.')} +${n.ip.replaceAll('.', '\\.')} +[1-9]`));
     assert.match(t.stdout, /ok +tc egress flannel\.1: program \d+/);
     assert.match(t.stdout, /ok +map fl_subnets: pinned at /);
-    const j = JSON.parse(ctl(n1, 'status', '--json').stdout);
-    assert.equal(j.lease.subnet, formatCidr(subnets.get(n1)!));
+    const j = JSON.parse(ctl(n1, 'status', '--json').stdout) as AgentStatus;
+    assert.equal(j.lease!.subnet, formatCidr(subnets.get(n1)!));
     assert.equal(j.peers.length, 2);
     assert.ok(j.checks.length >= 9 && j.checks.every((c: { ok: boolean }) => c.ok));
     const none = spawnSync(process.execPath, [FLANNELCTL, 'status', '--socket=/nonexistent/flanneld.sock'], { encoding: 'utf8' });
@@ -111,7 +112,7 @@ describe('operations: health, metrics, status and ip-masq on three BPF nodes', {
     await lab.stopAgent(n3);
     lab.startAgent(n3, ['--no-bpf']);
     await lab.waitReady(n3);
-    await until('n3 ready', async () => ctl(n3, 'status').status === 0 || undefined, 15_000);
+    await until('n3 ready', () => ctl(n3, 'status').status === 0 || undefined, 15_000);
     assert.match(ctl(n3, 'status').stdout, /backend: +vxlan \(classic\) on flannel\.1, classic because: disabled with --no-bpf/);
     const m = (await getFromSocket(n3.statusSocket, '/metrics')).body;
     assert.equal(sample(m, 'flannel_backend_info', { backend: 'vxlan', mode: 'classic', fallback_reason: 'disabled with --no-bpf' }), 1);

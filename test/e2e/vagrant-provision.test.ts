@@ -61,11 +61,11 @@ test('the provisioning script\'s unit and CNI config bring up working nodes', { 
     closeSync(log);
     agents.push(a);
   }
-  for (const n of lab.nodes) await until(`subnet file of ${n.ns}`, async () => existsSync(n.subnetFile) || undefined, 20_000);
+  for (const n of lab.nodes) await until(`subnet file of ${n.ns}`, () => existsSync(n.subnetFile) || undefined, 20_000);
 
   // a pod per node, made with the generated conflist's flannel entry, as a runtime would
   for (const [i, n] of lab.nodes.entries()) {
-    const list = JSON.parse(readFileSync(join(roots[i]!, 'etc/cni/net.d/10-flannel.conflist'), 'utf8'));
+    const list = JSON.parse(readFileSync(join(roots[i]!, 'etc/cni/net.d/10-flannel.conflist'), 'utf8')) as { name: string; cniVersion: string; plugins: Record<string, unknown>[] };
     const conf = { ...list.plugins[0], name: list.name, cniVersion: list.cniVersion, dataDir: join(n.dir, 'cni'), ipam: { dataDir: join(n.dir, 'ipam') } };
     const ns: string = `${lab.prefix}n${n.index}v`;
     await ip('netns', 'add', ns);
@@ -74,7 +74,7 @@ test('the provisioning script\'s unit and CNI config bring up working nodes', { 
       env: { ...process.env, CNI_COMMAND: 'ADD', CNI_CONTAINERID: ns, CNI_NETNS: `/var/run/netns/${ns}`, CNI_IFNAME: 'eth0', CNI_PATH: join(roots[i]!, 'opt/cni/bin') },
     });
     assert.equal(r.status, 0, r.stdout.toString());
-    n.pods.push({ ns, ip: JSON.parse(r.stdout.toString()).ips[0].address.split('/')[0] });
+    n.pods.push({ ns, ip: (JSON.parse(r.stdout.toString()) as { ips: { address: string }[] }).ips[0]!.address.split('/')[0]! });
   }
   await until('pods reach each other', async () => (await lab!.pingAll()).length === 0 || undefined, 15_000, 500).catch(() => undefined);
   assert.deepEqual(await lab.pingAll(), []);

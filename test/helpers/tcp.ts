@@ -13,7 +13,7 @@ export async function startWhoAmI(ns: string, port: number): Promise<{ stop: () 
   const child = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
   servers.add(child);
   await new Promise<void>((resolve, reject) => {
-    child.stdout!.once('data', () => resolve());
+    child.stdout.once('data', () => resolve());
     child.once('exit', (c) => reject(new Error(`who-am-I server in ${ns} exited (${c})`)));
   });
   return {

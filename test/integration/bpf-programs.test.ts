@@ -260,7 +260,6 @@ test('5000 peers into the maps: one native call per map, every entry readable ba
 const RUNS = Number(process.env.FUZZ_RUNS ?? 3000);
 const MEMBERS = new Set([PEER_IP]);
 const inPeerSubnet = (d: Buffer) => d[30] === 10 && d[31] === 244 && d[32] === 5; // 10.244.5.0/24 has a VTEP
-const ipv4Header = (d: Buffer) => d.length >= 34 && d.readUInt16BE(12) === ETH_P_IP;
 
 function egressModel(d: Buffer): 'forward' | 'drop' {
   if (d.length < 34 || d.readUInt16BE(12) !== ETH_P_IP) return 'drop';

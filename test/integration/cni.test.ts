@@ -28,8 +28,11 @@ function cni(command: string, containerId: string, pod: string, conf: string, ex
   });
   const ms = Number(process.hrtime.bigint() - t0) / 1e6;
   const out = r.stdout.toString();
-  return { status: r.status, out, json: out ? JSON.parse(out) : undefined, ms, stderr: r.stderr.toString() };
+  return { status: r.status, out, json: (out ? JSON.parse(out) : {}) as CniOutput, ms, stderr: r.stderr.toString() };
 }
+
+/** a CNI result or a CNI error, as the plugin prints them */
+type CniOutput = { code: number; msg: string; ips: { address: string; gateway: string }[] } & Record<string, unknown>;
 
 before(async () => {
   mkdirSync(binDir);
@@ -49,9 +52,9 @@ test('ADD delegates to bridge + host-local with flannel\'s defaults and saves th
   const r = cni('ADD', 'c0', pods[0]!, netconf());
   assert.equal(r.status, 0, r.out + r.stderr);
   addResult = r.json;
-  assert.equal(r.json.ips[0].address, '10.244.7.2/24');
-  assert.equal(r.json.ips[0].gateway, '10.244.7.1');
-  const saved = JSON.parse(readFileSync(join(tmp, 'flannel', 'c0'), 'utf8'));
+  assert.equal(r.json.ips[0]!.address, '10.244.7.2/24');
+  assert.equal(r.json.ips[0]!.gateway, '10.244.7.1');
+  const saved = JSON.parse(readFileSync(join(tmp, 'flannel', 'c0'), 'utf8')) as Record<string, unknown>;
   assert.deepEqual(saved, {
     name: `fl${id}`, type: 'bridge', ipMasq: true, mtu: 1450, isGateway: true, cniVersion: '1.0.0',
     ipam: { dataDir: join(tmp, 'ipam'), type: 'host-local', ranges: [[{ subnet: '10.244.7.0/24' }]], routes: [{ dst: '10.244.0.0/16' }] },
@@ -68,7 +71,7 @@ test('ADD delegates to bridge + host-local with flannel\'s defaults and saves th
 });
 
 test('CHECK replays the saved config with the runtime\'s prevResult: the bridge plugin\'s own verdict, unchanged', () => {
-  const conf = JSON.parse(readFileSync(join(tmp, 'flannel', 'c0'), 'utf8'));
+  const conf = JSON.parse(readFileSync(join(tmp, 'flannel', 'c0'), 'utf8')) as Record<string, unknown>;
   const direct = spawnSync('ip', ['netns', 'exec', host, '/usr/lib/cni/bridge'], {
     input: JSON.stringify({ ...conf, prevResult: addResult }),
     env: { ...process.env, CNI_COMMAND: 'CHECK', CNI_CONTAINERID: 'c0', CNI_NETNS: `/var/run/netns/${pods[0]}`, CNI_IFNAME: 'eth0', CNI_PATH: '/usr/lib/cni' },
@@ -86,7 +89,7 @@ test('CHECK replays the saved config with the runtime\'s prevResult: the bridge 
 test('delegate overrides win over flannel\'s defaults', async () => {
   const r = cni('ADD', 'c1', pods[1]!, netconf({ delegate: { bridge: `kb${id}`, hairpinMode: true, mtu: 1400 } }));
   assert.equal(r.status, 0, r.out + r.stderr);
-  const saved = JSON.parse(readFileSync(join(tmp, 'flannel', 'c1'), 'utf8'));
+  const saved = JSON.parse(readFileSync(join(tmp, 'flannel', 'c1'), 'utf8')) as Record<string, unknown>;
   assert.equal(saved.bridge, `kb${id}`);
   assert.equal(saved.hairpinMode, true);
   assert.equal(saved.mtu, 1400);

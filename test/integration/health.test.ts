@@ -68,7 +68,7 @@ function get(port: number, path: string): Promise<number> {
 }
 
 async function serve(o: Partial<ConstructorParameters<typeof HealthServer>[0]>): Promise<HealthServer> {
-  const s = new HealthServer({ status: async () => status(), log: silentLogger, ...o });
+  const s = new HealthServer({ status: () => Promise.resolve(status()), log: silentLogger, ...o });
   await s.start();
   servers.push(s);
   return s;
@@ -92,7 +92,7 @@ test('--healthz-port serves /healthz and /readyz only; /metrics only on --metric
 test('a second agent does not take over a live status socket; a stale one is replaced', async () => {
   const socketPath = join(tmp, 'b.sock');
   await serve({ socketPath });
-  const second = new HealthServer({ status: async () => ({ ...status(), pid: 2 }), log: silentLogger, socketPath });
+  const second = new HealthServer({ status: () => Promise.resolve({ ...status(), pid: 2 }), log: silentLogger, socketPath });
   await assert.rejects(second.start(), /b\.sock: another flanneld is running and answers on it/);
   second.close();
   const st = JSON.parse((await getFromSocket(socketPath, '/status')).body) as AgentStatus;

@@ -8,12 +8,29 @@ import { ip, sh } from '../helpers/netns.ts';
 
 const ns = `fl${randomBytes(3).toString('hex')}nl`;
 const probe = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'netlink-probe.ts');
-let r: Record<string, any>;
+type ErrJson = { code: string; errno: number; syscall: string; message: string; name: string };
+/** what test/fixtures/netlink-probe.ts prints */
+interface ProbeResult {
+  vxlan: { vni: number; local: string; link: number; port: number; learning: boolean; external: boolean };
+  vxlanMtu: number;
+  duplicate: ErrJson;
+  mixed: (ErrJson | null)[];
+  badArg: ErrJson;
+  programErrors: unknown[];
+  counts: Record<string, number>;
+  sampleFdb: { dst: string };
+  deleteErrors: number;
+  after: number;
+  programMs: number;
+  dumpMs: number;
+  deleteMs: number;
+}
+let r: ProbeResult;
 
 before(async () => {
   await ip('netns', 'add', ns);
   const out = await sh('ip', ['netns', 'exec', ns, process.execPath, '--import', 'tsx', probe, '5000']);
-  r = JSON.parse(out);
+  r = JSON.parse(out) as ProbeResult;
 });
 after(async () => {
   await sh('ip', ['netns', 'del', ns], { allowFail: true });
@@ -34,9 +51,9 @@ test('a kernel error is a JS Error with errno, code and the operation', () => {
 
 test('a batch reports one result per operation', () => {
   assert.equal(r.mixed[0], null);
-  assert.equal(r.mixed[1].code, 'ENODEV');
+  assert.equal(r.mixed[1]?.code, 'ENODEV');
   assert.match(r.mixed[1].syscall, /route replace 10\.9\.1\.0\/24 via 10\.9\.1\.0 dev #999999 onlink/);
-  assert.equal(r.mixed[2].code, 'ENOENT');
+  assert.equal(r.mixed[2]?.code, 'ENOENT');
 });
 
 test('bad arguments are rejected before anything reaches the kernel', () => {

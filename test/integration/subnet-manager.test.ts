@@ -2,7 +2,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startEtcd, startProxy, type EtcdServer } from '../helpers/etcd.ts';
@@ -158,12 +158,13 @@ function collector() {
   return {
     events,
     peers,
-    sink: async (ev: LeaseEvent[]) => {
+    sink: (ev: LeaseEvent[]) => {
       for (const e of ev) {
         events.push(e);
         if (e.type === 'added') peers.set(formatCidr(e.lease.subnet), e.lease.attrs.publicIP);
         else peers.delete(formatCidr(e.lease.subnet));
       }
+      return Promise.resolve();
     },
   };
 }
@@ -397,7 +398,7 @@ test('renewal is conditional: a foreign value on our key is never overwritten, a
   short.startRenewal(l2, undefined, (why) => (renewLost = why));
   await until(() => renewLost !== '', 5000, 'renewal reports the loss');
   short.stopRenewal();
-  assert.equal(JSON.parse((await etcd.client.get(key2).string())!).PublicIP, '10.0.9.4');
+  assert.equal((JSON.parse((await etcd.client.get(key2).string())!) as { PublicIP: string }).PublicIP, '10.0.9.4');
   await w.stop();
 });
 

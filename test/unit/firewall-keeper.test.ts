@@ -29,10 +29,10 @@ test('a resync pass slower than the interval never overlaps the next one; stop()
 
 test('a failing pass is reported and the next one still runs; repairs are counted', async () => {
   let n = 0;
-  const flaky = async () => {
+  const flaky = () => {
     n++;
-    if (n === 1) throw new Error('iptables-restore: resource busy');
-    return n === 2 ? ['-A FLANNEL-FWD ...'] : [];
+    if (n === 1) return Promise.reject(new Error('iptables-restore: resource busy'));
+    return Promise.resolve(n === 2 ? ['-A FLANNEL-FWD ...'] : []);
   };
   const k = new RulesKeeper([], 5, silentLogger, flaky);
   k.start();

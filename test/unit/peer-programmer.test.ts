@@ -22,17 +22,17 @@ class FakeDriver implements PeerDriver<Op> {
     const mk = (key: string, value: string): Entry<Op> => ({ key, value, add: { action: 'add', key, value }, del: { action: 'del', key, value } });
     return [mk(`neigh ${s}`, l.attrs.publicIP), mk(`route ${s}`, `via ${l.attrs.publicIP}`)];
   }
-  async currentEntries(): Promise<Entry<Op>[]> {
-    return [...this.kernel].map(([key, value]) => ({ key, value, add: { action: 'add', key, value }, del: { action: 'del', key, value } }));
+  currentEntries(): Promise<Entry<Op>[]> {
+    return Promise.resolve([...this.kernel].map(([key, value]) => ({ key, value, add: { action: 'add', key, value }, del: { action: 'del', key, value } })));
   }
-  async apply(ops: Op[]): Promise<(Error | null)[]> {
-    return ops.map((o) => {
+  apply(ops: Op[]): Promise<(Error | null)[]> {
+    return Promise.resolve(ops.map((o) => {
       this.log.push(`${o.action} ${o.key}`);
       if (o.action === 'add' && this.failing.has(o.key)) return Object.assign(new Error(`EEXIST ${o.key}`), { code: 'EEXIST' });
       if (o.action === 'add') this.kernel.set(o.key, o.value);
       else this.kernel.delete(o.key);
       return null;
-    });
+    }));
   }
 }
 

@@ -16,15 +16,16 @@ export class HostGwBackend implements Backend {
     this.programmer = new PeerProgrammer({ entriesFor: (l) => this.entriesFor(l), currentEntries: () => this.currentEntries(), apply: execBatch }, ctx.log);
   }
 
-  async prepare() {
+  prepare() {
     const { ext } = this.ctx;
     if (ext.publicIP !== ext.ifaceAddr)
-      throw new Error(`host-gw needs the public IP on the interface: --public-ip ${ext.publicIP} differs from ${ext.iface.name}'s address ${ext.ifaceAddr} (NAT is not supported by host-gw)`);
-    return { attrs: { publicIP: ext.publicIP, publicIPv6: null, backendType: 'host-gw' }, mtu: ext.iface.mtu };
+      return Promise.reject(new Error(`host-gw needs the public IP on the interface: --public-ip ${ext.publicIP} differs from ${ext.iface.name}'s address ${ext.ifaceAddr} (NAT is not supported by host-gw)`));
+    return Promise.resolve({ attrs: { publicIP: ext.publicIP, publicIPv6: null, backendType: 'host-gw' }, mtu: ext.iface.mtu });
   }
 
-  async start(own: Lease) {
+  start(own: Lease) {
     this.own = own.subnet;
+    return Promise.resolve();
   }
 
   handle = (events: Parameters<Backend['handle']>[0]) => this.programmer.handle(events);

@@ -33,7 +33,7 @@ export class UdpBackend implements Backend {
   constructor(private readonly ctx: BackendContext) {
     this.port = udpOptions(ctx.cfg.backend).port;
     this.programmer = new PeerProgrammer<PumpRouteOp>(
-      { entriesFor: (l) => this.entriesFor(l), currentEntries: async () => this.currentEntries(), apply: async (ops) => this.pump!.apply(ops) },
+      { entriesFor: (l) => this.entriesFor(l), currentEntries: () => Promise.resolve(this.currentEntries()), apply: (ops) => Promise.resolve(this.pump!.apply(ops)) },
       ctx.log,
     );
   }

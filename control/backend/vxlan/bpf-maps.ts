@@ -49,7 +49,11 @@ export class BpfMapDriver implements PeerDriver<MapOp> {
     ];
   }
 
-  async currentEntries(): Promise<Entry<MapOp>[]> {
+  currentEntries(): Promise<Entry<MapOp>[]> {
+    return Promise.resolve(this.entriesNow());
+  }
+
+  private entriesNow(): Entry<MapOp>[] {
     const out: Entry<MapOp>[] = [];
     const m = this.maps;
     for (const k of m.fl_members.keys()) out.push(mapEntry('fl_members', `member ${L.decodeMemberKey(k)}`, '', k, L.memberVal()));
@@ -80,10 +84,14 @@ export class BpfMapDriver implements PeerDriver<MapOp> {
    * route map down to the counters, updates from the counters up to the routes, so the egress program
    * never finds a route whose member entry is missing. Within that order, one call per map.
    */
-  async apply(ops: MapOp[]): Promise<(Error | null)[]> {
+  apply(ops: MapOp[]): Promise<(Error | null)[]> {
+    return Promise.resolve(this.applyNow(ops));
+  }
+
+  private applyNow(ops: MapOp[]): (Error | null)[] {
     const rank = (o: MapOp) => (o.action === 'delete' ? DELETE_ORDER : UPDATE_ORDER).indexOf(o.map) + (o.action === 'delete' ? 0 : 10);
     const order = ops.map((_, i) => i).sort((a, b) => rank(ops[a]!) - rank(ops[b]!) || a - b);
-    const res: (Error | null)[] = new Array(ops.length).fill(null);
+    const res = Array.from<Error | null>({ length: ops.length }).fill(null);
     for (let i = 0; i < order.length; ) {
       const first = ops[order[i]!]!;
       let j = i;

@@ -145,8 +145,8 @@ export class BpfVxlanBackend implements Backend {
     };
   }
 
-  async checks(): Promise<HealthCheck[]> {
-    return this.hooks.checks(this.dev, this.pinnedMaps());
+  checks(): Promise<HealthCheck[]> {
+    return Promise.resolve(this.hooks.checks(this.dev, this.pinnedMaps()));
   }
 
   /** Closes the loaded objects (programs stay attached where the kernel holds them). */

@@ -2,7 +2,6 @@
 // device with another VNI, port or local address would silently blackhole traffic).
 import type { Logger } from '../../log.js';
 import { IFF_UP, exec, getLink, type Link, type VxlanSpec } from '../../kernel/netlink.js';
-import { formatIp4, type Subnet } from '../../subnet/ip4.js';
 
 export interface VxlanDeviceSpec {
   name: string;
