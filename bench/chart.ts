@@ -20,7 +20,12 @@ const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replac
 const fmt = (v: number) => (v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
 
 export function renderSvg(title: string, subtitle: string, panels: Panel[]): string {
-  const W = 900, labelW = 230, plotW = W - labelW - 90, barH = 14, gap = 4, rowGap = 10;
+  const W = 900,
+    labelW = 230,
+    plotW = W - labelW - 90,
+    barH = 14,
+    gap = 4,
+    rowGap = 10;
   const out: string[] = [];
   let y = 56;
   for (const p of panels) {
@@ -29,7 +34,9 @@ export function renderSvg(title: string, subtitle: string, panels: Panel[]): str
     const maxV = Math.max(...p.rows.flatMap((r) => r.bars.map((b) => b.max ?? b.value)), p.target?.value ?? 0) * 1.08;
     const minV = p.log ? Math.min(...p.rows.flatMap((r) => r.bars.map((b) => b.min ?? b.value)).filter((v) => v > 0)) / 2 : 0;
     const x = (v: number) => labelW + (p.log ? (Math.log10(Math.max(v, minV)) - Math.log10(minV)) / (Math.log10(maxV) - Math.log10(minV)) : v / maxV) * plotW;
-    out.push(`<text x="10" y="${y}" font-size="15" font-weight="bold">${esc(p.title)} <tspan font-weight="normal" font-size="12" fill="#555">(${esc(p.unit)}${p.log ? ', log scale' : ''})</tspan></text>`);
+    out.push(
+      `<text x="10" y="${y}" font-size="15" font-weight="bold">${esc(p.title)} <tspan font-weight="normal" font-size="12" fill="#555">(${esc(p.unit)}${p.log ? ', log scale' : ''})</tspan></text>`,
+    );
     let lx = labelW;
     for (const s of series.length > 1 ? series : []) {
       out.push(`<rect x="${lx}" y="${y + 6}" width="10" height="10" fill="${color(s)}"/><text x="${lx + 14}" y="${y + 15}" font-size="11">${esc(s)}</text>`);
@@ -51,7 +58,9 @@ export function renderSvg(title: string, subtitle: string, panels: Panel[]): str
     }
     if (p.target) {
       const tx = x(p.target.value).toFixed(1);
-      out.push(`<line x1="${tx}" x2="${tx}" y1="${top - 4}" y2="${y - rowGap + 2}" stroke="#c53030" stroke-dasharray="4 3"/><text x="${tx}" y="${top - 7}" font-size="11" fill="#c53030" text-anchor="middle">${esc(p.target.label)}</text>`);
+      out.push(
+        `<line x1="${tx}" x2="${tx}" y1="${top - 4}" y2="${y - rowGap + 2}" stroke="#c53030" stroke-dasharray="4 3"/><text x="${tx}" y="${top - 7}" font-size="11" fill="#c53030" text-anchor="middle">${esc(p.target.label)}</text>`,
+      );
     }
     y += 22;
   }

@@ -65,7 +65,13 @@ export async function measureDatapath(m: DatapathMode, seconds: number, underlay
     const [n1, n2] = [lab.node(1), lab.node(2)];
     const [src, dstNs, dst] = m.underlay ? [n1.ns, n2.ns, n2.ip] : [n1.pods[0]!.ns, n2.pods[0]!.ns, n2.pods[0]!.ip];
     for (let i = 0; i < 50; i++) {
-      if ((await inNs(src, 'ping', '-c', '1', '-W', '1', dst).then(() => true, () => false))) break;
+      if (
+        await inNs(src, 'ping', '-c', '1', '-W', '1', dst).then(
+          () => true,
+          () => false,
+        )
+      )
+        break;
       await sleep(100);
     }
     const ip3 = await server(dstNs, ['iperf3', '-s']);

@@ -19,7 +19,21 @@ const STRANGER = '172.20.0.66';
 function buildParts(dir: string): string {
   const out = join(dir, 'parts.o');
   const arch = execFileSync('uname', ['-m'], { encoding: 'utf8' }).trim();
-  execFileSync('clang', ['-g', '-O2', '-target', 'bpf', '-Wall', '-I', join(projectRoot(), 'bpf'), '-I', `/usr/include/${arch}-linux-gnu`, '-c', join(projectRoot(), 'bench', 'bpf', 'parts.c'), '-o', out]);
+  execFileSync('clang', [
+    '-g',
+    '-O2',
+    '-target',
+    'bpf',
+    '-Wall',
+    '-I',
+    join(projectRoot(), 'bpf'),
+    '-I',
+    `/usr/include/${arch}-linux-gnu`,
+    '-c',
+    join(projectRoot(), 'bench', 'bpf', 'parts.c'),
+    '-o',
+    out,
+  ]);
   return out;
 }
 
@@ -36,7 +50,11 @@ export async function measurePrograms(repeat: number, peers = 1000): Promise<{ p
     const [egress, , guard, fast] = objs as [BpfObject, BpfObject, BpfObject, BpfObject];
     egress.map('fl_config').update(L.u32Key(0), L.configVal({ vni: 1, port: 8472, ttl: 64, flags: 0, localMAC: LOCAL_MAC }));
     // a realistic table: `peers` subnets, VTEPs and members, the measured peer among them
-    const subnets: [Buffer, Buffer][] = [], vteps: [Buffer, Buffer][] = [], members: [Buffer, Buffer][] = [], routes: [Buffer, Buffer][] = [], counters: [Buffer, Buffer][] = [];
+    const subnets: [Buffer, Buffer][] = [],
+      vteps: [Buffer, Buffer][] = [],
+      members: [Buffer, Buffer][] = [],
+      routes: [Buffer, Buffer][] = [],
+      counters: [Buffer, Buffer][] = [];
     const zero = Buffer.alloc(egress.map('fl_peer_stats').lookupSize);
     for (let i = 0; i < peers; i++) {
       const mac = `02:01:00:00:${(i >> 8).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`;

@@ -33,7 +33,17 @@ const P = {
   repeat: quick ? 100_000 : 2_000_000,
   events: quick ? 30 : 200,
   churn: quick ? 200 : 1000,
-  restarts: (quick ? [['bpf', 'SIGTERM'], ['classic', 'SIGTERM']] : [['bpf', 'SIGTERM'], ['classic', 'SIGTERM'], ['bpf', 'SIGKILL'], ['classic', 'SIGKILL']]) as [CpMode, 'SIGTERM' | 'SIGKILL'][],
+  restarts: (quick
+    ? [
+        ['bpf', 'SIGTERM'],
+        ['classic', 'SIGTERM'],
+      ]
+    : [
+        ['bpf', 'SIGTERM'],
+        ['classic', 'SIGTERM'],
+        ['bpf', 'SIGKILL'],
+        ['classic', 'SIGKILL'],
+      ]) as [CpMode, 'SIGTERM' | 'SIGKILL'][],
 };
 const started = Date.now();
 const modes: CpMode[] = ['bpf', 'classic'];
@@ -63,7 +73,10 @@ if (only) {
   const sp = (s: Stat, d = 2) => `${s.median.toFixed(d)} (${s.min.toFixed(d)}-${s.max.toFixed(d)})`;
   console.log('| mode | TCP 1 Gbit/s | TCP 4 Gbit/s | UDP 64 B kpps | tcp_lat µs | udp_lat µs | CPU s/Gbit | user / sys / softirq s/Gbit |');
   console.log('|---|---|---|---|---|---|---|---|');
-  for (const [name, d] of Object.entries(datapath)) console.log(`| ${name} | ${sp(d.tcp1Gbps)} | ${sp(d.tcp4Gbps)} | ${sp(d.udp64Kpps, 0)} | ${sp(d.tcpLatUs, 1)} | ${sp(d.udpLatUs, 1)} | ${sp(d.cpuSecPerGbit, 3)} | ${[d.userSecPerGbit, d.sysSecPerGbit, d.softirqSecPerGbit].map((x) => x.median.toFixed(3)).join(' / ')} |`);
+  for (const [name, d] of Object.entries(datapath))
+    console.log(
+      `| ${name} | ${sp(d.tcp1Gbps)} | ${sp(d.tcp4Gbps)} | ${sp(d.udp64Kpps, 0)} | ${sp(d.tcpLatUs, 1)} | ${sp(d.udpLatUs, 1)} | ${sp(d.cpuSecPerGbit, 3)} | ${[d.userSecPerGbit, d.sysSecPerGbit, d.softirqSecPerGbit].map((x) => x.median.toFixed(3)).join(' / ')} |`,
+    );
   process.exit(0);
 }
 
@@ -123,7 +136,12 @@ const dataplaneTargets = ['', NIC].flatMap((u) => {
     { target: `default mode UDP 64 B pps >= 1.2x classic vxlan${where}`, measured: vsClassic(DEFAULT, 'udp64Kpps', u), goal: 1.2, higher: true },
     { target: `BPF vxlan without the fast path TCP 1 stream >= 1.0x classic${where}`, measured: vsClassic('BPF vxlan', 'tcp1Gbps', u), goal: 1, higher: true },
     { target: `default mode CPU per Gbit <= 1.0x classic${where}`, measured: vsClassic(DEFAULT, 'cpuSecPerGbit', u), goal: 1, higher: false },
-    { target: `bypass vs the tc key (fast path without bypass), TCP 4 streams${where}`, measured: med(`${DEFAULT}${u}`, 'tcp4Gbps') / med(`BPF + pod fast path${u}`, 'tcp4Gbps'), goal: NaN, higher: true },
+    {
+      target: `bypass vs the tc key (fast path without bypass), TCP 4 streams${where}`,
+      measured: med(`${DEFAULT}${u}`, 'tcp4Gbps') / med(`BPF + pod fast path${u}`, 'tcp4Gbps'),
+      goal: NaN,
+      higher: true,
+    },
     { target: `bypass vs the tc key, UDP 64 B pps${where}`, measured: med(`${DEFAULT}${u}`, 'udp64Kpps') / med(`BPF + pod fast path${u}`, 'udp64Kpps'), goal: NaN, higher: true },
   ];
 });
@@ -138,18 +156,47 @@ const targets = [
   { target: 'pod fast path udp_lat vs classic vxlan', measured: med('BPF + pod fast path', 'udpLatUs') / med('classic vxlan', 'udpLatUs'), goal: NaN, higher: false },
   ...Object.entries(programs).map(([k, v]) => ({ target: `${k} < 50 ns/packet`, measured: v.median, goal: 50, higher: false })),
   // above the test-run harness's own cost, measured in the same run (an empty tc program)
-  { target: 'egress forward at most 60 ns above the test-run floor', measured: programs['egress forward (tc, flannel.1)']!.median - parts['empty tc program (test-run floor)']!.median, goal: 60, higher: false },
-  { target: 'guard member pass (tc) at most 15 ns above the test-run floor', measured: programs['guard member pass (tc)']!.median - parts['empty tc program (test-run floor)']!.median, goal: 15, higher: false },
+  {
+    target: 'egress forward at most 60 ns above the test-run floor',
+    measured: programs['egress forward (tc, flannel.1)']!.median - parts['empty tc program (test-run floor)']!.median,
+    goal: 60,
+    higher: false,
+  },
+  {
+    target: 'guard member pass (tc) at most 15 ns above the test-run floor',
+    measured: programs['guard member pass (tc)']!.median - parts['empty tc program (test-run floor)']!.median,
+    goal: 15,
+    higher: false,
+  },
   { target: 'spoofed flood dropped > 20 Mpps per core (XDP, test run)', measured: 1000 / programs['guard spoofed drop (XDP)']!.median, goal: 20, higher: true },
   { target: `${maxPeers} peers programmed in BPF mode < 50 ms`, measured: startup[`bpf ${maxPeers}`]!.programMs.median, goal: 50, higher: false },
   { target: `${maxPeers} peers, BPF vs classic programming time`, measured: startup[`bpf ${maxPeers}`]!.programMs.median / startup[`classic ${maxPeers}`]!.programMs.median, goal: NaN, higher: false },
   { target: 'convergence p99 < 100 ms (BPF)', measured: convergence.bpf!.addP99, goal: 100, higher: false },
   { target: 'convergence p99 < 100 ms (classic)', measured: convergence.classic!.addP99, goal: 100, higher: false },
   { target: `agent memory < 100 MB at ${maxPeers} peers (BPF, RSS)`, measured: startup[`bpf ${maxPeers}`]!.rssMB.median, goal: 100, higher: false },
-  { target: 'zero lost pings across a BPF-mode agent restart', measured: Math.max(...Object.entries(restart).filter(([k]) => k.startsWith('bpf')).map(([, v]) => v.lost)), goal: 0, higher: false },
+  {
+    target: 'zero lost pings across a BPF-mode agent restart',
+    measured: Math.max(
+      ...Object.entries(restart)
+        .filter(([k]) => k.startsWith('bpf'))
+        .map(([, v]) => v.lost),
+    ),
+    goal: 0,
+    higher: false,
+  },
 ].map((t) => ({ ...t, met: Number.isNaN(t.goal) ? null : t.higher ? t.measured >= t.goal : t.measured <= t.goal, ratioToGoal: Number.isNaN(t.goal) || t.goal === 0 ? null : t.measured / t.goal }));
 
-const meta = { date: new Date().toISOString(), quick, ...P, restarts: P.restarts.map((x) => x.join(' ')), cpus: cpus().length, cpu: cpus()[0]?.model, kernel: release(), node: process.version, durationS: 0 };
+const meta = {
+  date: new Date().toISOString(),
+  quick,
+  ...P,
+  restarts: P.restarts.map((x) => x.join(' ')),
+  cpus: cpus().length,
+  cpu: cpus()[0]?.model,
+  kernel: release(),
+  node: process.version,
+  durationS: 0,
+};
 meta.durationS = Math.round((Date.now() - started) / 1000);
 const results = { meta, datapath, programs, egressParts: parts, startup, convergence, restart, targets };
 
@@ -157,23 +204,51 @@ const results = { meta, datapath, programs, egressParts: parts, startup, converg
 const f = (v: number, d = 2) => (Number.isFinite(v) ? v.toFixed(d) : '-');
 const sp = (s: Stat, d = 2) => `${f(s.median, d)} (${f(s.min, d)}-${f(s.max, d)})`;
 const md: string[] = [];
-md.push(`Measured ${meta.date} on ${meta.cpus} x ${meta.cpu}, kernel ${meta.kernel}, Node ${meta.node}; ${P.rounds} interleaved round(s), median (min-max); ${meta.durationS} s in all.${quick ? ' QUICK MODE: a smoke test, not figures to quote.' : ''}`, '');
-md.push('**Pod to pod across two nodes** (iperf3 ' + P.seconds + ' s; UDP 64-byte datagrams; qperf 64-byte request/response, one way; CPU = whole machine busy time per Gbit during the 1-stream run)', '');
-md.push('| data plane | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | UDP 64 B kpps | ping RTT µs | tcp_lat µs | udp_lat µs | CPU s/Gbit | user / sys / softirq s/Gbit | bytes/packet on the wire | vs classic (1 stream, same underlay) |', '|---|---|---|---|---|---|---|---|---|---|---|');
+md.push(
+  `Measured ${meta.date} on ${meta.cpus} x ${meta.cpu}, kernel ${meta.kernel}, Node ${meta.node}; ${P.rounds} interleaved round(s), median (min-max); ${meta.durationS} s in all.${quick ? ' QUICK MODE: a smoke test, not figures to quote.' : ''}`,
+  '',
+);
+md.push(
+  '**Pod to pod across two nodes** (iperf3 ' + P.seconds + ' s; UDP 64-byte datagrams; qperf 64-byte request/response, one way; CPU = whole machine busy time per Gbit during the 1-stream run)',
+  '',
+);
+md.push(
+  '| data plane | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | UDP 64 B kpps | ping RTT µs | tcp_lat µs | udp_lat µs | CPU s/Gbit | user / sys / softirq s/Gbit | bytes/packet on the wire | vs classic (1 stream, same underlay) |',
+  '|---|---|---|---|---|---|---|---|---|---|---|',
+);
 for (const [name, d] of Object.entries(datapath))
-  md.push(`| ${name} | ${sp(d.tcp1Gbps)} | ${sp(d.tcp4Gbps)} | ${sp(d.udp64Kpps, 0)} | ${sp(d.pingRttUs, 0)} | ${sp(d.tcpLatUs, 1)} | ${sp(d.udpLatUs, 1)} | ${sp(d.cpuSecPerGbit, 3)} | ${[d.userSecPerGbit, d.sysSecPerGbit, d.softirqSecPerGbit].map((x) => f(x.median, 3)).join(' / ')} | ${f(d.wireBytesPerPacket.median, 0)} | ${f(d.tcp1Gbps.median / med(`classic vxlan${name.endsWith(NIC) ? NIC : ''}`, 'tcp1Gbps'))}x |`);
+  md.push(
+    `| ${name} | ${sp(d.tcp1Gbps)} | ${sp(d.tcp4Gbps)} | ${sp(d.udp64Kpps, 0)} | ${sp(d.pingRttUs, 0)} | ${sp(d.tcpLatUs, 1)} | ${sp(d.udpLatUs, 1)} | ${sp(d.cpuSecPerGbit, 3)} | ${[d.userSecPerGbit, d.sysSecPerGbit, d.softirqSecPerGbit].map((x) => f(x.median, 3)).join(' / ')} | ${f(d.wireBytesPerPacket.median, 0)} | ${f(d.tcp1Gbps.median / med(`classic vxlan${name.endsWith(NIC) ? NIC : ''}`, 'tcp1Gbps'))}x |`,
+  );
 md.push('', `**BPF programs alone** (BPF_PROG_TEST_RUN, ${P.repeat} packets per run, maps holding 1001 peers)`, '', '| program and path | ns/packet | Mpps per core |', '|---|---|---|');
 for (const [k, v] of Object.entries(programs)) md.push(`| ${k} | ${sp(v, 0)} | ${f(1000 / v.median, 1)} |`);
-md.push('', 'Where the egress program\'s time goes (the same maps and packet; bench/bpf/parts.c):', '', '| piece | ns/packet |', '|---|---|');
+md.push('', "Where the egress program's time goes (the same maps and packet; bench/bpf/parts.c):", '', '| piece | ns/packet |', '|---|---|');
 for (const [k, v] of Object.entries(parts)) md.push(`| ${k} | ${sp(v, 0)} |`);
-md.push('', '**Programming N peers at start** (time from the lease listing to every peer in the kernel; agent resident memory once ready)', '', '| peers | BPF ms | classic ms | BPF / classic | BPF RSS MB | classic RSS MB | start to ready ms (BPF / classic) |', '|---|---|---|---|---|---|---|');
+md.push(
+  '',
+  '**Programming N peers at start** (time from the lease listing to every peer in the kernel; agent resident memory once ready)',
+  '',
+  '| peers | BPF ms | classic ms | BPF / classic | BPF RSS MB | classic RSS MB | start to ready ms (BPF / classic) |',
+  '|---|---|---|---|---|---|---|',
+);
 for (const n of P.peers) {
   const [b, c] = [startup[`bpf ${n}`]!, startup[`classic ${n}`]!];
-  md.push(`| ${n} | ${sp(b.programMs, 1)} | ${sp(c.programMs, 1)} | ${f(b.programMs.median / c.programMs.median)}x | ${sp(b.rssMB, 0)} | ${sp(c.rssMB, 0)} | ${f(b.readyMs.median, 0)} / ${f(c.readyMs.median, 0)} |`);
+  md.push(
+    `| ${n} | ${sp(b.programMs, 1)} | ${sp(c.programMs, 1)} | ${f(b.programMs.median / c.programMs.median)}x | ${sp(b.rssMB, 0)} | ${sp(c.rssMB, 0)} | ${f(b.readyMs.median, 0)} / ${f(c.readyMs.median, 0)} |`,
+  );
 }
-md.push('', `**Convergence** (etcd write of one lease to its kernel entry, one event at a time over 100 background peers) **and churn** (a burst of puts then deletes)`, '', '| mode | events | add p50 ms | add p99 ms | delete p50 ms | delete p99 ms | churn events | churn wall ms | agent CPU ms per 1000 events |', '|---|---|---|---|---|---|---|---|---|');
-for (const [m, c] of Object.entries(convergence)) md.push(`| ${m} | ${c.events} | ${f(c.addP50, 1)} | ${f(c.addP99, 1)} | ${f(c.delP50, 1)} | ${f(c.delP99, 1)} | ${c.churn.events} | ${f(c.churn.wallMs, 0)} | ${f((c.churn.cpuMs / c.churn.events) * 1000, 0)} |`);
-md.push('', '**Agent restart** (ping every 10 ms across the restart of node 1\'s agent)', '', '| mode, signal | pings | lost | restart to ready ms |', '|---|---|---|---|');
+md.push(
+  '',
+  `**Convergence** (etcd write of one lease to its kernel entry, one event at a time over 100 background peers) **and churn** (a burst of puts then deletes)`,
+  '',
+  '| mode | events | add p50 ms | add p99 ms | delete p50 ms | delete p99 ms | churn events | churn wall ms | agent CPU ms per 1000 events |',
+  '|---|---|---|---|---|---|---|---|---|',
+);
+for (const [m, c] of Object.entries(convergence))
+  md.push(
+    `| ${m} | ${c.events} | ${f(c.addP50, 1)} | ${f(c.addP99, 1)} | ${f(c.delP50, 1)} | ${f(c.delP99, 1)} | ${c.churn.events} | ${f(c.churn.wallMs, 0)} | ${f((c.churn.cpuMs / c.churn.events) * 1000, 0)} |`,
+  );
+md.push('', "**Agent restart** (ping every 10 ms across the restart of node 1's agent)", '', '| mode, signal | pings | lost | restart to ready ms |', '|---|---|---|---|');
 for (const [k, v] of Object.entries(restart)) md.push(`| ${k} | ${v.sent} | ${v.lost} | ${v.restartMs} |`);
 md.push('', '**Targets**', '', '| target | measured | met |', '|---|---|---|');
 for (const t of targets) md.push(`| ${t.target} | ${f(t.measured)}${t.ratioToGoal !== null ? ` (${f(t.ratioToGoal)}x the goal)` : ''} | ${t.met === null ? 'figure' : t.met ? 'yes' : '**no**'} |`);
@@ -181,15 +256,74 @@ for (const t of targets) md.push(`| ${t.target} | ${f(t.measured)}${t.ratioToGoa
 // chart
 const dpRows = (k: keyof DatapathSample) => Object.entries(datapath).map(([name, d]) => ({ label: name, bars: [{ series: name, value: d[k].median, min: d[k].min, max: d[k].max }] }));
 const panels: Panel[] = [
-  { title: 'Pod-to-pod TCP throughput', unit: 'Gbit/s, 1 and 4 streams', rows: Object.entries(datapath).map(([name, d]) => ({ label: name, bars: [{ series: '1 stream', value: d.tcp1Gbps.median, min: d.tcp1Gbps.min, max: d.tcp1Gbps.max }, { series: '4 streams', value: d.tcp4Gbps.median, min: d.tcp4Gbps.min, max: d.tcp4Gbps.max }] })) },
-  { title: 'Request/response latency', unit: 'µs one way, qperf tcp_lat and udp_lat', rows: Object.entries(datapath).map(([name, d]) => ({ label: name, bars: [{ series: 'tcp_lat', value: d.tcpLatUs.median, min: d.tcpLatUs.min, max: d.tcpLatUs.max }, { series: 'udp_lat', value: d.udpLatUs.median, min: d.udpLatUs.min, max: d.udpLatUs.max }] })) },
+  {
+    title: 'Pod-to-pod TCP throughput',
+    unit: 'Gbit/s, 1 and 4 streams',
+    rows: Object.entries(datapath).map(([name, d]) => ({
+      label: name,
+      bars: [
+        { series: '1 stream', value: d.tcp1Gbps.median, min: d.tcp1Gbps.min, max: d.tcp1Gbps.max },
+        { series: '4 streams', value: d.tcp4Gbps.median, min: d.tcp4Gbps.min, max: d.tcp4Gbps.max },
+      ],
+    })),
+  },
+  {
+    title: 'Request/response latency',
+    unit: 'µs one way, qperf tcp_lat and udp_lat',
+    rows: Object.entries(datapath).map(([name, d]) => ({
+      label: name,
+      bars: [
+        { series: 'tcp_lat', value: d.tcpLatUs.median, min: d.tcpLatUs.min, max: d.tcpLatUs.max },
+        { series: 'udp_lat', value: d.udpLatUs.median, min: d.udpLatUs.min, max: d.udpLatUs.max },
+      ],
+    })),
+  },
   { title: 'CPU per gigabit', unit: 'machine CPU seconds per Gbit, 1 stream', rows: dpRows('cpuSecPerGbit') },
-  { title: 'BPF programs alone', unit: 'ns per packet, BPF_PROG_TEST_RUN', rows: Object.entries(programs).map(([k, v]) => ({ label: k, bars: [{ series: 'ns', value: v.median, min: v.min, max: v.max }] })), target: { value: 50, label: 'target 50 ns' } },
-  { title: 'Programming N peers at start', unit: 'ms', log: true, rows: P.peers.map((n) => ({ label: `${n} peers`, bars: modes.map((m) => ({ series: m === 'bpf' ? 'BPF maps' : 'classic routes/neigh/FDB', value: startup[`${m} ${n}`]!.programMs.median, min: startup[`${m} ${n}`]!.programMs.min, max: startup[`${m} ${n}`]!.programMs.max })) })), target: { value: 50, label: '50 ms' } },
-  { title: 'Convergence, etcd write to kernel entry', unit: 'ms', rows: modes.map((m) => ({ label: m === 'bpf' ? 'BPF' : 'classic', bars: [{ series: 'p50', value: convergence[m]!.addP50 }, { series: 'p99', value: convergence[m]!.addP99 }] })), target: { value: 100, label: 'p99 target' } },
-  { title: 'Agent memory', unit: 'MB resident once ready', rows: P.peers.map((n) => ({ label: `${n} peers`, bars: modes.map((m) => ({ series: m === 'bpf' ? 'BPF' : 'classic', value: startup[`${m} ${n}`]!.rssMB.median })) })), target: { value: 100, label: '100 MB' } },
+  {
+    title: 'BPF programs alone',
+    unit: 'ns per packet, BPF_PROG_TEST_RUN',
+    rows: Object.entries(programs).map(([k, v]) => ({ label: k, bars: [{ series: 'ns', value: v.median, min: v.min, max: v.max }] })),
+    target: { value: 50, label: 'target 50 ns' },
+  },
+  {
+    title: 'Programming N peers at start',
+    unit: 'ms',
+    log: true,
+    rows: P.peers.map((n) => ({
+      label: `${n} peers`,
+      bars: modes.map((m) => ({
+        series: m === 'bpf' ? 'BPF maps' : 'classic routes/neigh/FDB',
+        value: startup[`${m} ${n}`]!.programMs.median,
+        min: startup[`${m} ${n}`]!.programMs.min,
+        max: startup[`${m} ${n}`]!.programMs.max,
+      })),
+    })),
+    target: { value: 50, label: '50 ms' },
+  },
+  {
+    title: 'Convergence, etcd write to kernel entry',
+    unit: 'ms',
+    rows: modes.map((m) => ({
+      label: m === 'bpf' ? 'BPF' : 'classic',
+      bars: [
+        { series: 'p50', value: convergence[m]!.addP50 },
+        { series: 'p99', value: convergence[m]!.addP99 },
+      ],
+    })),
+    target: { value: 100, label: 'p99 target' },
+  },
+  {
+    title: 'Agent memory',
+    unit: 'MB resident once ready',
+    rows: P.peers.map((n) => ({ label: `${n} peers`, bars: modes.map((m) => ({ series: m === 'bpf' ? 'BPF' : 'classic', value: startup[`${m} ${n}`]!.rssMB.median })) })),
+    target: { value: 100, label: '100 MB' },
+  },
 ];
-const svg = renderSvg('flannel-ebpf benchmarks', `${meta.date.slice(0, 10)}, ${meta.cpus} cores, kernel ${meta.kernel}, ${P.rounds} round(s), medians with min-max${quick ? ' (QUICK MODE)' : ''}`, panels);
+const svg = renderSvg(
+  'flannel-ebpf benchmarks',
+  `${meta.date.slice(0, 10)}, ${meta.cpus} cores, kernel ${meta.kernel}, ${P.rounds} round(s), medians with min-max${quick ? ' (QUICK MODE)' : ''}`,
+  panels,
+);
 
 mkdirSync(o.out, { recursive: true });
 writeFileSync(join(o.out, 'results.json'), JSON.stringify(results, null, 2) + '\n');

@@ -9,6 +9,8 @@ make -s -C bpf
 npx tsc -p tsconfig.json
 # the tests and benchmarks are type-checked too (tsx runs them without checking)
 npx tsc -p tsconfig.test.json
+# lint (typescript-eslint, type-checked rules) and format (Prettier) of everything above
+npm run --silent lint
 mapfile -t files < <(find test -name '*.test.ts' | sort)
 # one file at a time: the end-to-end files each build a whole lab of namespaces
 # --test-force-exit: a handle leaked by a test process (an etcd client retry timer, say) must never hang CI

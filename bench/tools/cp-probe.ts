@@ -16,7 +16,12 @@ const PREFIX = '/coreos.com/network/subnets/';
 const subnetOf = (i: number) => `10.${1 + (i >> 8)}.${i & 255}.0`;
 const hex = (n: number) => n.toString(16).padStart(2, '0');
 const leaseValue = (i: number) =>
-  JSON.stringify({ PublicIP: `100.${64 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`, PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: `0a:58:${hex(i >> 16)}:${hex((i >> 8) & 255)}:${hex(i & 255)}:01` } });
+  JSON.stringify({
+    PublicIP: `100.${64 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`,
+    PublicIPv6: null,
+    BackendType: 'vxlan',
+    BackendData: { VNI: 1, VtepMAC: `0a:58:${hex(i >> 16)}:${hex((i >> 8) & 255)}:${hex(i & 255)}:01` },
+  });
 
 const [cmd, endpoint, countArg, mode, pinRoot, pidArg] = process.argv.slice(2);
 const count = Number(countArg);
@@ -26,15 +31,34 @@ const ttl = await etcd.lease(3600, { autoKeepAlive: false }).grant();
 async function putMany(from: number, to: number): Promise<void> {
   for (let i = from; i < to; i += 100) {
     const ops = [];
-    for (let j = i; j < Math.min(to, i + 100); j++) ops.push(await etcd.put(`${PREFIX}${subnetOf(j)}-24`).value(leaseValue(j)).lease(ttl).op());
-    await etcd.if(PREFIX, 'Create', '>', -1).then(...ops).commit();
+    for (let j = i; j < Math.min(to, i + 100); j++)
+      ops.push(
+        await etcd
+          .put(`${PREFIX}${subnetOf(j)}-24`)
+          .value(leaseValue(j))
+          .lease(ttl)
+          .op(),
+      );
+    await etcd
+      .if(PREFIX, 'Create', '>', -1)
+      .then(...ops)
+      .commit();
   }
 }
 async function delMany(from: number, to: number): Promise<void> {
   for (let i = from; i < to; i += 100) {
     const ops = [];
-    for (let j = i; j < Math.min(to, i + 100); j++) ops.push(await etcd.delete().key(`${PREFIX}${subnetOf(j)}-24`).op());
-    await etcd.if(PREFIX, 'Create', '>', -1).then(...ops).commit();
+    for (let j = i; j < Math.min(to, i + 100); j++)
+      ops.push(
+        await etcd
+          .delete()
+          .key(`${PREFIX}${subnetOf(j)}-24`)
+          .op(),
+      );
+    await etcd
+      .if(PREFIX, 'Create', '>', -1)
+      .then(...ops)
+      .commit();
   }
 }
 
@@ -73,7 +97,10 @@ try {
     for (let k = 0; k < count; k++) {
       const i = 60_000 + k;
       let t = performance.now();
-      await etcd.put(`${PREFIX}${subnetOf(i)}-24`).value(leaseValue(i)).lease(ttl);
+      await etcd
+        .put(`${PREFIX}${subnetOf(i)}-24`)
+        .value(leaseValue(i))
+        .lease(ttl);
       await waitFor(() => has(i));
       add.push(performance.now() - t);
       t = performance.now();

@@ -42,7 +42,13 @@ try {
     [`${N} peers`]: mib(empty + N * (overhead + 32 * c)),
     perPeer: `${((overhead + 32 * c) / 1024).toFixed(2)} KiB`,
   }));
-  console.log(JSON.stringify({ possibleCpus: cpus, measured: { empty, withPeers: full, peers: N, perPeerBytes: Math.round(perPeer), overheadPerPeer: Math.round(overhead), preallocatedOld: oldBytes }, rows }, null, 2));
+  console.log(
+    JSON.stringify(
+      { possibleCpus: cpus, measured: { empty, withPeers: full, peers: N, perPeerBytes: Math.round(perPeer), overheadPerPeer: Math.round(overhead), preallocatedOld: oldBytes }, rows },
+      null,
+      2,
+    ),
+  );
 } finally {
   try {
     execFileSync('umount', [root]);

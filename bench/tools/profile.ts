@@ -52,7 +52,15 @@ async function profileOnce(m: (typeof MODES)[number], dir: string): Promise<{ gb
   try {
     await lab.bringUp({ cni: true });
     const [a, b] = [lab.node(1).pods[0]!, lab.node(2).pods[0]!];
-    for (let i = 0; i < 50 && !(await inNs(a.ns, 'ping', '-c', '1', '-W', '1', b.ip).then(() => true, () => false)); i++);
+    for (
+      let i = 0;
+      i < 50 &&
+      !(await inNs(a.ns, 'ping', '-c', '1', '-W', '1', b.ip).then(
+        () => true,
+        () => false,
+      ));
+      i++
+    );
     const srv = await server(b.ns, ['iperf3', '-s']);
     try {
       const data = join(dir, 'perf.data');
@@ -92,7 +100,12 @@ try {
     for (const m of MODES) {
       const x = await profileOnce(m, dir);
       (runs[m.name] ??= []).push(x);
-      console.error(`round ${r} ${m.name}: ${x.gbps.toFixed(2)} Gbit/s, busy ${x.busyPerGbit.toFixed(3)} s/Gbit; top: ${x.top.slice(0, 4).map(([s, p]) => `${s} ${p.toFixed(1)}%`).join(', ')}`);
+      console.error(
+        `round ${r} ${m.name}: ${x.gbps.toFixed(2)} Gbit/s, busy ${x.busyPerGbit.toFixed(3)} s/Gbit; top: ${x.top
+          .slice(0, 4)
+          .map(([s, p]) => `${s} ${p.toFixed(1)}%`)
+          .join(', ')}`,
+      );
     }
 } finally {
   rmSync(dir, { recursive: true, force: true });
@@ -109,7 +122,7 @@ for (const s of stages) {
   const cells = names.map((n) => {
     const share = mean(runs[n]!.map((x) => x.shares[s] ?? 0));
     // a share of all samples (idle included) times the machine's total seconds per Gbit
-    const perGbit = mean(runs[n]!.map((x) => ((x.shares[s] ?? 0) / 100) * (cpus().length * o.seconds) / (x.gbps * o.seconds))) * 1000;
+    const perGbit = mean(runs[n]!.map((x) => (((x.shares[s] ?? 0) / 100) * (cpus().length * o.seconds)) / (x.gbps * o.seconds))) * 1000;
     return `${share.toFixed(1)} / ${perGbit.toFixed(1)}`;
   });
   console.log(`| ${s} | ${cells.join(' | ')} |`);

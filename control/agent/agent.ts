@@ -129,10 +129,7 @@ export class Agent {
    */
   private async startFirewall(cfg: NetworkConfig, lease: Lease): Promise<void> {
     const { log } = this.o;
-    const rules: Rule[] = [
-      ...(this.o.forwardRules ? forwardRules(cfg.network) : []),
-      ...(this.o.ipMasq ? masqRules(cfg.network, lease.subnet, await supportsRandomFully()) : []),
-    ];
+    const rules: Rule[] = [...(this.o.forwardRules ? forwardRules(cfg.network) : []), ...(this.o.ipMasq ? masqRules(cfg.network, lease.subnet, await supportsRandomFully()) : [])];
     if (!rules.length) return;
     this.firewall = new RulesKeeper(rules, this.o.iptablesResyncMs, log);
     try {
@@ -142,7 +139,7 @@ export class Agent {
       this.firewall.state.lastError = (e as Error).message;
       // without masquerading, pods would reach the outside with addresses nobody routes back
       if (this.o.ipMasq) throw new Error(`--ip-masq: cannot install the masquerade rules: ${(e as Error).message}`);
-      log.warn({ err: (e as Error).message }, 'cannot install the FORWARD accept rules (--iptables-forward-rules); forwarding depends on the host\'s policy');
+      log.warn({ err: (e as Error).message }, "cannot install the FORWARD accept rules (--iptables-forward-rules); forwarding depends on the host's policy");
     }
     this.firewall.start();
   }

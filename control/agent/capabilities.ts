@@ -27,8 +27,7 @@ export interface Needs {
 export function missingCapabilities(n: Needs, have = effectiveCapabilities()): string[] {
   const out: string[] = [];
   if (!have.has('CAP_NET_ADMIN')) out.push('CAP_NET_ADMIN (links, addresses, routes, neighbours, tc and iptables)');
-  if (n.backend === 'vxlan' && n.bpf && !have.has('CAP_BPF') && !have.has('CAP_SYS_ADMIN'))
-    out.push('CAP_BPF or CAP_SYS_ADMIN (loading the BPF programs and maps; or run with --no-bpf)');
+  if (n.backend === 'vxlan' && n.bpf && !have.has('CAP_BPF') && !have.has('CAP_SYS_ADMIN')) out.push('CAP_BPF or CAP_SYS_ADMIN (loading the BPF programs and maps; or run with --no-bpf)');
   return out;
 }
 

@@ -9,11 +9,9 @@ export async function ensureDeviceAddress(link: Pick<Link, 'index'>, subnet: Sub
   const want = formatIp4(subnet.ip);
   const addrs = await listAddrs(AF_INET, link.index);
   for (const a of addrs) {
-    if (a.address !== want || a.prefixLen !== 32)
-      await exec({ type: 'addr', action: 'delete', dev: link.index, address: a.address, prefixLen: a.prefixLen });
+    if (a.address !== want || a.prefixLen !== 32) await exec({ type: 'addr', action: 'delete', dev: link.index, address: a.address, prefixLen: a.prefixLen });
   }
-  if (!addrs.some((a) => a.address === want && a.prefixLen === 32))
-    await exec({ type: 'addr', action: 'replace', dev: link.index, address: want, prefixLen: 32 });
+  if (!addrs.some((a) => a.address === want && a.prefixLen === 32)) await exec({ type: 'addr', action: 'replace', dev: link.index, address: want, prefixLen: 32 });
 }
 
 /** Tunnels of an IPv4-only network carry no IPv6: its router solicitations would only be dropped. */

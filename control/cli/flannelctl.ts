@@ -15,11 +15,13 @@ import { isReady, renderStatus } from '../agent/status.js';
 import { removeRules } from '../firewall/iptables.js';
 
 export function buildCtl(): Command {
-  const ctl = new Command('flannelctl').description('Inspect a flanneld node (status, BPF maps, leases in etcd), clean up its iptables rules, run a lab.').showHelpAfterError('(flannelctl --help lists the commands)');
+  const ctl = new Command('flannelctl')
+    .description('Inspect a flanneld node (status, BPF maps, leases in etcd), clean up its iptables rules, run a lab.')
+    .showHelpAfterError('(flannelctl --help lists the commands)');
   ctl
     .command('status')
-    .description('the running agent\'s view: lease, backend (and why), peers with their counters, data plane checks; exits 1 when not ready')
-    .addOption(new Option('--socket <path>', 'the agent\'s --status-socket').env('FLANNELD_STATUS_SOCKET').default('/run/flannel/flanneld.sock'))
+    .description("the running agent's view: lease, backend (and why), peers with their counters, data plane checks; exits 1 when not ready")
+    .addOption(new Option('--socket <path>', "the agent's --status-socket").env('FLANNELD_STATUS_SOCKET').default('/run/flannel/flanneld.sock'))
     .option('--json', 'machine-readable output (what GET /status returns)')
     .action(async (o: { socket: string; json?: boolean }) => {
       const s = await fetchStatus(o.socket);
@@ -42,36 +44,34 @@ export function buildCtl(): Command {
       const view = readDataPlane(o.bpfPinRoot);
       process.stdout.write(o.json ? JSON.stringify(view, null, 2) + '\n' : renderDataPlane(view));
     });
-  const leases = ctl.command('leases').description('print every lease in etcd, as flannel stores them (the etcd flags and FLANNELD_* variables are flanneld\'s)');
+  const leases = ctl.command('leases').description("print every lease in etcd, as flannel stores them (the etcd flags and FLANNELD_* variables are flanneld's)");
   for (const opt of etcdFlagOptions()) leases.addOption(opt);
-  leases
-    .option('--json', 'machine-readable output')
-    .action(async (o: EtcdFlags & { json?: boolean }, c: Command) => {
-      const bad = checkEtcdFlags(o);
-      if (bad) c.error(`error: ${bad}`, { exitCode: 2 });
-      const reg = new EtcdRegistry(etcdOptions(o));
-      try {
-        const { leases } = await reg.listLeases();
-        const rows = leases.map((l) => {
-          let attrs: unknown;
-          try {
-            attrs = decodeAttrs(l.value);
-          } catch (e) {
-            attrs = { error: (e as Error).message };
-          }
-          const subnet = parseSubnetKey(l.key.slice(reg.subnetsPrefix.length));
-          return { subnet: subnet ? formatCidr(subnet) : `(not a subnet: ${l.key})`, reservation: l.lease === '0', attrs, raw: l.value };
-        });
-        if (o.json) process.stdout.write(JSON.stringify(rows, null, 2) + '\n');
-        else for (const r of rows) process.stdout.write(`${r.subnet.padEnd(18)} ${r.reservation ? 'reserved ' : ''}${r.raw}\n`);
-      } finally {
-        reg.close();
-      }
-    });
+  leases.option('--json', 'machine-readable output').action(async (o: EtcdFlags & { json?: boolean }, c: Command) => {
+    const bad = checkEtcdFlags(o);
+    if (bad) c.error(`error: ${bad}`, { exitCode: 2 });
+    const reg = new EtcdRegistry(etcdOptions(o));
+    try {
+      const { leases } = await reg.listLeases();
+      const rows = leases.map((l) => {
+        let attrs: unknown;
+        try {
+          attrs = decodeAttrs(l.value);
+        } catch (e) {
+          attrs = { error: (e as Error).message };
+        }
+        const subnet = parseSubnetKey(l.key.slice(reg.subnetsPrefix.length));
+        return { subnet: subnet ? formatCidr(subnet) : `(not a subnet: ${l.key})`, reservation: l.lease === '0', attrs, raw: l.value };
+      });
+      if (o.json) process.stdout.write(JSON.stringify(rows, null, 2) + '\n');
+      else for (const r of rows) process.stdout.write(`${r.subnet.padEnd(18)} ${r.reservation ? 'reserved ' : ''}${r.raw}\n`);
+    } finally {
+      reg.close();
+    }
+  });
   const lab = ctl.command('lab').description('a cluster on this machine: etcd and nodes in network namespaces, flanneld in each, pods made through the CNI plugin (root)');
   const labOpts = (c: Command) =>
     c
-      .addOption(new Option('--name <prefix>', 'prefix of the lab\'s namespaces').default('fll'))
+      .addOption(new Option('--name <prefix>', "prefix of the lab's namespaces").default('fll'))
       .addOption(new Option('--state-dir <dir>', 'logs, pins, etcd data and the state `down` uses').default('/run/flannel-lab'));
   // checked before anything runs: `up` starts by removing an earlier lab with the same arguments
   const checkLab = (c: Command, o: { name: string; stateDir: string }) => {
@@ -85,7 +85,11 @@ export function buildCtl(): Command {
       .addOption(new Option('--backend <backend>', 'data plane').choices(['vxlan', 'vxlan-classic', 'host-gw', 'udp']).default('vxlan'))
       .addOption(new Option('--nodes <n>', 'number of nodes').argParser(int('--nodes', 1, 9)).default(3))
       .addOption(new Option('--pods <n>', 'pods per node').argParser(int('--pods', 1, 20)).default(2))
-      .addOption(new Option('--underlay <kind>', 'underlay links: veth passes GSO super-packets between nodes intact; nic segments before the wire and merges with GRO on receive, as a real NIC does').choices(['veth', 'nic']).default('veth'))
+      .addOption(
+        new Option('--underlay <kind>', 'underlay links: veth passes GSO super-packets between nodes intact; nic segments before the wire and merges with GRO on receive, as a real NIC does')
+          .choices(['veth', 'nic'])
+          .default('veth'),
+      )
       .option('--no-measure', 'skip the iperf3/ping figure'),
   ).action(async (o: LabUpOptions, c: Command) => {
     checkLab(c, o);

@@ -28,7 +28,13 @@ export function normalizeGoFlags(argv: string[]): string[] {
   return out;
 }
 
-const collect = (v: string, prev: string[]) => [...prev, ...v.split(',').map((s) => s.trim()).filter(Boolean)];
+const collect = (v: string, prev: string[]) => [
+  ...prev,
+  ...v
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean),
+];
 /** A whole-number flag within [min, max], for both CLIs: commander reports the message with the flag. */
 export const int = (name: string, min: number, max: number) => (v: string) => {
   const n = Number(v);
@@ -90,35 +96,96 @@ export const etcdOptions = (f: EtcdFlags) => ({
 });
 
 export function buildCommand(): Command {
-  const cmd = new Command('flanneld')
-    .description(
-      'Node agent of a flannel-compatible overlay network: takes the network config and a subnet lease from etcd (v3),\n' +
-        'writes the subnet file for the CNI plugin and programs this node so pods reach pods on every other node.\n' +
-        'Every flag can also be set as FLANNELD_<FLAG> (e.g. FLANNELD_ETCD_ENDPOINTS). Go-style -flag=value works too.',
-    )
+  const cmd = new Command('flanneld').description(
+    'Node agent of a flannel-compatible overlay network: takes the network config and a subnet lease from etcd (v3),\n' +
+      'writes the subnet file for the CNI plugin and programs this node so pods reach pods on every other node.\n' +
+      'Every flag can also be set as FLANNELD_<FLAG> (e.g. FLANNELD_ETCD_ENDPOINTS). Go-style -flag=value works too.',
+  );
   for (const o of etcdFlagOptions()) cmd.addOption(o);
   return cmd
     .addOption(opt('--iface <name-or-ip>', 'interface (name or IPv4) for inter-host traffic; repeatable, first match wins', 'FLANNELD_IFACE').argParser(collect).default([]))
     .addOption(opt('--iface-regex <regex>', 'regex matched against interface IPs, then names; repeatable; used when no --iface matches', 'FLANNELD_IFACE_REGEX').argParser(collect).default([]))
     .addOption(opt('--public-ip <ip>', 'IPv4 address other nodes use to reach this one (default: the interface address)', 'FLANNELD_PUBLIC_IP').argParser(ipv4))
     .addOption(opt('--subnet-file <file>', 'where to write the subnet environment for the CNI plugin', 'FLANNELD_SUBNET_FILE').default('/run/flannel/subnet.env'))
-    .addOption(opt('--subnet-lease-renew-margin <minutes>', 'renew the 24 h lease this many minutes before it expires (1-1439)', 'FLANNELD_SUBNET_LEASE_RENEW_MARGIN').argParser(int('--subnet-lease-renew-margin', 1, 1439)).default(60))
-    .addOption(opt('--subnet-lease-ttl <seconds>', 'TTL of our lease in etcd; flannel\'s is fixed at 24 h; shorter only to test expiry (not in flannel)', 'FLANNELD_SUBNET_LEASE_TTL').argParser(int('--subnet-lease-ttl', 5, 7 * 86400)).default(86400))
+    .addOption(
+      opt('--subnet-lease-renew-margin <minutes>', 'renew the 24 h lease this many minutes before it expires (1-1439)', 'FLANNELD_SUBNET_LEASE_RENEW_MARGIN')
+        .argParser(int('--subnet-lease-renew-margin', 1, 1439))
+        .default(60),
+    )
+    .addOption(
+      opt('--subnet-lease-ttl <seconds>', "TTL of our lease in etcd; flannel's is fixed at 24 h; shorter only to test expiry (not in flannel)", 'FLANNELD_SUBNET_LEASE_TTL')
+        .argParser(int('--subnet-lease-ttl', 5, 7 * 86400))
+        .default(86400),
+    )
     .addOption(opt('--ip-masq [bool]', 'masquerade traffic leaving the overlay network (sets FLANNEL_IPMASQ)', 'FLANNELD_IP_MASQ').argParser(bool).preset(true).default(false))
     .addOption(opt('--healthz-ip <ip>', 'address of the HTTP endpoint serving /healthz and /readyz', 'FLANNELD_HEALTHZ_IP').default('0.0.0.0'))
-    .addOption(opt('--healthz-port <port>', 'port of that endpoint (0 = off, as in flannel)', 'FLANNELD_HEALTHZ_PORT').argParser(int('--healthz-port', 0, 65535)).default(0))
+    .addOption(
+      opt('--healthz-port <port>', 'port of that endpoint (0 = off, as in flannel)', 'FLANNELD_HEALTHZ_PORT')
+        .argParser(int('--healthz-port', 0, 65535))
+        .default(0),
+    )
     .addOption(opt('--metrics-ip <ip>', 'address of the Prometheus endpoint /metrics (not in flannel)', 'FLANNELD_METRICS_IP').default('127.0.0.1'))
-    .addOption(opt('--metrics-port <port>', 'port of /metrics over TCP (0 = off; the status socket always serves it) (not in flannel)', 'FLANNELD_METRICS_PORT').argParser(int('--metrics-port', 0, 65535)).default(0))
-    .addOption(opt('--iptables-resync <seconds>', 'how often the iptables rules are checked and restored', 'FLANNELD_IPTABLES_RESYNC').argParser(int('--iptables-resync', 1, 3600)).default(5))
-    .addOption(opt('--iptables-forward-rules [bool]', 'accept forwarded traffic from and to the network in the FORWARD chain (FLANNEL-FWD)', 'FLANNELD_IPTABLES_FORWARD_RULES').argParser(bool).preset(true).default(true))
-    .addOption(opt('--status-socket <path>', 'unix socket (root only) serving /status, /metrics, /readyz, /healthz for `flannelctl status`; "" = off (not in flannel)', 'FLANNELD_STATUS_SOCKET').default('/run/flannel/flanneld.sock'))
-    .addOption(opt('--reconcile-interval <seconds>', 'how often the kernel state is checked against the leases (not in flannel)', 'FLANNELD_RECONCILE_INTERVAL').argParser(int('--reconcile-interval', 1, 3600)).default(10))
+    .addOption(
+      opt('--metrics-port <port>', 'port of /metrics over TCP (0 = off; the status socket always serves it) (not in flannel)', 'FLANNELD_METRICS_PORT')
+        .argParser(int('--metrics-port', 0, 65535))
+        .default(0),
+    )
+    .addOption(
+      opt('--iptables-resync <seconds>', 'how often the iptables rules are checked and restored', 'FLANNELD_IPTABLES_RESYNC')
+        .argParser(int('--iptables-resync', 1, 3600))
+        .default(5),
+    )
+    .addOption(
+      opt('--iptables-forward-rules [bool]', 'accept forwarded traffic from and to the network in the FORWARD chain (FLANNEL-FWD)', 'FLANNELD_IPTABLES_FORWARD_RULES')
+        .argParser(bool)
+        .preset(true)
+        .default(true),
+    )
+    .addOption(
+      opt('--status-socket <path>', 'unix socket (root only) serving /status, /metrics, /readyz, /healthz for `flannelctl status`; "" = off (not in flannel)', 'FLANNELD_STATUS_SOCKET').default(
+        '/run/flannel/flanneld.sock',
+      ),
+    )
+    .addOption(
+      opt('--reconcile-interval <seconds>', 'how often the kernel state is checked against the leases (not in flannel)', 'FLANNELD_RECONCILE_INTERVAL')
+        .argParser(int('--reconcile-interval', 1, 3600))
+        .default(10),
+    )
     .addOption(opt('--no-bpf', 'vxlan: run the classic flannel.1 data plane (routes, neighbours, FDB) instead of BPF (not in flannel)', 'FLANNELD_NO_BPF'))
     .addOption(opt('--bpf-pin-root <dir>', 'where the BPF maps are pinned; a bpffs is mounted there if needed (not in flannel)', 'FLANNELD_BPF_PIN_ROOT').default('/sys/fs/bpf/flannel'))
-    .addOption(opt('--fast-path <mode>', 'BPF vxlan: pod fast path, pod veth <-> flannel.1 without the bridge and routing, for flows conntrack has seen both ways without NAT: auto (on when the kernel accepts its programs), on (refuse to start without it), off. It skips the FORWARD chain for those flows: see the README (not in flannel)', 'FLANNELD_FAST_PATH').choices(['auto', 'on', 'off']).default('auto'))
-    .addOption(opt('--vxlan-bypass <mode>', 'BPF vxlan with the pod fast path: the fast path also encapsulates (pod veth -> underlay) and decapsulates (underlay -> pod) itself, skipping flannel.1, same packets on the wire: auto (on when the kernel allows it), on (refuse to start without it), off. Needs the fast path; flows it does not take go through flannel.1 as before (not in flannel)', 'FLANNELD_VXLAN_BYPASS').choices(['auto', 'on', 'off']).default('auto'))
-    .addOption(opt('--underlay-hook <hook>', 'where the guard against VXLAN from non-members runs: auto (native XDP on NICs that support it, tc on virtual devices), xdp, xdp-generic, tc, none (not in flannel)', 'FLANNELD_UNDERLAY_HOOK').choices(['auto', 'xdp', 'xdp-generic', 'tc', 'none']).default('auto'))
-    .addOption(new Option('-v, --verbosity <level>', 'log verbosity: 0 info, 1 debug, 3 trace').env('FLANNELD_V').argParser(int('-v', 0, 10)).default(0))
+    .addOption(
+      opt(
+        '--fast-path <mode>',
+        'BPF vxlan: pod fast path, pod veth <-> flannel.1 without the bridge and routing, for flows conntrack has seen both ways without NAT: auto (on when the kernel accepts its programs), on (refuse to start without it), off. It skips the FORWARD chain for those flows: see the README (not in flannel)',
+        'FLANNELD_FAST_PATH',
+      )
+        .choices(['auto', 'on', 'off'])
+        .default('auto'),
+    )
+    .addOption(
+      opt(
+        '--vxlan-bypass <mode>',
+        'BPF vxlan with the pod fast path: the fast path also encapsulates (pod veth -> underlay) and decapsulates (underlay -> pod) itself, skipping flannel.1, same packets on the wire: auto (on when the kernel allows it), on (refuse to start without it), off. Needs the fast path; flows it does not take go through flannel.1 as before (not in flannel)',
+        'FLANNELD_VXLAN_BYPASS',
+      )
+        .choices(['auto', 'on', 'off'])
+        .default('auto'),
+    )
+    .addOption(
+      opt(
+        '--underlay-hook <hook>',
+        'where the guard against VXLAN from non-members runs: auto (native XDP on NICs that support it, tc on virtual devices), xdp, xdp-generic, tc, none (not in flannel)',
+        'FLANNELD_UNDERLAY_HOOK',
+      )
+        .choices(['auto', 'xdp', 'xdp-generic', 'tc', 'none'])
+        .default('auto'),
+    )
+    .addOption(
+      new Option('-v, --verbosity <level>', 'log verbosity: 0 info, 1 debug, 3 trace')
+        .env('FLANNELD_V')
+        .argParser(int('-v', 0, 10))
+        .default(0),
+    )
     .showHelpAfterError('(flanneld --help lists every flag)')
     .allowExcessArguments(false);
 }

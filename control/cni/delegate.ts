@@ -33,8 +33,7 @@ function networkOf(vars: Record<string, string>, key: string): string {
 
 export function parseSubnetEnv(text: string, path: string): SubnetEnv {
   const vars = parseSubnetFile(text);
-  for (const k of ['FLANNEL_NETWORK', 'FLANNEL_SUBNET', 'FLANNEL_MTU', 'FLANNEL_IPMASQ'])
-    if (vars[k] === undefined) throw new CniError(7, `subnet file ${path} has no ${k}`);
+  for (const k of ['FLANNEL_NETWORK', 'FLANNEL_SUBNET', 'FLANNEL_MTU', 'FLANNEL_IPMASQ']) if (vars[k] === undefined) throw new CniError(7, `subnet file ${path} has no ${k}`);
   const mtu = Number(vars.FLANNEL_MTU);
   if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535) throw new CniError(7, `subnet file ${path}: FLANNEL_MTU is not an MTU: ${vars.FLANNEL_MTU}`);
   return {

@@ -38,7 +38,14 @@ export type DataPlaneMaps = Record<'fl_subnets' | 'fl_vteps' | 'fl_members' | 'f
 /** Opens the pinned maps (as flannelctl does, from outside the agent), decodes them, closes them. */
 export function readDataPlane(pinRoot: string): DataPlaneView {
   const open = (name: string) => BpfMap.openPinned(join(pinRoot, name));
-  const maps: DataPlaneMaps = { fl_subnets: open('fl_subnets'), fl_vteps: open('fl_vteps'), fl_members: open('fl_members'), fl_config: open('fl_config'), fl_stats: open('fl_stats'), fl_peer_stats: open('fl_peer_stats') };
+  const maps: DataPlaneMaps = {
+    fl_subnets: open('fl_subnets'),
+    fl_vteps: open('fl_vteps'),
+    fl_members: open('fl_members'),
+    fl_config: open('fl_config'),
+    fl_stats: open('fl_stats'),
+    fl_peer_stats: open('fl_peer_stats'),
+  };
   try {
     return { ...decodeDataPlane(pinRoot, maps), fastPath: readFastPath(pinRoot) };
   } finally {

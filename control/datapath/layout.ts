@@ -135,7 +135,8 @@ export const u32Key = (n: number) => {
 
 /** struct fl_counter { u64 packets; u64 bytes; } summed over CPUs */
 export function sumCounters(perCpu: Buffer[]): { packets: number; bytes: number } {
-  let packets = 0n, bytes = 0n;
+  let packets = 0n,
+    bytes = 0n;
   for (const c of perCpu) {
     packets += c.readBigUInt64LE(at('fl_counter', 'packets'));
     bytes += c.readBigUInt64LE(at('fl_counter', 'bytes'));

@@ -13,7 +13,15 @@ export function getFromSocket(socketPath: string, path: string, timeoutMs = 5000
     });
     req.on('timeout', () => req.destroy(new Error(`no answer from ${socketPath} within ${timeoutMs} ms`)));
     req.on('error', (e: NodeJS.ErrnoException) =>
-      reject(new Error(e.code === 'ENOENT' || e.code === 'ECONNREFUSED' ? `no agent listening on ${socketPath} (is flanneld running? see --status-socket)` : e.code === 'EACCES' ? `${socketPath}: permission denied (the socket is root's)` : e.message)),
+      reject(
+        new Error(
+          e.code === 'ENOENT' || e.code === 'ECONNREFUSED'
+            ? `no agent listening on ${socketPath} (is flanneld running? see --status-socket)`
+            : e.code === 'EACCES'
+              ? `${socketPath}: permission denied (the socket is root's)`
+              : e.message,
+        ),
+      ),
     );
     req.end();
   });

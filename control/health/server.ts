@@ -62,7 +62,9 @@ export class HealthServer {
         .then(async (s) => {
           if (path === '/readyz') {
             const failing = s.checks.filter((c) => !c.ok).map((c) => `${c.name}: ${c.detail}`);
-            return isReady(s) ? send(200, 'text/plain', 'ready\n') : send(503, 'text/plain', s.ready ? `not ready: ${failing.join('; ')}\n` : 'not ready: subnet file not written or backend not programmed yet\n');
+            return isReady(s)
+              ? send(200, 'text/plain', 'ready\n')
+              : send(503, 'text/plain', s.ready ? `not ready: ${failing.join('; ')}\n` : 'not ready: subnet file not written or backend not programmed yet\n');
           }
           if (path === '/metrics') return send(200, this.metrics.registry.contentType, await this.metrics.render(s));
           send(200, 'application/json', JSON.stringify(s, null, 2) + '\n');
@@ -78,7 +80,10 @@ export class HealthServer {
         if (typeof arg === 'string') srv.listen(arg, () => resolve());
         else srv.listen(arg.port, arg.host, () => resolve());
       });
-    for (const [what, addr, serves] of [['health endpoint', this.o.tcp, HEALTH], ['metrics endpoint', this.o.metrics, METRICS]] as const) {
+    for (const [what, addr, serves] of [
+      ['health endpoint', this.o.tcp, HEALTH],
+      ['metrics endpoint', this.o.metrics, METRICS],
+    ] as const) {
       if (!addr) continue;
       const srv = createServer(this.handler(serves));
       await listen(srv, addr).catch((e: Error) => {

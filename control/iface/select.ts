@@ -56,8 +56,7 @@ export function chooseInterface(links: Link[], addrs: Addr[], routes: Route[], o
     const byName = links.find((x) => x.name !== 'lo' && re.test(x.name) && v4(x).length > 0);
     if (byName) return result(byName);
   }
-  if (o.iface.length || o.ifaceRegex.length)
-    throw new InterfaceError(`no interface matches --iface ${JSON.stringify(o.iface)} / --iface-regex ${JSON.stringify(o.ifaceRegex)}`);
+  if (o.iface.length || o.ifaceRegex.length) throw new InterfaceError(`no interface matches --iface ${JSON.stringify(o.iface)} / --iface-regex ${JSON.stringify(o.ifaceRegex)}`);
 
   const def = routes.find((r) => r.dstLen === 0 && r.dev > 0);
   const l = def && links.find((x) => x.index === def.dev);

@@ -125,9 +125,7 @@ export async function listAddrs(family: number = AF_INET, dev?: number): Promise
 
 export async function listRoutes(family: number = AF_INET, filter: { dev?: number; table?: number } = {}): Promise<Route[]> {
   const table = filter.table ?? RT_TABLE_MAIN;
-  return ((await addon().netlinkRoutes(family)) as Route[]).filter(
-    (r) => r.table === table && (filter.dev === undefined || r.dev === filter.dev),
-  );
+  return ((await addon().netlinkRoutes(family)) as Route[]).filter((r) => r.table === table && (filter.dev === undefined || r.dev === filter.dev));
 }
 
 export async function listNeighs(dev?: number, family: number = AF_INET): Promise<Neigh[]> {

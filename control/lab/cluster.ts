@@ -162,7 +162,17 @@ export class Lab {
     }
     await ip('-n', ns, 'route', 'add', 'default', 'via', UNDERLAY_GW);
     await inNs(ns, 'sysctl', '-qw', 'net.ipv4.ip_forward=1');
-    this.nodes.push({ index: i, ns, ip: nodeIp, dir, subnetFile: join(dir, 'subnet.env'), logFile: join(dir, 'flanneld.log'), statusSocket: join(dir, 'flanneld.sock'), pinRoot: join(this.bpffs, `n${i}`), pods: [] });
+    this.nodes.push({
+      index: i,
+      ns,
+      ip: nodeIp,
+      dir,
+      subnetFile: join(dir, 'subnet.env'),
+      logFile: join(dir, 'flanneld.log'),
+      statusSocket: join(dir, 'flanneld.sock'),
+      pinRoot: join(this.bpffs, `n${i}`),
+      pods: [],
+    });
   }
 
   node(i: number): LabNode {
@@ -174,8 +184,20 @@ export class Lab {
     mkdirSync(node.dir, { recursive: true });
     rmSync(node.logFile, { force: true });
     const log = openSync(node.logFile, 'a');
-    const args = ['netns', 'exec', node.ns, process.execPath, FLANNELD, `--etcd-endpoints=http://${UNDERLAY_GW}:2379`,
-      `--subnet-file=${node.subnetFile}`, '--reconcile-interval=1', `--bpf-pin-root=${node.pinRoot}`, `--status-socket=${node.statusSocket}`, ...this.agentArgs, ...extra];
+    const args = [
+      'netns',
+      'exec',
+      node.ns,
+      process.execPath,
+      FLANNELD,
+      `--etcd-endpoints=http://${UNDERLAY_GW}:2379`,
+      `--subnet-file=${node.subnetFile}`,
+      '--reconcile-interval=1',
+      `--bpf-pin-root=${node.pinRoot}`,
+      `--status-socket=${node.statusSocket}`,
+      ...this.agentArgs,
+      ...extra,
+    ];
     node.startedAt = Date.now();
     node.agent = spawn('ip', args, { stdio: ['ignore', log, log], detached: this.detached });
     if (this.detached) node.agent.unref();
@@ -198,12 +220,16 @@ export class Lab {
 
   /** Waits for the agent's subnet file and returns its lease subnet. */
   async waitReady(node: LabNode, ms = 20_000): Promise<{ subnet: Subnet; mtu: number; env: Record<string, string> }> {
-    return until(`subnet file of ${node.ns}`, () => {
-      if (node.agent && (node.agent.exitCode !== null || node.agent.signalCode !== null)) throw new Error(`agent exited (${node.agent.exitCode ?? node.agent.signalCode})`);
-      if (!existsSync(node.subnetFile) || statSync(node.subnetFile).mtimeMs < (node.startedAt ?? 0)) return undefined;
-      const env = parseSubnetFile(readFileSync(node.subnetFile, 'utf8'));
-      return { subnet: parseCidr(env.FLANNEL_SUBNET!)!, mtu: Number(env.FLANNEL_MTU), env };
-    }, ms).catch((e: Error) => {
+    return until(
+      `subnet file of ${node.ns}`,
+      () => {
+        if (node.agent && (node.agent.exitCode !== null || node.agent.signalCode !== null)) throw new Error(`agent exited (${node.agent.exitCode ?? node.agent.signalCode})`);
+        if (!existsSync(node.subnetFile) || statSync(node.subnetFile).mtimeMs < (node.startedAt ?? 0)) return undefined;
+        const env = parseSubnetFile(readFileSync(node.subnetFile, 'utf8'));
+        return { subnet: parseCidr(env.FLANNEL_SUBNET!)!, mtu: Number(env.FLANNEL_MTU), env };
+      },
+      ms,
+    ).catch((e: Error) => {
       throw new Error(`${e.message}\n--- agent log ---\n${this.logs(node).slice(-3000)}`);
     });
   }
@@ -229,8 +255,14 @@ export class Lab {
     // kube-flannel's standard delegate: without a default route a pod cannot answer traffic that the
     // bridge plugin masqueraded to the node's address (it does, while FLANNEL_IPMASQ is false)
     const conf = {
-      cniVersion: '1.0.0', name: `${this.prefix}`, type: 'flannel', subnetFile: node.subnetFile, dataDir: join(node.dir, 'cni'), bpfPinRoot: node.pinRoot,
-      delegate: { hairpinMode: true, isDefaultGateway: true }, ipam: { dataDir: join(node.dir, 'ipam') },
+      cniVersion: '1.0.0',
+      name: `${this.prefix}`,
+      type: 'flannel',
+      subnetFile: node.subnetFile,
+      dataDir: join(node.dir, 'cni'),
+      bpfPinRoot: node.pinRoot,
+      delegate: { hairpinMode: true, isDefaultGateway: true },
+      ipam: { dataDir: join(node.dir, 'ipam') },
     };
     return spawnSync('ip', ['netns', 'exec', node.ns, join(CNI_BIN, 'flannel')], {
       input: JSON.stringify(conf),
@@ -281,8 +313,7 @@ export class Lab {
     if (!isAbsolute(stateDir)) return `--state-dir ${stateDir}: must be an absolute path`;
     const dir = resolve(stateDir);
     if (dir.split('/').filter(Boolean).length < 2) return `--state-dir ${stateDir}: a top-level directory is no lab's state directory: refusing to remove it`;
-    if (existsSync(dir) && readdirSync(dir).length && !existsSync(join(dir, 'lab.json')))
-      return `--state-dir ${stateDir}: not a lab's state directory (no lab.json): refusing to remove it`;
+    if (existsSync(dir) && readdirSync(dir).length && !existsSync(join(dir, 'lab.json'))) return `--state-dir ${stateDir}: not a lab's state directory (no lab.json): refusing to remove it`;
     return undefined;
   }
 
@@ -314,12 +345,18 @@ export class Lab {
     // only names of this lab's shape: <prefix>u (underlay), <prefix>x (a stranger), <prefix>n<i> and
     // what hangs off node i (<prefix>n<i>p<k> pods, <prefix>n<i>v a runtime's pod)
     const ours = new RegExp(`^${prefix}(u|x|n\\d+[a-z0-9]*)$`);
-    const names = (await ip('netns', 'list').catch(() => '')).split('\n').map((l) => l.split(' ')[0]!).filter((n) => ours.test(n));
+    const names = (await ip('netns', 'list').catch(() => ''))
+      .split('\n')
+      .map((l) => l.split(' ')[0]!)
+      .filter((n) => ours.test(n));
     for (const n of names) await ip('netns', 'del', n).catch(() => undefined);
     if (names.length) removed.push(`${names.length} namespaces ${prefix}*`);
     for (;;) {
       // mounts made by this lab under its directory (the bpffs), innermost first
-      const mounts = readFileSync('/proc/self/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1]).filter((m): m is string => !!m && m.startsWith(stateDir));
+      const mounts = readFileSync('/proc/self/mounts', 'utf8')
+        .split('\n')
+        .map((l) => l.split(' ')[1])
+        .filter((m): m is string => !!m && m.startsWith(stateDir));
       if (!mounts.length) break;
       const m = mounts.sort((a, b) => b.length - a.length)[0]!;
       execFileSync('umount', ['-l', m]);

@@ -28,7 +28,11 @@ type Out = (s: string) => void;
 const table = (rows: string[][]) => textTable(rows, '  ');
 
 function modeOf(lab: Lab, n: LabNode): string {
-  const ready = lab.logs(n).split('\n').reverse().find((l) => l.includes('"msg":"ready"'));
+  const ready = lab
+    .logs(n)
+    .split('\n')
+    .reverse()
+    .find((l) => l.includes('"msg":"ready"'));
   if (!ready) return '?';
   const r = JSON.parse(ready) as { backend: string; mode?: string; fallbackReason?: string };
   return r.mode ? `${r.backend} ${r.mode}${r.fallbackReason ? ` (fallback: ${r.fallbackReason})` : ''}` : r.backend;
@@ -46,10 +50,20 @@ export async function labUp(o: LabUpOptions, out: Out): Promise<number> {
     const removed = await Lab.down(o.stateDir, o.name);
     out(removed.length ? `    removed: ${removed.join(', ')}` : '    nothing to remove');
 
-    begin(`starting etcd and ${o.nodes} node namespaces on an underlay bridge (${o.underlay === 'nic' ? 'NIC-like links: segmented before the wire, GRO on receive' : 'veth links: GSO super-packets cross intact'})`);
+    begin(
+      `starting etcd and ${o.nodes} node namespaces on an underlay bridge (${o.underlay === 'nic' ? 'NIC-like links: segmented before the wire, GRO on receive' : 'veth links: GSO super-packets cross intact'})`,
+    );
     const backend = o.backend === 'vxlan-classic' ? 'vxlan' : o.backend;
     const config = JSON.stringify({ Network: '10.244.0.0/16', Backend: { Type: backend } });
-    lab = await Lab.create({ nodes: o.nodes, config, name: o.name, stateDir: o.stateDir, detached: true, underlay: o.underlay, agentArgs: ['--ip-masq', ...(o.backend === 'vxlan-classic' ? ['--no-bpf'] : [])] });
+    lab = await Lab.create({
+      nodes: o.nodes,
+      config,
+      name: o.name,
+      stateDir: o.stateDir,
+      detached: true,
+      underlay: o.underlay,
+      agentArgs: ['--ip-masq', ...(o.backend === 'vxlan-classic' ? ['--no-bpf'] : [])],
+    });
     out(`    etcd at ${lab.etcd.endpoint} (namespace ${lab.underlay}), config ${config}`);
 
     begin('starting flanneld on every node');
@@ -83,7 +97,11 @@ export async function labUp(o: LabUpOptions, out: Out): Promise<number> {
     }
 
     out(`\nstatus of ${lab.node(1).ns} (flannelctl status):`);
-    out(renderStatus(await fetchStatus(lab.node(1).statusSocket)).trimEnd().replace(/^/gm, '    '));
+    out(
+      renderStatus(await fetchStatus(lab.node(1).statusSocket))
+        .trimEnd()
+        .replace(/^/gm, '    '),
+    );
 
     if (o.measure && lab.nodes.length > 1) {
       begin('measuring pod to pod across nodes (iperf3 2 s, 20 pings)');

@@ -66,10 +66,24 @@ export async function startEtcd(opts: EtcdOptions = {}): Promise<EtcdServer> {
   const endpoint = `${tls ? 'https' : 'http'}://${host}:${clientPort}`;
   const peer = `http://127.0.0.1:${peerPort}`;
   const args = [
-    '--name', 'test', '--data-dir', dataDir,
-    '--listen-client-urls', endpoint, '--advertise-client-urls', endpoint,
-    '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer,
-    '--initial-cluster', `test=${peer}`, '--log-outputs', join(dataDir, 'etcd.log'), '--logger', 'zap',
+    '--name',
+    'test',
+    '--data-dir',
+    dataDir,
+    '--listen-client-urls',
+    endpoint,
+    '--advertise-client-urls',
+    endpoint,
+    '--listen-peer-urls',
+    peer,
+    '--initial-advertise-peer-urls',
+    peer,
+    '--initial-cluster',
+    `test=${peer}`,
+    '--log-outputs',
+    join(dataDir, 'etcd.log'),
+    '--logger',
+    'zap',
     ...(tls ? ['--cert-file', tls.certFile, '--key-file', tls.keyFile, '--client-cert-auth', '--trusted-ca-file', tls.caFile] : []),
   ];
   let proc: ChildProcess | undefined;
@@ -137,4 +151,3 @@ export async function startEtcd(opts: EtcdOptions = {}): Promise<EtcdServer> {
   await server.start();
   return server;
 }
-

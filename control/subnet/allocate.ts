@@ -5,7 +5,9 @@ import { formatCidr, formatIp4, overlaps, size, type Subnet } from './ip4.js';
 
 export class NetworkExhaustedError extends Error {
   constructor(cfg: NetworkConfig, taken: number) {
-    super(`no free subnet left in ${formatCidr(cfg.network)}: every /${cfg.subnetLen} from SubnetMin ${formatIp4(cfg.subnetMin)} to SubnetMax ${formatIp4(cfg.subnetMax)} is leased (${taken} leases); widen the range or remove stale leases`);
+    super(
+      `no free subnet left in ${formatCidr(cfg.network)}: every /${cfg.subnetLen} from SubnetMin ${formatIp4(cfg.subnetMin)} to SubnetMax ${formatIp4(cfg.subnetMax)} is leased (${taken} leases); widen the range or remove stale leases`,
+    );
     this.name = 'NetworkExhaustedError';
   }
 }

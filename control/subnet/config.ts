@@ -62,8 +62,7 @@ export function parseConfig(text: string): NetworkConfig {
 
   let subnetLen: number;
   if (cfg.SubnetLen !== undefined && cfg.SubnetLen !== 0) {
-    if (typeof cfg.SubnetLen !== 'number' || !Number.isInteger(cfg.SubnetLen) || cfg.SubnetLen < 0)
-      throw new ConfigError('SubnetLen', `must be a whole number, got ${JSON.stringify(cfg.SubnetLen)}`);
+    if (typeof cfg.SubnetLen !== 'number' || !Number.isInteger(cfg.SubnetLen) || cfg.SubnetLen < 0) throw new ConfigError('SubnetLen', `must be a whole number, got ${JSON.stringify(cfg.SubnetLen)}`);
     subnetLen = cfg.SubnetLen;
     // each host needs room for a tunnel and a bridge address
     if (subnetLen > 30) throw new ConfigError('SubnetLen', `${subnetLen} is too long: it must be at most 30`);
@@ -80,16 +79,14 @@ export function parseConfig(text: string): NetworkConfig {
   const netEnd = network.ip + size(network.len);
   let subnetMin = ipField(cfg, 'SubnetMin');
   let subnetMax = ipField(cfg, 'SubnetMax');
-  if (subnetMin === undefined) subnetMin = network.ip + step; // flannel skips the first subnet
+  if (subnetMin === undefined)
+    subnetMin = network.ip + step; // flannel skips the first subnet
   else if (!contains(network, subnetMin)) throw new ConfigError('SubnetMin', `${formatIp4(subnetMin)} is not in Network ${formatCidr(network)}`);
   if (subnetMax === undefined) subnetMax = netEnd - step;
   else if (!contains(network, subnetMax)) throw new ConfigError('SubnetMax', `${formatIp4(subnetMax)} is not in Network ${formatCidr(network)}`);
-  if (((subnetMin & mask(subnetLen)) >>> 0) !== subnetMin)
-    throw new ConfigError('SubnetMin', `${formatIp4(subnetMin)} is not on a /${subnetLen} boundary`);
-  if (((subnetMax & mask(subnetLen)) >>> 0) !== subnetMax)
-    throw new ConfigError('SubnetMax', `${formatIp4(subnetMax)} is not on a /${subnetLen} boundary`);
-  if (subnetMin > subnetMax)
-    throw new ConfigError('SubnetMin', `${formatIp4(subnetMin)} is above SubnetMax ${formatIp4(subnetMax)}`);
+  if ((subnetMin & mask(subnetLen)) >>> 0 !== subnetMin) throw new ConfigError('SubnetMin', `${formatIp4(subnetMin)} is not on a /${subnetLen} boundary`);
+  if ((subnetMax & mask(subnetLen)) >>> 0 !== subnetMax) throw new ConfigError('SubnetMax', `${formatIp4(subnetMax)} is not on a /${subnetLen} boundary`);
+  if (subnetMin > subnetMax) throw new ConfigError('SubnetMin', `${formatIp4(subnetMin)} is above SubnetMax ${formatIp4(subnetMax)}`);
 
   let backend: BackendConfig;
   let backendDefaulted = false;

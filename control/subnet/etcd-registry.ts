@@ -192,7 +192,10 @@ export class EtcdRegistry implements LeaseStore {
     // ttl 0: a reservation (re-created as it was after etcd lost its data)
     const lease = ttlSeconds > 0 ? await this.grant(ttlSeconds) : '0';
     const put = this.client.put(key).value(value);
-    const res = await this.client.if(key, 'Create', '==', 0).then(lease === '0' ? put : put.lease(lease)).commit();
+    const res = await this.client
+      .if(key, 'Create', '==', 0)
+      .then(lease === '0' ? put : put.lease(lease))
+      .commit();
     if (!res.succeeded) {
       await this.revoke(lease);
       return { created: false, lease: '0' };
@@ -210,10 +213,7 @@ export class EtcdRegistry implements LeaseStore {
     const key = this.leaseKey(s);
     const lease = ttlSeconds > 0 ? await this.grant(ttlSeconds) : '0';
     const put = this.client.put(key).value(value);
-    const cond =
-      'modRevision' in expect
-        ? this.client.if(key, 'Mod', '==', expect.modRevision)
-        : this.client.if(key, 'Value', '==', expect.value).and(key, 'Lease', '==', expect.lease);
+    const cond = 'modRevision' in expect ? this.client.if(key, 'Mod', '==', expect.modRevision) : this.client.if(key, 'Value', '==', expect.value).and(key, 'Lease', '==', expect.lease);
     const res = await cond.then(lease === '0' ? put : put.lease(lease)).commit();
     if (!res.succeeded) {
       await this.revoke(lease);
@@ -239,9 +239,7 @@ export class EtcdRegistry implements LeaseStore {
     const w = await this.client.watch().prefix(this.subnetsPrefix).startRevision(fromRevision).create();
     w.on('data', (res) => {
       const events: RawEvent[] = (res.events ?? []).map((e) =>
-        e.type === 'Delete'
-          ? { type: 'delete', key: e.kv.key.toString() }
-          : { type: 'put', key: e.kv.key.toString(), value: e.kv.value.toString(), lease: e.kv.lease },
+        e.type === 'Delete' ? { type: 'delete', key: e.kv.key.toString() } : { type: 'put', key: e.kv.key.toString(), value: e.kv.value.toString(), lease: e.kv.lease },
       );
       if (events.length) h.onEvents(events, res.header.revision);
     });

@@ -68,12 +68,12 @@ export function formatCidr(s: Subnet): string {
 }
 
 export function contains(net: Subnet, ip: number): boolean {
-  return ((ip & mask(net.len)) >>> 0) === net.ip;
+  return (ip & mask(net.len)) >>> 0 === net.ip;
 }
 
 export function overlaps(a: Subnet, b: Subnet): boolean {
   const len = Math.min(a.len, b.len);
-  return ((a.ip & mask(len)) >>> 0) === ((b.ip & mask(len)) >>> 0);
+  return (a.ip & mask(len)) >>> 0 === (b.ip & mask(len)) >>> 0;
 }
 
 export function sameSubnet(a: Subnet, b: Subnet): boolean {

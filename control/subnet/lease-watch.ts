@@ -157,7 +157,12 @@ export class LeaseWatch {
         // every later one, and the probe cannot help a watch that was never created. A new client
         // opens a new stream; the next listing's diff loses nothing.
         abandon();
-        void creating.then((w) => w.cancel(), () => undefined).catch(() => undefined);
+        void creating
+          .then(
+            (w) => w.cancel(),
+            () => undefined,
+          )
+          .catch(() => undefined);
         if (this.stopped) return;
         this.stats.watchStalls++;
         this.log.warn({ waitedMs: this.watchCreateMs }, 'etcd did not confirm the lease watch: reconnecting and listing again');

@@ -100,8 +100,7 @@ export class SubnetManager {
         continue;
       }
       const cfg = parseConfig(text);
-      if (cfg.backendDefaulted)
-        this.log.warn('the network config has no Backend: using udp as flannel does (slow); set "Backend": {"Type": "vxlan"}');
+      if (cfg.backendDefaulted) this.log.warn('the network config has no Backend: using udp as flannel does (slow); set "Backend": {"Type": "vxlan"}');
       return cfg;
     }
   }

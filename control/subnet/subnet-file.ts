@@ -13,12 +13,7 @@ export interface SubnetFileContent {
 
 export function renderSubnetFile(c: SubnetFileContent): string {
   // FLANNEL_SUBNET is the first usable address (the bridge's), not the network address
-  return (
-    `FLANNEL_NETWORK=${formatCidr(c.network)}\n` +
-    `FLANNEL_SUBNET=${formatIp4(c.subnet.ip + 1)}/${c.subnet.len}\n` +
-    `FLANNEL_MTU=${c.mtu}\n` +
-    `FLANNEL_IPMASQ=${c.ipMasq}\n`
-  );
+  return `FLANNEL_NETWORK=${formatCidr(c.network)}\n` + `FLANNEL_SUBNET=${formatIp4(c.subnet.ip + 1)}/${c.subnet.len}\n` + `FLANNEL_MTU=${c.mtu}\n` + `FLANNEL_IPMASQ=${c.ipMasq}\n`;
 }
 
 export async function writeSubnetFile(path: string, c: SubnetFileContent): Promise<void> {

@@ -36,7 +36,11 @@ describe('BPF vxlan, three nodes', { timeout: 300_000 }, () => {
       assert.match(lab.logs(n), /"mode":"bpf"/);
       const filters = await inNs(n.ns, 'tc', 'filter', 'show', 'dev', 'flannel.1', 'egress');
       assert.match(filters, /fl_vxlan_egress/);
-      assert.match(await inNs(n.ns, 'tc', 'filter', 'show', 'dev', 'eth0', 'ingress'), /fl_guard_bypass/, 'veth underlay: the guard runs in tc, not native XDP (in the default bypass mode, the guard that also decapsulates)');
+      assert.match(
+        await inNs(n.ns, 'tc', 'filter', 'show', 'dev', 'eth0', 'ingress'),
+        /fl_guard_bypass/,
+        'veth underlay: the guard runs in tc, not native XDP (in the default bypass mode, the guard that also decapsulates)',
+      );
       const lease = (await lab.leases()).get(`${formatIp4(subnets.get(n)!.ip)}-24`)!;
       assert.equal(lease.BackendData!.VtepMAC, dev!.address);
     }
@@ -51,9 +55,19 @@ describe('BPF vxlan, three nodes', { timeout: 300_000 }, () => {
     const leases = await lab.leases();
     for (const n of lab.nodes) {
       const routes = await json<{ dst: string }[]>(n.ns, 'ip', 'route', 'show', 'dev', 'flannel.1');
-      assert.deepEqual(routes.map((r) => r.dst), ['10.244.0.0/16'], 'one route for the whole network');
-      assert.deepEqual((await json<{ state: string[] }[]>(n.ns, 'ip', 'neigh', 'show', 'dev', 'flannel.1')).filter((x) => x.state.includes('PERMANENT')), []);
-      assert.deepEqual((await json<{ dst?: string }[]>(n.ns, 'bridge', 'fdb', 'show', 'dev', 'flannel.1')).filter((f) => f.dst), []);
+      assert.deepEqual(
+        routes.map((r) => r.dst),
+        ['10.244.0.0/16'],
+        'one route for the whole network',
+      );
+      assert.deepEqual(
+        (await json<{ state: string[] }[]>(n.ns, 'ip', 'neigh', 'show', 'dev', 'flannel.1')).filter((x) => x.state.includes('PERMANENT')),
+        [],
+      );
+      assert.deepEqual(
+        (await json<{ dst?: string }[]>(n.ns, 'bridge', 'fdb', 'show', 'dev', 'flannel.1')).filter((f) => f.dst),
+        [],
+      );
 
       const peers = [...leases].filter(([, v]) => v.PublicIP !== n.ip);
       const sub = await bpftool(join(n.pinRoot, 'fl_subnets'));
@@ -80,7 +94,10 @@ describe('BPF vxlan, three nodes', { timeout: 300_000 }, () => {
       view.peers.map((p: { subnet: string; vtepMAC: string; hostIP: string }) => `${p.subnet} ${p.vtepMAC} ${p.hostIP}`).sort(),
       leases.map(([k, v]) => `${k.replace('-', '/')} ${v.BackendData!.VtepMAC} ${v.PublicIP}`).sort(),
     );
-    assert.ok(view.peers.every((p: { txPackets: number; rxPackets: number }) => p.txPackets > 0 && p.rxPackets > 0), 'the pings were counted per peer');
+    assert.ok(
+      view.peers.every((p: { txPackets: number; rxPackets: number }) => p.txPackets > 0 && p.rxPackets > 0),
+      'the pings were counted per peer',
+    );
     assert.ok(view.counters.forwarded!.packets > 0);
     assert.equal(view.config.vni, 1);
     const table = await sh(process.execPath, [CTL, 'maps', `--bpf-pin-root=${n1.pinRoot}`]);
@@ -88,7 +105,7 @@ describe('BPF vxlan, three nodes', { timeout: 300_000 }, () => {
     assert.match(table, /packets by reason: forwarded=\d+/);
   });
 
-  test('VXLAN from a non-member is dropped and counted; with the wrong VNI too; a member\'s passes', async () => {
+  test("VXLAN from a non-member is dropped and counted; with the wrong VNI too; a member's passes", async () => {
     const n1 = lab.node(1);
     const mac1 = (await lab.leases()).get(`${formatIp4(subnets.get(n1)!.ip)}-24`)!.BackendData!.VtepMAC;
     const pod1 = n1.pods[0]!.ip;

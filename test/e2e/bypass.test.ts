@@ -68,19 +68,24 @@ describe('vxlan bypass: two bypass nodes and a classic one', { timeout: 300_000 
   test('TCP both ways between every pair of nodes; bypass carries it, to and from the classic node too', async () => {
     await until('all pods reachable', async () => (await lab.pingAll()).length === 0 || undefined, 20_000, 500).catch(() => undefined);
     assert.deepEqual(await lab.pingAll(), []);
-    for (const [a, b] of [[n1, n2], [n2, n1], [n1, n3], [n3, n1]] as const) {
+    for (const [a, b] of [
+      [n1, n2],
+      [n2, n1],
+      [n1, n3],
+      [n3, n1],
+    ] as const) {
       const tx = [fast(n1, 'bypass_tx'), fast(n2, 'bypass_tx')];
       const rx = [fast(n1, 'bypass_rx'), fast(n2, 'bypass_rx')];
       const bytes = await tcp(a.pods[0]!, b.pods[0]!);
       assert.ok(bytes > 1e6, `${a.ns} -> ${b.ns}: ${bytes} bytes`);
       // the sender's data leaves by bypass; the receiver's ACKs (single packets) come back by bypass
       if (a !== n3) assert.ok(fast(a, 'bypass_tx') - tx[a === n1 ? 0 : 1]! > 100, `${a.ns} sent by bypass`);
-      if (a !== n3) assert.ok(fast(a, 'bypass_rx') - rx[a === n1 ? 0 : 1]! > 10, `${a.ns} received ${b === n3 ? 'the classic node\'s ACKs' : 'ACKs'} by bypass`);
+      if (a !== n3) assert.ok(fast(a, 'bypass_rx') - rx[a === n1 ? 0 : 1]! > 10, `${a.ns} received ${b === n3 ? "the classic node's ACKs" : 'ACKs'} by bypass`);
       if (a === n3) assert.ok(fast(n1, 'bypass_tx') - tx[0]! > 10, `${n1.ns} sent its ACKs to the classic node by bypass`);
     }
   });
 
-  test('VXLAN from a stranger is dropped by the bypass guard; a member\'s passes', async () => {
+  test("VXLAN from a stranger is dropped by the bypass guard; a member's passes", async () => {
     const mac1 = (await lab.leases()).get(`${formatIp4((await lab.waitReady(n1)).subnet.ip)}-24`)!.BackendData!.VtepMAC;
     const attacker = `${lab.prefix}x`;
     await ip('netns', 'add', attacker);

@@ -20,14 +20,22 @@ async function vxlanState(n: LabNode) {
   const fdb = await json<FdbJ[]>(n.ns, 'bridge', 'fdb', 'show', 'dev', 'flannel.1');
   return {
     routes: routes.map((r) => `${r.dst} via ${r.gateway}${r.flags.includes('onlink') ? ' onlink' : ''}`).sort(),
-    neighs: neighs.filter((x) => x.state.includes('PERMANENT')).map((x) => `${x.dst} ${x.lladdr}`).sort(),
-    fdb: fdb.filter((f) => f.dst).map((f) => `${f.mac} ${f.dst}`).sort(),
+    neighs: neighs
+      .filter((x) => x.state.includes('PERMANENT'))
+      .map((x) => `${x.dst} ${x.lladdr}`)
+      .sort(),
+    fdb: fdb
+      .filter((f) => f.dst)
+      .map((f) => `${f.mac} ${f.dst}`)
+      .sort(),
   };
 }
 
 async function expectedVxlan(lab: TestLab, self: LabNode) {
   const leases = await lab.leases();
-  const routes: string[] = [], neighs: string[] = [], fdb: string[] = [];
+  const routes: string[] = [],
+    neighs: string[] = [],
+    fdb: string[] = [];
   for (const [key, v] of leases) {
     if (v.PublicIP === self.ip) continue;
     const [ip, len] = key.split('-');
@@ -55,7 +63,14 @@ describe('classic vxlan (--no-bpf), three nodes', { timeout: 240_000 }, () => {
       assert.equal(v.PublicIP, n.ip);
       assert.equal(v.BackendType, 'vxlan');
       assert.equal(v.BackendData!.VNI, 1);
-      const dev = await json<{ address: string; mtu: number; linkinfo: { info_kind: string; info_data: { id: number; port: number; local: string; learning?: boolean } } }[]>(n.ns, 'ip', '-d', 'link', 'show', 'flannel.1');
+      const dev = await json<{ address: string; mtu: number; linkinfo: { info_kind: string; info_data: { id: number; port: number; local: string; learning?: boolean } } }[]>(
+        n.ns,
+        'ip',
+        '-d',
+        'link',
+        'show',
+        'flannel.1',
+      );
       assert.equal(dev[0]!.address, v.BackendData!.VtepMAC, 'lease carries the VTEP MAC');
       assert.equal(dev[0]!.mtu, 1450);
       assert.equal(dev[0]!.linkinfo.info_data.id, 1);
@@ -130,7 +145,7 @@ describe('classic vxlan (--no-bpf), three nodes', { timeout: 240_000 }, () => {
     assert.deepEqual(await lab.pingAll(), []);
   });
 
-  test('deleting a running node\'s own lease makes its agent exit non-zero, as flannel does', async () => {
+  test("deleting a running node's own lease makes its agent exit non-zero, as flannel does", async () => {
     const n2 = lab.node(2);
     const sn2 = subnets.get(n2)!;
     await lab.etcd.ctl('del', `/coreos.com/network/subnets/${formatIp4(sn2.ip)}-${sn2.len}`);
@@ -151,7 +166,10 @@ describe('host-gw, three nodes', { timeout: 240_000 }, () => {
       .map((r) => `${r.dst} via ${r.gateway}`)
       .sort();
   const expected = async (n: LabNode) =>
-    [...(await lab.leases())].filter(([, v]) => v.PublicIP !== n.ip).map(([k, v]) => `${k.replace('-', '/')} via ${v.PublicIP}`).sort();
+    [...(await lab.leases())]
+      .filter(([, v]) => v.PublicIP !== n.ip)
+      .map(([k, v]) => `${k.replace('-', '/')} via ${v.PublicIP}`)
+      .sort();
 
   test('pods reach pods; one route per peer via its public IP; no BackendData in leases', async () => {
     lab = await TestLab.create(labConfig('host-gw'));
@@ -167,7 +185,7 @@ describe('host-gw, three nodes', { timeout: 240_000 }, () => {
     assert.deepEqual(await lab.pingAll(), []);
   });
 
-  test('a deleted route comes back; a departed node\'s route goes; a restart keeps the subnet', async () => {
+  test("a deleted route comes back; a departed node's route goes; a restart keeps the subnet", async () => {
     const [n1, , n3] = lab.nodes as [LabNode, LabNode, LabNode];
     const peer = subnets.get(lab.node(2))!;
     await inNs(n1.ns, 'ip', 'route', 'del', formatCidr(peer));

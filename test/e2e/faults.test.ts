@@ -112,7 +112,12 @@ describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
     assert.equal(p.lost, 0, `${p.lost} of ${p.sent} pings lost while etcd was down`);
     assert.ok(lab.nodes.every(alive), 'no agent gave up');
     await exactState();
-    row(`etcd down ${ETCD_DOWN_S} s`, 'pod ping every 0.2 s throughout; new lease after restart; maps and leases exact', `0/${p.sent} pings lost`, `watch resumed: ${secs(resumed)} from etcd up to the new lease in every map`);
+    row(
+      `etcd down ${ETCD_DOWN_S} s`,
+      'pod ping every 0.2 s throughout; new lease after restart; maps and leases exact',
+      `0/${p.sent} pings lost`,
+      `watch resumed: ${secs(resumed)} from etcd up to the new lease in every map`,
+    );
   });
 
   test('etcd data wiped: agents write their leases and the config back, pods keep talking', async () => {
@@ -130,7 +135,12 @@ describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
     await exactState();
     const st = await fetchStatus(n1.statusSocket);
     assert.ok(st.watch.storeLosses >= 1, 'the loss is counted');
-    row('etcd data wiped', 'same leases and config re-written by the agents; pods ping throughout; maps exact', `0/${p.sent} pings lost; leases identical`, `${secs(back)} from etcd up to all leases back`);
+    row(
+      'etcd data wiped',
+      'same leases and config re-written by the agents; pods ping throughout; maps exact',
+      `0/${p.sent} pings lost; leases identical`,
+      `${secs(back)} from etcd up to all leases back`,
+    );
   });
 
   test('compaction while watching, then a burst of 1000 lease events (500 puts, 500 deletes)', async () => {
@@ -148,11 +158,18 @@ describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
     const p = await ping;
     assert.equal(p.lost, 0);
     await exactState();
-    row('compaction + 1000 lease events', 'maps reach 502 entries on every node, then exactly 2 again; pods ping throughout', `0/${p.sent} pings lost`, `500 puts in every map: ${secs(up)}; 500 deletes: ${secs(down)}`);
+    row(
+      'compaction + 1000 lease events',
+      'maps reach 502 entries on every node, then exactly 2 again; pods ping throughout',
+      `0/${p.sent} pings lost`,
+      `500 puts in every map: ${secs(up)}; 500 deletes: ${secs(down)}`,
+    );
   });
 
   test('a slow etcd (200 ms each way through a delaying proxy): the agent starts and follows events', async () => {
-    const proxy = spawn('ip', ['netns', 'exec', lab.underlay, process.execPath, '--import', 'tsx', join(FIX, 'delay-proxy.ts'), UNDERLAY_GW, '23790', UNDERLAY_GW, '2379', '200'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const proxy = spawn('ip', ['netns', 'exec', lab.underlay, process.execPath, '--import', 'tsx', join(FIX, 'delay-proxy.ts'), UNDERLAY_GW, '23790', UNDERLAY_GW, '2379', '200'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     helpers.push(proxy);
     await new Promise((r) => proxy.stdout.once('data', r));
     await lab.stopAgent(n3);
@@ -181,7 +198,7 @@ describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
     // a 6 s TTL renews every 3 s, so kills land in renewals too
     const short = ['--subnet-lease-ttl=6'];
     let seed = 7;
-    const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const rand = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
     await lab.stopAgent(n3);
     for (let i = 0; i < 20; i++) {
       lab.startAgent(n3, short);
@@ -198,12 +215,21 @@ describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
     await until('maps settled', () => lab.nodes.every((n) => mapKeys(n, 'fl_subnets') === 2) || undefined, 15_000, 50);
     const rec = (performance.now() - t0) / 1000;
     await exactState();
-    for (const [dev, dir] of [['flannel.1', 'egress'], ['flannel.1', 'ingress'], ['eth0', 'ingress']] as const) {
+    for (const [dev, dir] of [
+      ['flannel.1', 'egress'],
+      ['flannel.1', 'ingress'],
+      ['eth0', 'ingress'],
+    ] as const) {
       const filters = (await inNs(n3.ns, 'tc', 'filter', 'show', 'dev', dev, dir)).split('\n').filter((l) => /fl_\w+/.test(l) && l.includes('jited'));
       assert.equal(filters.length, 1, `one program on ${dev} ${dir}, not stacked`);
     }
     assert.deepEqual(await lab.pingAll(), []);
-    row('kill -9 x20 (start/programming/renewal)', `kills while starting ${phases.starting}, ready ${phases.ready}, renewing ${phases.renewing}; then subnet, leases, maps, tc filters`, 'subnet kept; 1 lease; no stale/duplicate entry or filter', `restart to programmed ${secs(rec)}`);
+    row(
+      'kill -9 x20 (start/programming/renewal)',
+      `kills while starting ${phases.starting}, ready ${phases.ready}, renewing ${phases.renewing}; then subnet, leases, maps, tc filters`,
+      'subnet kept; 1 lease; no stale/duplicate entry or filter',
+      `restart to programmed ${secs(rec)}`,
+    );
   });
 
   test('lease expiry: renewed with a 6 s TTL it lives on; an agent that stops renewing loses it and its entries go everywhere', async () => {
@@ -230,7 +256,12 @@ describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
     assert.equal(subnet.ip, subnets.get(n3)!.ip, 'restarted, it takes its subnet back');
     await until('peers re-added', () => lab.nodes.every((n) => mapKeys(n, 'fl_subnets') === 2) || undefined, 10_000, 50);
     await exactState();
-    row('lease TTL 6 s renewed / not renewed', 'renewed: key alive after 14 s under new etcd leases; agent frozen: key expires, peers drop it, agent exits 1 on resume', 'ok', `expiry ${secs(goneAfter)} after freeze; peers dropped it ${secs(removed)} after expiry`);
+    row(
+      'lease TTL 6 s renewed / not renewed',
+      'renewed: key alive after 14 s under new etcd leases; agent frozen: key expires, peers drop it, agent exits 1 on resume',
+      'ok',
+      `expiry ${secs(goneAfter)} after freeze; peers dropped it ${secs(removed)} after expiry`,
+    );
   });
 
   test('a node vanishes (agent killed, link down) without deleting its lease: entries stay until the lease expires, then go everywhere', async () => {
@@ -299,9 +330,18 @@ describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
     // programs detached
     await inNs(n2.ns, 'tc', 'filter', 'del', 'dev', 'flannel.1', 'egress');
     await inNs(n2.ns, 'tc', 'filter', 'del', 'dev', 'eth0', 'ingress');
-    const att = await timeTo('programs back', async () => (await inNs(n2.ns, 'tc', 'filter', 'show', 'dev', 'flannel.1', 'egress')).includes('fl_vxlan_egress') && (await inNs(n2.ns, 'tc', 'filter', 'show', 'dev', 'eth0', 'ingress')).includes(TC_GUARD) && (await pingOnce(b, a.ip)));
+    const att = await timeTo(
+      'programs back',
+      async () =>
+        (await inNs(n2.ns, 'tc', 'filter', 'show', 'dev', 'flannel.1', 'egress')).includes('fl_vxlan_egress') &&
+        (await inNs(n2.ns, 'tc', 'filter', 'show', 'dev', 'eth0', 'ingress')).includes(TC_GUARD) &&
+        (await pingOnce(b, a.ip)),
+    );
     const st = await fetchStatus(n2.statusSocket);
-    assert.ok(st.checks.every((c) => c.ok), JSON.stringify(st.checks.filter((c) => !c.ok)));
+    assert.ok(
+      st.checks.every((c) => c.ok),
+      JSON.stringify(st.checks.filter((c) => !c.ok)),
+    );
     row('tc programs detached by hand', 'egress program and underlay guard re-attached; status checks all ok', 'ok', `${secs(att)}`);
   });
 
@@ -311,14 +351,14 @@ describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
     const bad: [string, string, string][] = [
       ['wider subnet over the nodes', '10.0.0.0-16', vx({})],
       ['outside the network', '192.168.7.0-24', vx({})],
-      ['claims node 1\'s public IP', '10.9.99.0-24', vx({ PublicIP: n1.ip })],
+      ["claims node 1's public IP", '10.9.99.0-24', vx({ PublicIP: n1.ip })],
       ['multicast VTEP MAC', '10.9.98.0-24', vx({ BackendData: { VNI: 1, VtepMAC: '01:00:5e:00:00:01' } })],
       ['absurd VNI', '10.9.97.0-24', vx({ BackendData: { VNI: 2 ** 40, VtepMAC: '02:00:00:00:77:02' } })],
       ['huge value', '10.9.96.0-24', vx({ Pad: 'x'.repeat(100_000) })],
       ['not JSON', '10.9.95.0-24', '{"PublicIP":'],
       ['key is no subnet', 'not-a-subnet', vx({})],
       // a free subnet and a stranger's address, but node 2's VTEP MAC: would steer node 2's traffic to it
-      ['reuses node 2\'s VTEP MAC', '10.9.94.0-24', vx({ BackendData: { VNI: 1, VtepMAC: (await lab.leases()).get(`${formatIp4(subnets.get(n2)!.ip)}-24`)!.BackendData!.VtepMAC.toUpperCase() } })],
+      ["reuses node 2's VTEP MAC", '10.9.94.0-24', vx({ BackendData: { VNI: 1, VtepMAC: (await lab.leases()).get(`${formatIp4(subnets.get(n2)!.ip)}-24`)!.BackendData!.VtepMAC.toUpperCase() } })],
     ];
     // the watch rejects what no backend could use; the vxlan backend rejects a bad VNI or MAC
     const rejected = async () => {
@@ -327,10 +367,14 @@ describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
     };
     const r0 = await rejected();
     for (const [, k, v] of bad) await ctl('put', `${PREFIX}/subnets/${k}`, v);
-    await until('rejections counted', async () => {
-      const r = await rejected();
-      return (r.watch - r0.watch >= bad.length - 2 && r.backend - r0.backend >= 2) || undefined;
-    }, 10_000);
+    await until(
+      'rejections counted',
+      async () => {
+        const r = await rejected();
+        return (r.watch - r0.watch >= bad.length - 2 && r.backend - r0.backend >= 2) || undefined;
+      },
+      10_000,
+    );
     await new Promise((r) => setTimeout(r, 1500)); // two reconciles
     for (const n of lab.nodes) {
       assert.ok(alive(n), `${n.ns} still running`);
@@ -353,7 +397,8 @@ describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
       await ip('-n', attacker, 'addr', 'add', '172.20.0.66/24', 'dev', 'eth0');
       await ip('-n', attacker, 'link', 'set', 'eth0', 'up');
       const mac1 = (await lab.leases()).get(`${formatIp4(subnets.get(n1)!.ip)}-24`)!.BackendData!.VtepMAC;
-      const send = (ns: string, vni: number, count: number, src: string) => inNs(ns, process.execPath, '--import', 'tsx', join(FIX, 'send-vxlan.ts'), n1.ip, '8472', String(vni), String(count), mac1, src, n1.pods[0]!.ip);
+      const send = (ns: string, vni: number, count: number, src: string) =>
+        inNs(ns, process.execPath, '--import', 'tsx', join(FIX, 'send-vxlan.ts'), n1.ip, '8472', String(vni), String(count), mac1, src, n1.pods[0]!.ip);
       const N = 20_000;
       const s0 = packetsByVerdict(n1);
       const t0 = performance.now();
@@ -366,7 +411,12 @@ describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
       await send(n2.ns, 5, 5000, n2.pods[0]!.ip);
       await until('wrong VNI counted', () => packetsByVerdict(n1).wrong_vni - s1.wrong_vni >= 5000 || undefined, 10_000);
       assert.equal(packetsByVerdict(n1).wrong_vni - s1.wrong_vni, 5000);
-      row('VXLAN injection', `${N} datagrams from a non-member; 5000 from a member with VNI 5`, `${N}/${N} dropped as spoofed (100 %), 5000/5000 as wrong_vni; sent at ${Math.round(N / sendS)} pps (sender-bound)`, '-');
+      row(
+        'VXLAN injection',
+        `${N} datagrams from a non-member; 5000 from a member with VNI 5`,
+        `${N}/${N} dropped as spoofed (100 %), 5000/5000 as wrong_vni; sent at ${Math.round(N / sendS)} pps (sender-bound)`,
+        '-',
+      );
     } finally {
       await ip('netns', 'del', attacker);
     }
@@ -403,11 +453,15 @@ describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
     const obj = compile('second_filter');
     const [a, b] = [n1.pods[0]!, n2.pods[0]!];
     const seen: string[] = [];
-    for (const [dev, dir] of [['eth0', 'ingress'], ['flannel.1', 'ingress'], ['flannel.1', 'egress']] as const) {
+    for (const [dev, dir] of [
+      ['eth0', 'ingress'],
+      ['flannel.1', 'ingress'],
+      ['flannel.1', 'egress'],
+    ] as const) {
       await sh('tc', ['-n', n1.ns, 'filter', 'add', 'dev', dev, dir, 'prio', '2', 'bpf', 'da', 'obj', obj, 'sec', 'tc']);
       try {
         assert.ok(await lab.ping(b, a.ip, 3), 'pods still talk');
-        const prog = (JSON.parse(await sh('bpftool', ['-j', 'prog', 'show', 'name', 'second_filter'])) as { map_ids: number[] } | { map_ids: number[] }[]);
+        const prog = JSON.parse(await sh('bpftool', ['-j', 'prog', 'show', 'name', 'second_filter'])) as { map_ids: number[] } | { map_ids: number[] }[];
         const mapId = (Array.isArray(prog) ? prog[0]! : prog).map_ids[0]!;
         const v = JSON.parse(await sh('bpftool', ['-j', 'map', 'lookup', 'id', String(mapId), 'key', '0', '0', '0', '0'])) as { value: string[] | number };
         const count = typeof v.value === 'number' ? v.value : Buffer.from(v.value.map((x) => parseInt(x, 16))).readBigUInt64LE();
@@ -438,7 +492,7 @@ describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
       await restart(n2, ['--underlay-hook=xdp-generic']);
       await untilOn(n2, 'guard on tc beside the foreign XDP program', async () => {
         const h = await underlayHooks(n2);
-        return (h.tc.includes(TC_GUARD) || h.xdp !== 'foreign_xdp') || undefined;
+        return h.tc.includes(TC_GUARD) || h.xdp !== 'foreign_xdp' || undefined;
       });
       const h = await underlayHooks(n2);
       assert.equal(h.xdp, 'foreign_xdp', 'the foreign XDP program is still attached');
@@ -451,7 +505,12 @@ describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
     }
     await restart(n2);
     await exactState();
-    row('underlay hook changed; foreign XDP program', 'xdp-generic then auto (tc) on node 2; then xdp-generic over another XDP program', 'the guard is on one hook each time (the other removed); the foreign program stays, the guard falls back to tc and says so', '-');
+    row(
+      'underlay hook changed; foreign XDP program',
+      'xdp-generic then auto (tc) on node 2; then xdp-generic over another XDP program',
+      'the guard is on one hook each time (the other removed); the foreign program stays, the guard falls back to tc and says so',
+      '-',
+    );
   });
 
   test('BPF -> classic switch (--no-bpf): our guard leaves the underlay; a node that joins later is reached', async () => {
@@ -474,7 +533,12 @@ describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
     await untilOn(n1, 'node 1 back in BPF mode', async () => (await underlayHooks(n1)).tc.includes(TC_GUARD) || undefined);
     await exactState();
     assert.deepEqual(await lab.pingAll(), []);
-    row('BPF -> classic switch, a node joins later', 'node 1 restarted with --no-bpf while node 3 was away; node 3 joins', 'no guard of ours left on node 1 (status: none, removed at start); node 3 reaches node 1', `all pods reach each other ${secs(t)} after node 3 was ready`);
+    row(
+      'BPF -> classic switch, a node joins later',
+      'node 1 restarted with --no-bpf while node 3 was away; node 3 joins',
+      'no guard of ours left on node 1 (status: none, removed at start); node 3 reaches node 1',
+      `all pods reach each other ${secs(t)} after node 3 was ready`,
+    );
   });
 
   test('pinned maps and state files are not writable by other users', () => {

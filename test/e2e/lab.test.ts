@@ -16,9 +16,16 @@ const lab = (...args: string[]) => {
   const r = spawnSync(process.execPath, [CTL, 'lab', ...args, `--name=${name}`, `--state-dir=${stateDir}`], { timeout: 240_000 });
   return { status: r.status, out: r.stdout.toString() + r.stderr.toString() };
 };
-const namespaces = () => spawnSync('ip', ['netns', 'list']).stdout.toString().split('\n').filter((l) => l.startsWith(name));
+const namespaces = () =>
+  spawnSync('ip', ['netns', 'list'])
+    .stdout.toString()
+    .split('\n')
+    .filter((l) => l.startsWith(name));
 const processes = () => spawnSync('pgrep', ['-f', stateDir]).stdout.toString().trim().split('\n').filter(Boolean);
-const mounts = () => readFileSync('/proc/self/mounts', 'utf8').split('\n').filter((l) => l.includes(stateDir));
+const mounts = () =>
+  readFileSync('/proc/self/mounts', 'utf8')
+    .split('\n')
+    .filter((l) => l.includes(stateDir));
 
 after(async () => {
   await Lab.down(stateDir, name);

@@ -118,7 +118,7 @@ describe('operations: health, metrics, status and ip-masq on three BPF nodes', {
     assert.equal(sample(m, 'flannel_backend_info', { backend: 'vxlan', mode: 'classic', fallback_reason: 'disabled with --no-bpf' }), 1);
   });
 
-  test('ip-masq: a pod reaches the outside as its node; pod-to-pod keeps the pod address; flannel\'s chains are in place', async () => {
+  test("ip-masq: a pod reaches the outside as its node; pod-to-pod keeps the pod address; flannel's chains are in place", async () => {
     const [n1, n2] = [lab.node(1), lab.node(2)];
     stops.push((await startWhoAmI(lab.underlay, 7777)).stop);
     stops.push((await startWhoAmI(n2.pods[0]!.ns, 7778)).stop);

@@ -22,15 +22,29 @@ describe('udp backend, three nodes', { timeout: 240_000 }, () => {
     }
     for (const n of lab.nodes) {
       const sn = subnets.get(n)!;
-      const [dev] = await json<{ mtu: number; flags: string[]; linkinfo?: { info_kind: string; info_data?: { type: string; pi: boolean } }; addr_info: { local: string; prefixlen: number }[] }[]>(n.ns, 'ip', '-d', '-j', 'addr', 'show', 'flannel0');
+      const [dev] = await json<{ mtu: number; flags: string[]; linkinfo?: { info_kind: string; info_data?: { type: string; pi: boolean } }; addr_info: { local: string; prefixlen: number }[] }[]>(
+        n.ns,
+        'ip',
+        '-d',
+        '-j',
+        'addr',
+        'show',
+        'flannel0',
+      );
       assert.equal(dev!.linkinfo?.info_kind, 'tun');
       assert.equal(dev!.linkinfo?.info_data?.type, 'tun');
       assert.equal(dev!.linkinfo?.info_data?.pi, false);
       assert.equal(dev!.mtu, 1472);
       assert.ok(dev!.flags.includes('UP'));
-      assert.deepEqual(dev!.addr_info.map((a) => `${a.local}/${a.prefixlen}`), [`${formatIp4(sn.ip)}/32`]);
+      assert.deepEqual(
+        dev!.addr_info.map((a) => `${a.local}/${a.prefixlen}`),
+        [`${formatIp4(sn.ip)}/32`],
+      );
       const routes = await json<{ dst: string }[]>(n.ns, 'ip', '-j', 'route', 'show', 'dev', 'flannel0');
-      assert.deepEqual(routes.map((r) => r.dst), ['10.244.0.0/16']);
+      assert.deepEqual(
+        routes.map((r) => r.dst),
+        ['10.244.0.0/16'],
+      );
       assert.equal((await lab.waitReady(n)).env.FLANNEL_MTU, '1472');
       const ss = await inNs(n.ns, 'ss', '-Hunl', 'sport', '= :8285');
       assert.match(ss, new RegExp(`${n.ip.replaceAll('.', '\\.')}:8285`), 'bound to the interface address on 8285');
@@ -55,13 +69,23 @@ describe('udp backend, three nodes', { timeout: 240_000 }, () => {
     const peer2 = mid.traffic!.peers.find((p) => p.publicIP === n2.ip)!;
     assert.ok(peer2.txPackets >= peer.txPackets + 5 && peer2.rxPackets >= peer.rxPackets + 5, 'per-peer counters follow the pings');
     // from the underlay's own address (a host without a lease): a ping to a pod of node 1, wrapped as flannel would
-    const inner = '450000540000400040010000' + '0a000001' + formatIp4(subnets.get(n1)!.ip + 2).split('.').map((x) => Number(x).toString(16).padStart(2, '0')).join('');
+    const inner =
+      '450000540000400040010000' +
+      '0a000001' +
+      formatIp4(subnets.get(n1)!.ip + 2)
+        .split('.')
+        .map((x) => Number(x).toString(16).padStart(2, '0'))
+        .join('');
     const code = `const s = require('dgram').createSocket('udp4'); const b = Buffer.alloc(84); Buffer.from('${inner}', 'hex').copy(b); let n = 0; const go = () => s.send(b, 8285, '${n1.ip}', () => (++n < 7 ? go() : s.close())); go();`;
     await inNs(lab.underlay, process.execPath, '-e', code);
-    const afterS = await until('drops counted', async () => {
-      const s = await fetchStatus(n1.statusSocket);
-      return s.traffic!.packets.not_member! >= (mid.traffic!.packets.not_member ?? 0) + 7 ? s : undefined;
-    }, 5000);
+    const afterS = await until(
+      'drops counted',
+      async () => {
+        const s = await fetchStatus(n1.statusSocket);
+        return s.traffic!.packets.not_member! >= (mid.traffic!.packets.not_member ?? 0) + 7 ? s : undefined;
+      },
+      5000,
+    );
     assert.equal(afterS.traffic!.packets.received, mid.traffic!.packets.received, 'nothing from the stranger was delivered');
   });
 
@@ -81,9 +105,15 @@ describe('udp backend, three nodes', { timeout: 240_000 }, () => {
     assert.deepEqual(await lab.pingAll(), []);
     const [dev] = await json<{ mtu: number; addr_info: { local: string }[] }[]>(n2.ns, 'ip', '-j', 'addr', 'show', 'flannel0');
     assert.equal(dev!.mtu, 1472);
-    assert.deepEqual(dev!.addr_info.map((a) => a.local), [formatIp4(subnets.get(n2)!.ip)]);
+    assert.deepEqual(
+      dev!.addr_info.map((a) => a.local),
+      [formatIp4(subnets.get(n2)!.ip)],
+    );
     const st = await fetchStatus(n2.statusSocket);
-    assert.ok(st.checks.every((c) => c.ok), JSON.stringify(st.checks));
+    assert.ok(
+      st.checks.every((c) => c.ok),
+      JSON.stringify(st.checks),
+    );
     assert.ok(n2.agent!.exitCode === null, 'the agent kept running');
   });
 
@@ -100,6 +130,9 @@ describe('udp backend, three nodes', { timeout: 240_000 }, () => {
     await lab.stopAgent(n3);
     await lab.etcd.ctl('del', `/coreos.com/network/subnets/${formatIp4(sn3.ip)}-${sn3.len}`);
     await until('node 3 gone from the pump', async () => !(await fetchStatus(n1.statusSocket)).traffic!.peers.some((p) => p.publicIP === n3.ip) || undefined, 10_000);
-    assert.deepEqual((await fetchStatus(n1.statusSocket)).traffic!.peers.map((p) => p.publicIP), [lab.node(2).ip]);
+    assert.deepEqual(
+      (await fetchStatus(n1.statusSocket)).traffic!.peers.map((p) => p.publicIP),
+      [lab.node(2).ip],
+    );
   });
 });

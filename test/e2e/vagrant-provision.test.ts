@@ -36,13 +36,20 @@ test('the Vagrantfile validates (vagrant validate), and a broken one does not', 
 function provision(n: LabNode, role: string[]): string {
   const root = join(tmp, `root-n${n.index}`);
   const r = spawnSync('bash', [join(VAGRANT_DIR, 'provision.sh'), n.ip, UNDERLAY_GW, ...role], {
-    env: { ...process.env, PROJECT_DIR: ROOT, PROVISION_ROOT: root, PROVISION_START: '0', SUBNET_FILE: n.subnetFile, FLANNELD_EXTRA_ARGS: `--bpf-pin-root=${n.pinRoot} --status-socket=${n.statusSocket}` },
+    env: {
+      ...process.env,
+      PROJECT_DIR: ROOT,
+      PROVISION_ROOT: root,
+      PROVISION_START: '0',
+      SUBNET_FILE: n.subnetFile,
+      FLANNELD_EXTRA_ARGS: `--bpf-pin-root=${n.pinRoot} --status-socket=${n.statusSocket}`,
+    },
   });
   assert.equal(r.status, 0, r.stderr.toString());
   return root;
 }
 
-test('the provisioning script\'s unit and CNI config bring up working nodes', { timeout: 180_000 }, async () => {
+test("the provisioning script's unit and CNI config bring up working nodes", { timeout: 180_000 }, async () => {
   lab = await TestLab.create({ nodes: 2, config: JSON.stringify({ Network: '10.244.0.0/16', Backend: { Type: 'vxlan' } }) });
   const roots = lab.nodes.map((n) => provision(n, n.index === 1 ? ['etcd'] : []));
 

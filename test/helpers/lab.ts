@@ -29,7 +29,6 @@ export class TestLab extends Lab {
     return subnets;
   }
 
-
   /** A pod made by hand as the bridge plugin would make it: cni0 with the subnet's .1, the pod at .<n>. */
   async addPod(node: LabNode, subnet: Subnet, mtu: number): Promise<Pod> {
     const n = node.pods.length;
@@ -51,7 +50,6 @@ export class TestLab extends Lab {
     node.pods.push(pod);
     return pod;
   }
-
 
   /** CNI DEL through the flannel plugin, as a runtime does when a pod goes; then its namespace goes. */
   async delPodCni(node: LabNode, pod: Pod): Promise<void> {

@@ -18,9 +18,15 @@ import { eth, ipv4, udp, vxlan, icmpEcho, mac, ETH_P_IP, ETH_P_ARP, IPPROTO_ICMP
 import { inNs, ip } from '../helpers/netns.ts';
 
 // accepted or not ours: TC_ACT_UNSPEC lets the filters after ours run; TC_ACT_OK would end the chain
-const TC_ACT_UNSPEC = -1, TC_ACT_SHOT = 2, XDP_DROP = 1, XDP_PASS = 2;
-const LOCAL_MAC = '02:00:00:00:00:01', PEER_MAC = '02:00:00:00:00:02', ORPHAN_MAC = '02:00:00:00:00:03';
-const PEER_IP = '172.20.0.12', STRANGER = '172.20.0.66';
+const TC_ACT_UNSPEC = -1,
+  TC_ACT_SHOT = 2,
+  XDP_DROP = 1,
+  XDP_PASS = 2;
+const LOCAL_MAC = '02:00:00:00:00:01',
+  PEER_MAC = '02:00:00:00:00:02',
+  ORPHAN_MAC = '02:00:00:00:00:03';
+const PEER_IP = '172.20.0.12',
+  STRANGER = '172.20.0.66';
 
 const pinRoot = mkdtempSync('/run/flannel-test-bpffs-');
 let egress: BpfObject, ingress: BpfObject, guard: BpfObject, fastObj: BpfObject;
@@ -107,7 +113,10 @@ test('ingress on flannel.1: a packet without tunnel metadata is never accepted',
 const vxlanFrom = (src: string, dport = 8472, vni = 1) =>
   eth('02:00:00:00:00:aa', '02:00:00:00:00:bb', ETH_P_IP, ipv4(src, '172.20.0.11', IPPROTO_UDP, udp(40000, dport, vxlan(vni, podPacket('10.244.3.2')))));
 
-for (const [hook, prog, PASS, DROP] of [['tc', 'fl_guard_tc', TC_ACT_UNSPEC, TC_ACT_SHOT], ['xdp', 'fl_guard_xdp', XDP_PASS, XDP_DROP]] as const) {
+for (const [hook, prog, PASS, DROP] of [
+  ['tc', 'fl_guard_tc', TC_ACT_UNSPEC, TC_ACT_SHOT],
+  ['xdp', 'fl_guard_xdp', XDP_PASS, XDP_DROP],
+] as const) {
   test(`underlay guard (${hook}): VXLAN from a member passes, from a stranger is dropped and counted, the rest is untouched`, async () => {
     const fd = guard.program(prog).fd;
     const c0 = counters();
@@ -144,7 +153,8 @@ const tcpSeg = (flags: number) => {
   h.writeUInt8(flags, 13);
   return h;
 };
-const SYN = 0x02, ACK = 0x10;
+const SYN = 0x02,
+  ACK = 0x10;
 const fromPod = (dst: string, proto: number, payload: Buffer, o: { ttl?: number; fragOffset?: number } = {}) => {
   const p = eth(LOCAL_MAC, LOCAL_MAC, ETH_P_IP, ipv4('10.244.3.2', dst, proto, payload, { fragOffset: o.fragOffset }));
   if (o.ttl !== undefined) {
@@ -282,7 +292,7 @@ async function run(fd: number, d: Buffer): Promise<{ retval: number; data: Buffe
   try {
     return await testRun(fd, d);
   } catch (e) {
-    assert.match((e as Error).message, /EINVAL/, 'the only refusal is the kernel\'s own check of the input');
+    assert.match((e as Error).message, /EINVAL/, "the only refusal is the kernel's own check of the input");
     return 'refused';
   }
 }
@@ -290,7 +300,9 @@ async function run(fd: number, d: Buffer): Promise<{ retval: number; data: Buffe
 test(`fuzz: ${RUNS} random and truncated packets per program; verdicts match the reference model, nothing malformed is forwarded`, async (t) => {
   const { default: fc } = await import('fast-check');
   const seed = fc.oneof(
-    fc.tuple(fc.constantFrom('10.244.5.7', '10.244.6.9', '10.99.0.1', '10.244.5.255'), fc.boolean()).map(([d, opts]) => (opts ? eth(LOCAL_MAC, LOCAL_MAC, ETH_P_IP, ipv4('10.244.3.2', d, IPPROTO_ICMP, icmpEcho(), { options: 3 })) : podPacket(d))),
+    fc
+      .tuple(fc.constantFrom('10.244.5.7', '10.244.6.9', '10.99.0.1', '10.244.5.255'), fc.boolean())
+      .map(([d, opts]) => (opts ? eth(LOCAL_MAC, LOCAL_MAC, ETH_P_IP, ipv4('10.244.3.2', d, IPPROTO_ICMP, icmpEcho(), { options: 3 })) : podPacket(d))),
     fc.tuple(fc.constantFrom(PEER_IP, STRANGER), fc.constantFrom(8472, 4789, 53), fc.constantFrom(1, 2, 0xffffff)).map(([s, p, v]) => vxlanFrom(s, p, v)),
     fc.uint8Array({ minLength: 0, maxLength: 128 }).map((b) => Buffer.from(b)),
   );
@@ -302,7 +314,8 @@ test(`fuzz: ${RUNS} random and truncated packets per program; verdicts match the
   // (flannel.1's ingress is not here: a test-run packet carries no tunnel metadata, so it could only
   // ever be dropped; it gets real VXLAN datagrams in the next test)
   const egressFd = egress.program('fl_vxlan_egress').fd;
-  const tcFd = guard.program('fl_guard_tc').fd, xdpFd = guard.program('fl_guard_xdp').fd;
+  const tcFd = guard.program('fl_guard_tc').fd,
+    xdpFd = guard.program('fl_guard_xdp').fd;
   const tally = { forwarded: 0, dropped: 0, refused: 0, guardDropped: 0 };
   const c0 = counters();
   await fc.assert(
@@ -373,7 +386,9 @@ test(`flannel.1 ingress on a real external vxlan device: fuzzed VXLAN from a mem
       try {
         for (let i = 0; i < 200 && !out.includes('ready'); i++) await new Promise((r) => setTimeout(r, 50));
         assert.match(out, /ready/);
-        const want = JSON.parse(await inNs(peer!, process.execPath, '--import', 'tsx', join(FIX, 'send-vxlan-fuzz.ts'), '172.31.0.1', '172.31.0.2', '172.31.0.3', String(Math.min(RUNS, 2000)), String(Date.now() & 0xffff))) as Record<string, number>;
+        const want = JSON.parse(
+          await inNs(peer!, process.execPath, '--import', 'tsx', join(FIX, 'send-vxlan-fuzz.ts'), '172.31.0.1', '172.31.0.2', '172.31.0.3', String(Math.min(RUNS, 2000)), String(Date.now() & 0xffff)),
+        ) as Record<string, number>;
         // the last datagrams may still wait in a backlog a loaded machine has not run yet: ask until
         // every datagram has a verdict, or 5 s
         let got: Record<string, number> = {};
@@ -389,7 +404,8 @@ test(`flannel.1 ingress on a real external vxlan device: fuzzed VXLAN from a mem
         await exited;
         assert.ok(want.received! > 0 && want.spoofed! > 0 && want.wrong_vni! > 0, JSON.stringify(want));
         // a datagram with no verdict was lost before the program: say where the kernel counted it
-        const drops = async () => `${await inNs(node!, 'ip', '-s', 'link', 'show', 'dev', 'flannel.1')}${await inNs(node!, 'ip', '-s', 'link', 'show', 'dev', 'fz0')}${await inNs(node!, 'nstat', '-az', 'UdpInErrors', 'UdpRcvbufErrors', 'IpInDiscards')}`;
+        const drops = async () =>
+          `${await inNs(node!, 'ip', '-s', 'link', 'show', 'dev', 'flannel.1')}${await inNs(node!, 'ip', '-s', 'link', 'show', 'dev', 'fz0')}${await inNs(node!, 'nstat', '-az', 'UdpInErrors', 'UdpRcvbufErrors', 'IpInDiscards')}`;
         const verdicts = { received: got.received, spoofed: got.spoofed, wrong_vni: got.wrong_vni, malformed: got.malformed };
         const expected = { received: want.received, spoofed: want.spoofed, wrong_vni: want.wrong_vni, malformed: 0 };
         if (!util.isDeepStrictEqual(verdicts, expected)) assert.deepEqual(verdicts, expected, `all counters ${JSON.stringify(got)}\n${await drops()}`);
@@ -420,7 +436,7 @@ test('pod fast path against real conntrack entries: an established flow is taken
       assert.ok(r.timeouts.udp !== null && r.timeouts.udp > 20 && r.timeouts.udp <= 30, `udp entry timeout ${r.timeouts.udp}`);
       assert.ok(r.timeouts.tcp !== null && r.timeouts.tcp > 431000, `tcp entry timeout ${r.timeouts.tcp}`);
       assert.deepEqual(r.cases['udp too big'], { retval: TC_ACT_UNSPEC, counted: ['pass_other'] });
-      assert.deepEqual(r.cases['udp gso, segments too big'], { retval: TC_ACT_UNSPEC, counted: ['pass_other'] }, 'a GSO packet whose segments exceed flannel.1\'s MTU is not redirected');
+      assert.deepEqual(r.cases['udp gso, segments too big'], { retval: TC_ACT_UNSPEC, counted: ['pass_other'] }, "a GSO packet whose segments exceed flannel.1's MTU is not redirected");
       assert.equal(r.probe, 2, 'the load-time probe sees ENOENT: the lookup works as the programs call it');
     } finally {
       rmSync(pins, { recursive: true, force: true });
@@ -428,12 +444,17 @@ test('pod fast path against real conntrack entries: an established flow is taken
   });
 });
 
-test('bypass mode frames: the send side writes what flannel.1 would put on the wire, or leaves the packet to flannel.1; the receive side delivers a member\'s single packets and leaves the rest', async () => {
+test("bypass mode frames: the send side writes what flannel.1 would put on the wire, or leaves the packet to flannel.1; the receive side delivers a member's single packets and leaves the rest", async () => {
   await withNamespaces(1, async ([ns]) => {
     const pins = mkdtempSync('/run/flannel-test-bpffs-');
     try {
       type Case = { retval: number; counted: string[]; out: string };
-      const r = JSON.parse(await inNs(ns!, process.execPath, '--import', 'tsx', join(FIX, 'bypass-frames.ts'), pins)) as { cases: Record<string, Case>; probe: number; ul0MAC: string; F: Record<string, string> };
+      const r = JSON.parse(await inNs(ns!, process.execPath, '--import', 'tsx', join(FIX, 'bypass-frames.ts'), pins)) as {
+        cases: Record<string, Case>;
+        probe: number;
+        ul0MAC: string;
+        F: Record<string, string>;
+      };
       const { F } = r;
       const c = (name: string) => ({ ...r.cases[name]!, buf: Buffer.from(r.cases[name]!.out, 'hex') });
       const macAt = (b: Buffer, o: number) => [...b.subarray(o, o + 6)].map((x) => x.toString(16).padStart(2, '0')).join(':');
@@ -460,7 +481,7 @@ test('bypass mode frames: the send side writes what flannel.1 would put on the w
       assert.ok(sport >= 32768 && sport <= 60999, `source port ${sport} in the kernel's range`);
       assert.deepEqual([b.readUInt16BE(36), b.readUInt16BE(38), b.readUInt16BE(40)], [8472, 90, 0], 'UDP to 8472, its length, zero checksum');
       assert.equal(b.subarray(42, 50).toString('hex'), '0800000000000100', 'VXLAN: the I flag, VNI 1');
-      assert.deepEqual([macAt(b, 50), macAt(b, 56), b.readUInt16BE(62)], [F.peerVtepMAC, F.localVtepMAC, 0x0800], 'inner Ethernet: our VtepMAC to the peer\'s');
+      assert.deepEqual([macAt(b, 50), macAt(b, 56), b.readUInt16BE(62)], [F.peerVtepMAC, F.localVtepMAC, 0x0800], "inner Ethernet: our VtepMAC to the peer's");
       assert.deepEqual(inner(b, 64), { src: '10.244.3.2', dst: '10.244.5.7', ttl: 63, csumOk: true, payload: udp(40000, 7000, Buffer.alloc(32, 7)).toString('hex') });
 
       const unresolved = c('send, neighbour not resolved');
@@ -492,7 +513,8 @@ test('bypass mode frames: the send side writes what flannel.1 would put on the w
 });
 
 test('single-entry map calls check key and value lengths against the map', () => {
-  const vteps = egress.map('fl_vteps'), stats = egress.map('fl_peer_stats');
+  const vteps = egress.map('fl_vteps'),
+    stats = egress.map('fl_peer_stats');
   const a = addon();
   assert.throws(() => a.bpfMapUpdate(vteps.fd, Buffer.alloc(2), Buffer.alloc(8)), /key is 2 bytes, the map's is 8/);
   assert.throws(() => a.bpfMapUpdate(vteps.fd, Buffer.alloc(8), Buffer.alloc(1)), /value is 1 bytes, the map's is 8/);

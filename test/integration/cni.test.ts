@@ -48,7 +48,7 @@ after(async () => {
 
 let addResult: unknown;
 
-test('ADD delegates to bridge + host-local with flannel\'s defaults and saves the rendered config', async (t) => {
+test("ADD delegates to bridge + host-local with flannel's defaults and saves the rendered config", async (t) => {
   const r = cni('ADD', 'c0', pods[0]!, netconf());
   assert.equal(r.status, 0, r.out + r.stderr);
   addResult = r.json;
@@ -56,21 +56,32 @@ test('ADD delegates to bridge + host-local with flannel\'s defaults and saves th
   assert.equal(r.json.ips[0]!.gateway, '10.244.7.1');
   const saved = JSON.parse(readFileSync(join(tmp, 'flannel', 'c0'), 'utf8')) as Record<string, unknown>;
   assert.deepEqual(saved, {
-    name: `fl${id}`, type: 'bridge', ipMasq: true, mtu: 1450, isGateway: true, cniVersion: '1.0.0',
+    name: `fl${id}`,
+    type: 'bridge',
+    ipMasq: true,
+    mtu: 1450,
+    isGateway: true,
+    cniVersion: '1.0.0',
     ipam: { dataDir: join(tmp, 'ipam'), type: 'host-local', ranges: [[{ subnet: '10.244.7.0/24' }]], routes: [{ dst: '10.244.0.0/16' }] },
   });
   const [eth0] = await json<{ mtu: number; addr_info: { local: string; prefixlen: number }[] }[]>(pods[0]!, 'ip', 'addr', 'show', 'eth0');
   assert.equal(eth0!.mtu, 1450);
-  assert.deepEqual(eth0!.addr_info.filter((a) => a.local.includes('.')).map((a) => `${a.local}/${a.prefixlen}`), ['10.244.7.2/24']);
+  assert.deepEqual(
+    eth0!.addr_info.filter((a) => a.local.includes('.')).map((a) => `${a.local}/${a.prefixlen}`),
+    ['10.244.7.2/24'],
+  );
   const routes = await json<{ dst: string; gateway?: string }[]>(pods[0]!, 'ip', 'route');
-  assert.ok(routes.some((x) => x.dst === '10.244.0.0/16' && x.gateway === '10.244.7.1'), JSON.stringify(routes));
+  assert.ok(
+    routes.some((x) => x.dst === '10.244.0.0/16' && x.gateway === '10.244.7.1'),
+    JSON.stringify(routes),
+  );
   const [cni0] = await json<{ addr_info: { local: string }[] }[]>(host, 'ip', 'addr', 'show', 'cni0');
   assert.ok(cni0!.addr_info.some((a) => a.local === '10.244.7.1'));
   await inNs(pods[0]!, 'ping', '-c', '1', '-W', '2', '10.244.7.1');
   t.diagnostic(`ADD (flannel + bridge + host-local, first pod, creates cni0): ${r.ms.toFixed(0)} ms`);
 });
 
-test('CHECK replays the saved config with the runtime\'s prevResult: the bridge plugin\'s own verdict, unchanged', () => {
+test("CHECK replays the saved config with the runtime's prevResult: the bridge plugin's own verdict, unchanged", () => {
   const conf = JSON.parse(readFileSync(join(tmp, 'flannel', 'c0'), 'utf8')) as Record<string, unknown>;
   const direct = spawnSync('ip', ['netns', 'exec', host, '/usr/lib/cni/bridge'], {
     input: JSON.stringify({ ...conf, prevResult: addResult }),
@@ -86,7 +97,7 @@ test('CHECK replays the saved config with the runtime\'s prevResult: the bridge 
   assert.equal(unknown.json.code, 11);
 });
 
-test('delegate overrides win over flannel\'s defaults', async () => {
+test("delegate overrides win over flannel's defaults", async () => {
   const r = cni('ADD', 'c1', pods[1]!, netconf({ delegate: { bridge: `kb${id}`, hairpinMode: true, mtu: 1400 } }));
   assert.equal(r.status, 0, r.out + r.stderr);
   const saved = JSON.parse(readFileSync(join(tmp, 'flannel', 'c1'), 'utf8')) as Record<string, unknown>;

@@ -26,7 +26,7 @@ after(async () => {
   await sh('ip', ['netns', 'del', ns], { allowFail: true });
 });
 
-test('after ensure, iptables-save shows flannel\'s rules exactly (golden file)', async () => {
+test("after ensure, iptables-save shows flannel's rules exactly (golden file)", async () => {
   assert.deepEqual(await run('ensure', '10.244.0.0/16', '10.244.1.0/24'), ['filter FLANNEL-FWD', 'filter FORWARD jump', 'nat FLANNEL-POSTRTG', 'nat POSTROUTING jump']);
   const lines = await save();
   const expected = golden.trim().split('\n');
@@ -46,7 +46,26 @@ test('ensure again changes nothing (no flush, no rewrite)', async () => {
 });
 
 test('a rule deleted by hand and a jump deleted by hand come back', async () => {
-  await inNs(ns, 'iptables', '-t', 'nat', '-D', 'FLANNEL-POSTRTG', '-s', '10.244.0.0/16', '!', '-d', '224.0.0.0/4', '-m', 'comment', '--comment', 'flanneld masq', '-j', 'MASQUERADE', '--random-fully');
+  await inNs(
+    ns,
+    'iptables',
+    '-t',
+    'nat',
+    '-D',
+    'FLANNEL-POSTRTG',
+    '-s',
+    '10.244.0.0/16',
+    '!',
+    '-d',
+    '224.0.0.0/4',
+    '-m',
+    'comment',
+    '--comment',
+    'flanneld masq',
+    '-j',
+    'MASQUERADE',
+    '--random-fully',
+  );
   await inNs(ns, 'iptables', '-D', 'FORWARD', '-m', 'comment', '--comment', 'flanneld forward', '-j', 'FLANNEL-FWD');
   assert.deepEqual(await run('ensure', '10.244.0.0/16', '10.244.1.0/24'), ['filter FORWARD jump', 'nat FLANNEL-POSTRTG']);
   assert.equal((await inNs(ns, 'iptables-save', '-t', 'nat')).match(/MASQUERADE --random-fully/g)?.length, 2);
@@ -64,7 +83,10 @@ test('a new subnet replaces the old rules in the chain; the jump is not duplicat
 test('cleanup removes our chains and jumps and nothing else', async () => {
   assert.deepEqual(await run('remove'), ['nat FLANNEL-POSTRTG', 'filter FLANNEL-FWD']);
   const lines = await save();
-  assert.deepEqual(ours(lines).filter((l) => l.includes('FLANNEL')), []);
+  assert.deepEqual(
+    ours(lines).filter((l) => l.includes('FLANNEL')),
+    [],
+  );
   assert.ok(lines.includes('-A POSTROUTING -s 192.0.2.0/24 -j MASQUERADE'));
   assert.ok(lines.includes('-A FORWARD -s 198.51.100.0/24 -j DROP'));
   assert.deepEqual(await run('remove'), [], 'a second cleanup is a no-op');

@@ -45,14 +45,24 @@ function status(): AgentStatus {
   };
 }
 
-const counterLines = (text: string) => text.split('\n').filter((l) => /^flannel_\w+_total(\{|\s)/.test(l)).sort();
+const counterLines = (text: string) =>
+  text
+    .split('\n')
+    .filter((l) => /^flannel_\w+_total(\{|\s)/.test(l))
+    .sort();
 
 test('/metrics: two scrapes with nothing new in between give the same counter values', async () => {
   const m = new AgentMetrics();
   const first = counterLines(await m.render(status()));
   const second = counterLines(await m.render(status()));
-  assert.ok(first.some((l) => l.startsWith('flannel_etcd_store_losses_total 2')), first.join('\n'));
-  assert.ok(first.some((l) => l.startsWith('flannel_fastpath_packets_total{result="fast_tx"} 6')), first.join('\n'));
+  assert.ok(
+    first.some((l) => l.startsWith('flannel_etcd_store_losses_total 2')),
+    first.join('\n'),
+  );
+  assert.ok(
+    first.some((l) => l.startsWith('flannel_fastpath_packets_total{result="fast_tx"} 6')),
+    first.join('\n'),
+  );
   assert.deepEqual(second, first);
 });
 

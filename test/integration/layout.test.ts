@@ -65,7 +65,7 @@ function structsOf(file: string): Map<string, { size: number; fields: Record<str
   return out;
 }
 
-test('every struct layout.ts mirrors has the size, fields, offsets and field sizes the built objects\' BTF says', () => {
+test("every struct layout.ts mirrors has the size, fields, offsets and field sizes the built objects' BTF says", () => {
   const objects = readdirSync(OBJ).filter((f) => f.endsWith('.o'));
   assert.ok(objects.length >= 4, `built objects in ${OBJ}: ${objects.join(', ')}`);
   const seen = new Map<string, { size: number; fields: Record<string, [number, number]> }>();

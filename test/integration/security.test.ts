@@ -26,7 +26,8 @@ function openssl(...args: string[]) {
 
 /** An EC key and a certificate signed by `ca` (self-signed when ca is undefined). */
 function cert(name: string, cn: string, ext: string, ca?: string) {
-  const key = f(`${name}.key`), crt = f(`${name}.crt`);
+  const key = f(`${name}.key`),
+    crt = f(`${name}.crt`);
   if (!ca) {
     openssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', crt, '-days', '1', '-subj', `/CN=${cn}`);
     return;
@@ -120,11 +121,18 @@ async function flanneld(args: string[], o: { wrap?: string[]; ms?: number; onRea
 }
 
 const lastError = (log: string) => {
-  const lines = log.trim().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { msg: string; err?: string; level: number });
-  return lines.filter((l) => l.level >= 50).map((l) => `${l.msg}: ${l.err}`).join('\n');
+  const lines = log
+    .trim()
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as { msg: string; err?: string; level: number });
+  return lines
+    .filter((l) => l.level >= 50)
+    .map((l) => `${l.msg}: ${l.err}`)
+    .join('\n');
 };
 
-test('etcd over TLS with client certificates: flanneld gets its lease; etcd holds flannel\'s JSON', async () => {
+test("etcd over TLS with client certificates: flanneld gets its lease; etcd holds flannel's JSON", async () => {
   const r = await flanneld([`--etcd-endpoints=${tlsEtcd.endpoint}`, `--etcd-cafile=${f('ca.crt')}`, `--etcd-certfile=${f('client.crt')}`, `--etcd-keyfile=${f('client.key')}`]);
   assert.ok(r.ready, r.log.slice(-2000));
   const leases = await tlsEtcd.ctl('get', '--prefix', '/coreos.com/network/subnets/');
@@ -134,9 +142,21 @@ test('etcd over TLS with client certificates: flanneld gets its lease; etcd hold
 test('wrong certificates fail at once with an error that says which and what to check', async () => {
   const base = [`--etcd-endpoints=${tlsEtcd.endpoint}`];
   const cases: [string, string[], RegExp][] = [
-    ['a client certificate from another CA', [`--etcd-cafile=${f('ca.crt')}`, `--etcd-certfile=${f('rogue.crt')}`, `--etcd-keyfile=${f('rogue.key')}`], /TLS with etcd at https:\/\/127\.0\.0\.1:\d+ fails: etcd rejected our client certificate \(TLS alert "(bad certificate|unknown ca)"\) \(check --etcd-cafile, --etcd-certfile, --etcd-keyfile\)$/],
-    ['a CA that did not sign the server', [`--etcd-cafile=${f('rogue-ca.crt')}`, `--etcd-certfile=${f('client.crt')}`, `--etcd-keyfile=${f('client.key')}`], /TLS with etcd at .* fails: etcd's server certificate is not trusted: (self[- ]signed certificate|unable to (get local issuer|verify)).*check --etcd-cafile/],
-    ['no client certificate at all', [`--etcd-cafile=${f('ca.crt')}`], /TLS with etcd at .* fails: etcd rejected our client certificate \(TLS alert "(certificate required|handshake failure|bad certificate)"\)/],
+    [
+      'a client certificate from another CA',
+      [`--etcd-cafile=${f('ca.crt')}`, `--etcd-certfile=${f('rogue.crt')}`, `--etcd-keyfile=${f('rogue.key')}`],
+      /TLS with etcd at https:\/\/127\.0\.0\.1:\d+ fails: etcd rejected our client certificate \(TLS alert "(bad certificate|unknown ca)"\) \(check --etcd-cafile, --etcd-certfile, --etcd-keyfile\)$/,
+    ],
+    [
+      'a CA that did not sign the server',
+      [`--etcd-cafile=${f('rogue-ca.crt')}`, `--etcd-certfile=${f('client.crt')}`, `--etcd-keyfile=${f('client.key')}`],
+      /TLS with etcd at .* fails: etcd's server certificate is not trusted: (self[- ]signed certificate|unable to (get local issuer|verify)).*check --etcd-cafile/,
+    ],
+    [
+      'no client certificate at all',
+      [`--etcd-cafile=${f('ca.crt')}`],
+      /TLS with etcd at .* fails: etcd rejected our client certificate \(TLS alert "(certificate required|handshake failure|bad certificate)"\)/,
+    ],
     ['a missing key file', [`--etcd-cafile=${f('ca.crt')}`, `--etcd-certfile=${f('client.crt')}`, `--etcd-keyfile=${f('nope.key')}`], /--etcd-keyfile \S+nope\.key: no such file/],
   ];
   for (const [what, args, want] of cases) {
@@ -200,7 +220,7 @@ test('without the capabilities it needs, flanneld refuses to start and names the
   }
 });
 
-test('flannelctl leases takes flanneld\'s etcd TLS and password flags, and prints each lease under its subnet', () => {
+test("flannelctl leases takes flanneld's etcd TLS and password flags, and prints each lease under its subnet", () => {
   const ctl = join(dirname(FLANNELD), 'flannelctl.js');
   const run = (...args: string[]) => spawnSync('ip', ['netns', 'exec', ns, process.execPath, ctl, 'leases', ...args], { encoding: 'utf8' });
   // the TLS test above left flanneld's lease in this etcd

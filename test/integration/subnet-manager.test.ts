@@ -60,7 +60,9 @@ async function ttlOf(key: string): Promise<{ lease: string; ttl: number }> {
  * test's hand-written lease on a held key would replace that lease instead of competing with it.
  */
 const freeSubnets = (n: number, from: number, ...held: Subnet[]) =>
-  Array.from({ length: n + held.length }, (_, i) => `10.244.${from + i}.0`).filter((s) => !held.some((h) => formatCidr(h) === `${s}/24`)).slice(0, n);
+  Array.from({ length: n + held.length }, (_, i) => `10.244.${from + i}.0`)
+    .filter((s) => !held.some((h) => formatCidr(h) === `${s}/24`))
+    .slice(0, n);
 
 test('acquire writes flannel-exact JSON under <prefix>/subnets/<ip>-<len> with a 24 h TTL', async () => {
   const { prefix, mk } = await setup();
@@ -68,10 +70,7 @@ test('acquire writes flannel-exact JSON under <prefix>/subnets/<ip>-<len> with a
   const cfg = await sm.waitForConfig();
   const lease = await sm.acquireLease(cfg, attrs('192.168.56.12', 'c6:d2:32:6f:8f:44'));
   const key = `${prefix}/subnets/${formatCidr(lease.subnet).replace('/', '-')}`;
-  assert.equal(
-    await etcd.client.get(key).string(),
-    '{"PublicIP":"192.168.56.12","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}',
-  );
+  assert.equal(await etcd.client.get(key).string(), '{"PublicIP":"192.168.56.12","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}');
   const { ttl } = await ttlOf(key);
   assert.ok(ttl > 86000 && ttl <= 86400, `ttl ${ttl}`);
   assert.notEqual(formatCidr(lease.subnet), '10.244.0.0/24', 'the first subnet is never handed out');
@@ -364,7 +363,9 @@ test('a lease reusing a VTEP MAC that another lease (or we) hold is rejected; it
   const steal = (mac: string) => JSON.stringify({ PublicIP: '203.0.113.9', PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: mac } });
   await etcd.client.put(`${prefix}/subnets/${k1}-24`).value(steal('AA:BB:CC:DD:E8:02'));
   await until(() => w.stats.rejected === 1, 5000, 'the MAC thief rejected');
-  await etcd.client.put(`${prefix}/subnets/${k2}-24`).value(JSON.stringify({ PublicIP: '203.0.113.10', PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: 'aa:bb:cc:dd:e8:01' } }));
+  await etcd.client
+    .put(`${prefix}/subnets/${k2}-24`)
+    .value(JSON.stringify({ PublicIP: '203.0.113.10', PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: 'aa:bb:cc:dd:e8:01' } }));
   await until(() => w.stats.rejected === 2, 5000, 'a lease with our own MAC rejected');
   await new Promise((r) => setTimeout(r, 200));
   assert.deepEqual([...c.peers.entries()], [[formatCidr(x.subnet), '10.0.8.2']], 'node X keeps its VTEP');
@@ -388,7 +389,7 @@ test('renewal is conditional: a foreign value on our key is never overwritten, a
   await until(() => lost !== '', 5000, 'the watch reports the foreign value on our key');
   assert.match(lost, /another writer|no longer ours/);
   await assert.rejects(sm.renewLease(own), /no longer ours|lost/);
-  assert.equal(await etcd.client.get(key).string(), foreign, 'the other node\'s lease is intact');
+  assert.equal(await etcd.client.get(key).string(), foreign, "the other node's lease is intact");
   // startRenewal reports the loss instead of retrying forever
   let renewLost = '';
   const short = mk({ subnetTTLSeconds: 4, renewMarginMs: 2500 });

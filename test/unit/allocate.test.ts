@@ -24,7 +24,10 @@ test('a larger lease blocks every subnet it overlaps', () => {
 test('an exhausted network is a clear error', () => {
   const cfg = parseConfig('{"Network":"10.0.0.0/28"}'); // four /30s, three usable
   const taken = ['10.0.0.4/30', '10.0.0.8/30', '10.0.0.12/30'].map((s) => parseCidr(s)!);
-  assert.throws(() => pickFreeSubnet(cfg, taken), (e: unknown) => e instanceof NetworkExhaustedError && /no free subnet left/.test(e.message));
+  assert.throws(
+    () => pickFreeSubnet(cfg, taken),
+    (e: unknown) => e instanceof NetworkExhaustedError && /no free subnet left/.test(e.message),
+  );
 });
 
 test('subnet file has flannel variables, FLANNEL_SUBNET is the first usable address', () => {

@@ -6,7 +6,9 @@ function parse(argv: string[], env: Record<string, string> = {}) {
   const saved = { ...process.env };
   Object.assign(process.env, env);
   try {
-    const cmd = buildCommand().exitOverride().configureOutput({ writeErr: () => undefined });
+    const cmd = buildCommand()
+      .exitOverride()
+      .configureOutput({ writeErr: () => undefined });
     cmd.parse(normalizeGoFlags(argv), { from: 'user' });
     return cmd.opts<FlanneldFlags>();
   } finally {

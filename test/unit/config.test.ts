@@ -55,12 +55,15 @@ const bad: [string, string, RegExp][] = [
 ];
 for (const [text, field, msg] of bad) {
   test(`bad config ${text} is a ConfigError naming ${field}`, () => {
-    assert.throws(() => parseConfig(text), (e: unknown) => {
-      assert.ok(e instanceof ConfigError);
-      assert.equal(e.field, field);
-      assert.match(e.message, msg);
-      return true;
-    });
+    assert.throws(
+      () => parseConfig(text),
+      (e: unknown) => {
+        assert.ok(e instanceof ConfigError);
+        assert.equal(e.field, field);
+        assert.match(e.message, msg);
+        return true;
+      },
+    );
   });
 }
 

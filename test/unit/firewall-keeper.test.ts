@@ -5,7 +5,9 @@ import { RulesKeeper } from '../../control/firewall/keeper.ts';
 import { silentLogger } from '../../control/log.ts';
 
 test('a resync pass slower than the interval never overlaps the next one; stop() waits for the running pass', async () => {
-  let running = 0, most = 0, finished = 0;
+  let running = 0,
+    most = 0,
+    finished = 0;
   // iptables-save on a node with 20k kube-proxy rules: much slower than the resync interval
   const slow = async () => {
     running++;

@@ -30,7 +30,10 @@ const ipLike = fc.oneof(
   fc.constantFrom('', '0.0.0.0', '255.255.255.255', '010.0.0.1', '1.2.3', '1.2.3.4.5', ' 1.2.3.4'),
   fc.string(),
 );
-const cidrLike = fc.oneof(fc.tuple(ipLike, fc.oneof(fc.nat(40), fc.string({ maxLength: 3 }))).map(([ip, l]) => `${ip}/${l}`), fc.string());
+const cidrLike = fc.oneof(
+  fc.tuple(ipLike, fc.oneof(fc.nat(40), fc.string({ maxLength: 3 }))).map(([ip, l]) => `${ip}/${l}`),
+  fc.string(),
+);
 const jsonValue = fc.oneof(fc.integer(), fc.double(), fc.boolean(), fc.constant(null), fc.string(), fc.array(fc.nat()), fc.object());
 
 test('config parser: any text gives a config whose ranges hold, or a ConfigError', () => {
@@ -56,7 +59,12 @@ test('config parser: any text gives a config whose ranges hold, or a ConfigError
     SubnetLen: fc.integer({ min: 8, max: 30 }),
     Backend: fc.constant({ Type: 'vxlan' }),
   });
-  const text = fc.oneof(configObject.map((o) => JSON.stringify(o)), plausible.map((o) => JSON.stringify(o)), fc.string(), fc.json());
+  const text = fc.oneof(
+    configObject.map((o) => JSON.stringify(o)),
+    plausible.map((o) => JSON.stringify(o)),
+    fc.string(),
+    fc.json(),
+  );
   let accepted = 0;
   fc.assert(
     fc.property(text, (t) => {
@@ -102,7 +110,13 @@ test('lease parser: any value gives usable attributes or a LeaseFormatError; acc
     BackendType: fc.constantFrom('vxlan', 'host-gw'),
     BackendData: fc.record({ VNI: fc.integer({ min: 0, max: 0xffffff }), VtepMAC: mac }),
   });
-  const text = fc.oneof(leaseObject.map((o) => JSON.stringify(o)), plausible.map((o) => JSON.stringify(o)), fc.string(), fc.json(), fc.nat(4096).map((n) => JSON.stringify({ PublicIP: '10.0.0.1', BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: '02:00:00:00:00:01', Pad: 'x'.repeat(64 * 1024 + n) } })));
+  const text = fc.oneof(
+    leaseObject.map((o) => JSON.stringify(o)),
+    plausible.map((o) => JSON.stringify(o)),
+    fc.string(),
+    fc.json(),
+    fc.nat(4096).map((n) => JSON.stringify({ PublicIP: '10.0.0.1', BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: '02:00:00:00:00:01', Pad: 'x'.repeat(64 * 1024 + n) } })),
+  );
   let accepted = 0;
   fc.assert(
     fc.property(text, (t) => {
@@ -165,7 +179,10 @@ test('subnet-file parser: any file content yields a subnet or nothing, never an 
       fc.tuple(fc.constantFrom('FLANNEL_SUBNET', 'FLANNEL_NETWORK', 'FLANNEL_MTU', 'X'), fc.oneof(cidrLike, fc.string())).map(([k, v]) => `${k}=${v}`),
       fc.string(),
     );
-    const file = fc.oneof(fc.array(line, { maxLength: 8 }).map((l) => l.join('\n')), fc.string({ unit: 'binary' }));
+    const file = fc.oneof(
+      fc.array(line, { maxLength: 8 }).map((l) => l.join('\n')),
+      fc.string({ unit: 'binary' }),
+    );
     const path = join(dir, 'subnet.env');
     await fc.assert(
       fc.asyncProperty(file, async (text) => {

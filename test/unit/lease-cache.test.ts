@@ -33,7 +33,10 @@ test('a listing adds every valid peer once; a re-list with the same values is si
   assert.deepEqual(show(c.list([ownEntry, lease(2), lease(3)])), ['+10.244.2.0/24 10.0.0.2', '+10.244.3.0/24 10.0.0.3']);
   assert.deepEqual(show(c.list([ownEntry, lease(2), lease(3)])), [], 'renewals and re-lists change nothing');
   assert.deepEqual(show(c.list([ownEntry, lease(3)])), ['-10.244.2.0/24 10.0.0.2'], 'the listing diff finds a delete the watch missed');
-  assert.deepEqual(c.peers().map((p) => formatCidr(p.subnet)), ['10.244.3.0/24']);
+  assert.deepEqual(
+    c.peers().map((p) => formatCidr(p.subnet)),
+    ['10.244.3.0/24'],
+  );
 });
 
 test('watch events in order: put, changed value, delete; a delete of an unknown key is nothing', () => {
@@ -103,6 +106,15 @@ test('after a store loss, peers missing from the store keep their entries until 
   assert.deepEqual(show(c.expireHeld(9_999)), []);
   const gone = c.expireHeld(10_000);
   assert.deepEqual(show(gone), ['-10.244.2.0/24 10.0.0.2']);
-  assert.deepEqual(gone.expired.map((l) => l.attrs.publicIP), ['10.0.0.2']);
-  assert.deepEqual(c.peers().map((p) => p.attrs.publicIP).sort(), ['10.0.0.3', '10.0.0.4']);
+  assert.deepEqual(
+    gone.expired.map((l) => l.attrs.publicIP),
+    ['10.0.0.2'],
+  );
+  assert.deepEqual(
+    c
+      .peers()
+      .map((p) => p.attrs.publicIP)
+      .sort(),
+    ['10.0.0.3', '10.0.0.4'],
+  );
 });

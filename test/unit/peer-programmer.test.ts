@@ -26,17 +26,23 @@ class FakeDriver implements PeerDriver<Op> {
     return Promise.resolve([...this.kernel].map(([key, value]) => ({ key, value, add: { action: 'add', key, value }, del: { action: 'del', key, value } })));
   }
   apply(ops: Op[]): Promise<(Error | null)[]> {
-    return Promise.resolve(ops.map((o) => {
-      this.log.push(`${o.action} ${o.key}`);
-      if (o.action === 'add' && this.failing.has(o.key)) return Object.assign(new Error(`EEXIST ${o.key}`), { code: 'EEXIST' });
-      if (o.action === 'add') this.kernel.set(o.key, o.value);
-      else this.kernel.delete(o.key);
-      return null;
-    }));
+    return Promise.resolve(
+      ops.map((o) => {
+        this.log.push(`${o.action} ${o.key}`);
+        if (o.action === 'add' && this.failing.has(o.key)) return Object.assign(new Error(`EEXIST ${o.key}`), { code: 'EEXIST' });
+        if (o.action === 'add') this.kernel.set(o.key, o.value);
+        else this.kernel.delete(o.key);
+        return null;
+      }),
+    );
   }
 }
 
-const lease = (n: number, ip = `10.0.0.${n}`, backendType = 'vxlan'): Lease => ({ subnet: parseCidr(`10.244.${n}.0/24`)!, attrs: { publicIP: ip, publicIPv6: null, backendType, backendData: {} }, etcdLease: '1' });
+const lease = (n: number, ip = `10.0.0.${n}`, backendType = 'vxlan'): Lease => ({
+  subnet: parseCidr(`10.244.${n}.0/24`)!,
+  attrs: { publicIP: ip, publicIPv6: null, backendType, backendData: {} },
+  etcdLease: '1',
+});
 const added = (l: Lease): LeaseEvent => ({ type: 'added', lease: l });
 const removed = (l: Lease): LeaseEvent => ({ type: 'removed', lease: l });
 const mk = () => {
@@ -45,7 +51,7 @@ const mk = () => {
 };
 const ip = (n: number) => parseCidr(`10.244.${n}.0/24`)!.ip;
 
-test('a batch is coalesced: only the last state of each subnet is written; entries go in the driver\'s order', async () => {
+test("a batch is coalesced: only the last state of each subnet is written; entries go in the driver's order", async () => {
   const { d, p } = mk();
   await p.handle([added(lease(2)), removed(lease(2)), added(lease(3)), added(lease(3, '10.0.0.33'))]);
   assert.deepEqual(d.log, [`add neigh ${ip(3)}`, `add route ${ip(3)}`], 'subnet 2 came and went in one batch: nothing written');

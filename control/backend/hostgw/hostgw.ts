@@ -19,7 +19,9 @@ export class HostGwBackend implements Backend {
   prepare() {
     const { ext } = this.ctx;
     if (ext.publicIP !== ext.ifaceAddr)
-      return Promise.reject(new Error(`host-gw needs the public IP on the interface: --public-ip ${ext.publicIP} differs from ${ext.iface.name}'s address ${ext.ifaceAddr} (NAT is not supported by host-gw)`));
+      return Promise.reject(
+        new Error(`host-gw needs the public IP on the interface: --public-ip ${ext.publicIP} differs from ${ext.iface.name}'s address ${ext.ifaceAddr} (NAT is not supported by host-gw)`),
+      );
     return Promise.resolve({ attrs: { publicIP: ext.publicIP, publicIPv6: null, backendType: 'host-gw' }, mtu: ext.iface.mtu });
   }
 

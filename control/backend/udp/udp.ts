@@ -18,8 +18,7 @@ const ENCAP_OVERHEAD = 28; // outer IPv4 20 + UDP 8
 
 export function udpOptions(backend: Record<string, unknown>): { port: number } {
   const port = backend.Port ?? DEFAULT_UDP_PORT;
-  if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535)
-    throw new ConfigError('Backend.Port', `must be a whole number from 1 to 65535, got ${JSON.stringify(port)}`);
+  if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) throw new ConfigError('Backend.Port', `must be a whole number from 1 to 65535, got ${JSON.stringify(port)}`);
   return { port };
 }
 
@@ -107,7 +106,14 @@ export class UdpBackend implements Backend {
 
   async checks(): Promise<HealthCheck[]> {
     const why = this.pump?.stoppedErrno();
-    return [await deviceCheck(TUN_NAME), { name: 'udp pump', ok: this.pump !== undefined && !why, detail: !this.pump ? 'stopped' : why ? `thread ended (errno ${why}): the reconcile reopens it` : `thread running, UDP port ${this.port}` }];
+    return [
+      await deviceCheck(TUN_NAME),
+      {
+        name: 'udp pump',
+        ok: this.pump !== undefined && !why,
+        detail: !this.pump ? 'stopped' : why ? `thread ended (errno ${why}): the reconcile reopens it` : `thread running, UDP port ${this.port}`,
+      },
+    ];
   }
 
   close(): void {
@@ -136,4 +142,3 @@ export class UdpBackend implements Backend {
     }));
   }
 }
-

@@ -49,7 +49,10 @@ export class BpfHooks {
 
   /** Re-attaches whatever is missing (a hook removed by hand, a restarted underlay link), then the guard. */
   async ensureAttached(dev: Link): Promise<void> {
-    for (const [dir, fd] of [['egress', this.progs.egress], ['ingress', this.progs.ingress]] as const) {
+    for (const [dir, fd] of [
+      ['egress', this.progs.egress],
+      ['ingress', this.progs.ingress],
+    ] as const) {
       if (tcQuery(dev.index, dir, TC_HANDLE, TC_PRIO) !== progInfo(fd).id) {
         // attachDevice() attached both, so reaching here means someone removed one
         tcAttach(dev.index, dir, fd, TC_HANDLE, TC_PRIO);
@@ -121,7 +124,10 @@ export class BpfHooks {
     } catch (e) {
       this.xdpRefused = true;
       const busy = ['EBUSY', 'EEXIST'].includes((e as NodeJS.ErrnoException).code ?? '');
-      log.info({ iface: ext.iface.name, mode, err: (e as Error).message }, busy ? 'another XDP program took the underlay interface meanwhile; the underlay guard uses tc' : 'XDP not available for the underlay guard, using tc');
+      log.info(
+        { iface: ext.iface.name, mode, err: (e as Error).message },
+        busy ? 'another XDP program took the underlay interface meanwhile; the underlay guard uses tc' : 'XDP not available for the underlay guard, using tc',
+      );
       return false;
     }
   }

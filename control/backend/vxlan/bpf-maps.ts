@@ -92,7 +92,7 @@ export class BpfMapDriver implements PeerDriver<MapOp> {
     const rank = (o: MapOp) => (o.action === 'delete' ? DELETE_ORDER : UPDATE_ORDER).indexOf(o.map) + (o.action === 'delete' ? 0 : 10);
     const order = ops.map((_, i) => i).sort((a, b) => rank(ops[a]!) - rank(ops[b]!) || a - b);
     const res = Array.from<Error | null>({ length: ops.length }).fill(null);
-    for (let i = 0; i < order.length; ) {
+    for (let i = 0; i < order.length;) {
       const first = ops[order[i]!]!;
       let j = i;
       while (j < order.length && ops[order[j]!]!.map === first.map && ops[order[j]!]!.action === first.action) j++;

@@ -75,12 +75,19 @@ export class BpfVxlanBackend implements Backend {
     this.fastMaps = { fl_local_pods: egress.map(MAP.localPods), fl_fast_cfg: egress.map(MAP.fastCfg), fl_fast_stats: egress.map(MAP.fastStats) };
     this.fast = new FastPath(this.bpf.fastPath ?? 'auto', this.bpf.pinRoot, this.fastMaps, log, this.bpf.bypass ?? 'off');
     await this.fast.load(objectPath('fastPath'));
-    this.hooks = new BpfHooks(ext, this.bpf.underlayHook, this.bpf.pinRoot, {
-      egress: egress.program(PROGRAM.egress).fd,
-      ingress: this.fast.ingressProgram(ingress.program(PROGRAM.ingress).fd),
-      guardTc: this.fast.underlayProgram(guard.program(PROGRAM.guardTc).fd),
-      guardXdp: guard.program(PROGRAM.guardXdp).fd,
-    }, this.fast, log);
+    this.hooks = new BpfHooks(
+      ext,
+      this.bpf.underlayHook,
+      this.bpf.pinRoot,
+      {
+        egress: egress.program(PROGRAM.egress).fd,
+        ingress: this.fast.ingressProgram(ingress.program(PROGRAM.ingress).fd),
+        guardTc: this.fast.underlayProgram(guard.program(PROGRAM.guardTc).fd),
+        guardXdp: guard.program(PROGRAM.guardXdp).fd,
+      },
+      this.fast,
+      log,
+    );
 
     this.devSpec = { name: `flannel.${this.opts.vni}`, vni: this.opts.vni, local: '', link: 0, port: this.opts.port, learning: false, external: true, mtu: this.opts.mtu ?? ext.iface.mtu - 50 };
     await this.setupDevice(await ensureVxlanDevice(this.devSpec, log));
@@ -172,7 +179,9 @@ export class BpfVxlanBackend implements Backend {
       reattachedPrograms: this.hooks?.repairs.attachments ?? 0,
       ...this.fast?.describe(),
       // bypass decapsulates in the guard's tc program: with the guard in XDP, only the send side runs
-      ...(this.fast?.bypass && !this.hooks.underlayHook.startsWith('tc') ? { vxlanBypassReceive: `off: the underlay guard runs as ${this.hooks.underlayHook}, and bypass decapsulates in its tc program` } : {}),
+      ...(this.fast?.bypass && !this.hooks.underlayHook.startsWith('tc')
+        ? { vxlanBypassReceive: `off: the underlay guard runs as ${this.hooks.underlayHook}, and bypass decapsulates in its tc program` }
+        : {}),
     };
   }
 }

@@ -67,7 +67,16 @@ export class ClassicVxlanBackend implements Backend {
   checks = async () => [await deviceCheck(this.dev.name)];
 
   describe(): BackendDescription {
-    return { backend: 'vxlan', mode: 'classic', device: this.dev?.name, vni: this.opts.vni, port: this.opts.port, peers: this.programmer.peerCount(), ...this.programmer.stats, repairedDevice: this.repairedDevice };
+    return {
+      backend: 'vxlan',
+      mode: 'classic',
+      device: this.dev?.name,
+      vni: this.opts.vni,
+      port: this.opts.port,
+      peers: this.programmer.peerCount(),
+      ...this.programmer.stats,
+      repairedDevice: this.repairedDevice,
+    };
   }
 
   private entriesFor(lease: Lease): Entry<NetlinkOp>[] {

@@ -16,7 +16,6 @@ export interface VxlanDeviceSpec {
   mac?: string;
 }
 
-
 function compatible(l: Link, s: VxlanDeviceSpec): string | undefined {
   if (l.kind !== 'vxlan' || !l.vxlan) return `it is a ${l.kind || 'non-vxlan'} device`;
   const v = l.vxlan;

@@ -191,7 +191,13 @@ export class FastPath {
     const path = join(this.pinRoot, POD_PROGRAM_PIN);
     const id = BpfObject.pinnedProgramId(path);
     const want = progInfo(this.podProgram).id;
-    return [{ name: 'pod fast path program', ok: id === want, detail: id === want ? `pinned at ${path}, program ${want}` : id === undefined ? `not pinned at ${path}` : `${path} is program ${id}, not ${want}` }];
+    return [
+      {
+        name: 'pod fast path program',
+        ok: id === want,
+        detail: id === want ? `pinned at ${path}, program ${want}` : id === undefined ? `not pinned at ${path}` : `${path} is program ${id}, not ${want}`,
+      },
+    ];
   }
 
   describe(): Pick<BackendDescription, 'fastPath' | 'fastPathOffBecause' | 'vxlanBypass' | 'vxlanBypassOffBecause' | 'localPods' | 'attached' | 'detached' | 'stalePods'> {
