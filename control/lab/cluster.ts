@@ -2,6 +2,9 @@
 // veth, our agent in each node, and pods behind each node's cni0 (made by hand, or through the flannel
 // CNI plugin as a runtime would). Every name carries the lab's prefix and every file sits in its state
 // directory, with a state file, so `down` finds and removes everything, also after a crash.
+// Longer than the ~300 lines the rest of control/ keeps to, on purpose: building the lab and tearing it
+// down (including after a crash, from the state file alone) must stay side by side, so that every
+// thing `create` makes has its undo in view.
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, readdirSync, rmSync, existsSync, statSync, writeFileSync } from 'node:fs';
