@@ -8,6 +8,7 @@ export const SUPPORTED_VERSIONS = ['0.3.0', '0.3.1', '0.4.0', '1.0.0'];
 
 /** CNI error codes (spec): 1 incompatible version, 4 invalid env, 6 decoding failure, 7 invalid config, 11 try again later. */
 export class CniError extends Error {
+  override name = 'CniError';
   constructor(
     readonly code: number,
     msg: string,
