@@ -192,6 +192,28 @@ static __always_inline int fl_flow_ok(struct __sk_buff *skb, struct iphdr *ip, _
 	return r;
 }
 
+/* The local pod a packet is for, when its flow may skip the stack; NULL with the reason to leave it to
+ * the stack otherwise. */
+static __always_inline struct fl_pod_val *fl_deliverable(struct __sk_buff *skb, struct iphdr *ip, __u32 flags, int *reason)
+{
+	struct fl_pod_key pk;
+
+	__builtin_memcpy(pk.ip, &ip->daddr, 4);
+	struct fl_pod_val *pod = bpf_map_lookup_elem(&fl_local_pods, &pk);
+
+	if (!pod || !pod->ifindex) {
+		*reason = FL_PASS_NOT_POD;
+		return NULL;
+	}
+	int r = fl_flow_ok(skb, ip, flags);
+
+	if (r != FL_FLOW_OK) {
+		*reason = r;
+		return NULL;
+	}
+	return pod;
+}
+
 /* Leaves the packet to the stack, counting why. TC_ACT_UNSPEC, not TC_ACT_OK: the filters after ours on
  * the veth or on flannel.1 still run. */
 static __always_inline int fl_pass(struct __sk_buff *skb, __u32 reason)
@@ -295,17 +317,11 @@ int fl_ingress_fast(struct __sk_buff *skb)
 
 	if (!fc || !(fc->flags & FL_FAST_ON) || !(ip = fl_ipv4(skb)))
 		return fl_pass(skb, FL_PASS_OTHER);
-	struct fl_pod_key pk;
+	int reason;
+	struct fl_pod_val *pod = fl_deliverable(skb, ip, fc->flags, &reason);
 
-	__builtin_memcpy(pk.ip, &ip->daddr, 4);
-	struct fl_pod_val *pod = bpf_map_lookup_elem(&fl_local_pods, &pk);
-
-	if (!pod || !pod->ifindex)
-		return fl_pass(skb, FL_PASS_NOT_POD);
-	int r = fl_flow_ok(skb, ip, fc->flags);
-
-	if (r != FL_FLOW_OK)
-		return fl_pass(skb, r);
+	if (!pod)
+		return fl_pass(skb, reason);
 	/* the frame as the bridge would hand it to the pod: from its gateway, to its MAC */
 	struct ethhdr *eth = (void *)(long)skb->data;
 
@@ -357,17 +373,11 @@ static __always_inline int fl_bypass_rx(struct __sk_buff *skb, const struct fl_f
 		return fl_pass(skb, FL_PASS_OTHER);
 	if (ip->version != 4 || ip->ihl != 5 || (ip->frag_off & bpf_htons(0x3fff)) || ip->ttl <= 1)
 		return fl_pass(skb, FL_PASS_OTHER);
-	struct fl_pod_key pk;
+	int reason;
+	struct fl_pod_val *pod = fl_deliverable(skb, ip, fc->flags, &reason);
 
-	__builtin_memcpy(pk.ip, &ip->daddr, 4);
-	struct fl_pod_val *pod = bpf_map_lookup_elem(&fl_local_pods, &pk);
-
-	if (!pod || !pod->ifindex)
-		return fl_pass(skb, FL_PASS_NOT_POD);
-	int r = fl_flow_ok(skb, ip, fc->flags);
-
-	if (r != FL_FLOW_OK)
-		return fl_pass(skb, r);
+	if (!pod)
+		return fl_pass(skb, reason);
 	__u8 remote[4];
 
 	__builtin_memcpy(remote, &h->ip.saddr, 4);

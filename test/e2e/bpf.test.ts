@@ -6,7 +6,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { existsSync } from 'node:fs';
 import { TestLab, packetsByVerdict, type LabNode } from '../helpers/lab.ts';
-import { inNs, ip, json, sh, until } from '../helpers/netns.ts';
+import { inNs, json, sh, until } from '../helpers/netns.ts';
 import { formatIp4, type Subnet } from '../../control/subnet/ip4.ts';
 
 const SEND = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'send-vxlan.ts');
@@ -109,12 +109,7 @@ describe('BPF vxlan, three nodes', { timeout: 300_000 }, () => {
     const n1 = lab.node(1);
     const mac1 = (await lab.leases()).get(`${formatIp4(subnets.get(n1)!.ip)}-24`)!.BackendData!.VtepMAC;
     const pod1 = n1.pods[0]!.ip;
-    const attacker = `${lab.prefix}x`;
-    await ip('netns', 'add', attacker);
-    await ip('-n', lab.underlay, 'link', 'add', 'x0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', attacker);
-    await ip('-n', lab.underlay, 'link', 'set', 'x0', 'master', 'br0', 'up');
-    await ip('-n', attacker, 'addr', 'add', '172.20.0.66/24', 'dev', 'eth0');
-    await ip('-n', attacker, 'link', 'set', 'eth0', 'up');
+    const attacker = await lab.addStranger();
     const send = (ns: string, vni: number, count: number, src: string) => inNs(ns, process.execPath, '--import', 'tsx', SEND, n1.ip, '8472', String(vni), String(count), mac1, src, pod1);
 
     const s0 = packetsByVerdict(n1);

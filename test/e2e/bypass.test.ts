@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TestLab, packetsByVerdict, type LabNode, type Pod } from '../helpers/lab.ts';
-import { inNs, ip, until } from '../helpers/netns.ts';
+import { inNs, until } from '../helpers/netns.ts';
 import { readDataPlane } from '../../control/datapath/inspect.ts';
 import type { FastResult } from '../../control/datapath/layout.ts';
 import { fetchStatus } from '../../control/health/client.ts';
@@ -87,12 +87,7 @@ describe('vxlan bypass: two bypass nodes and a classic one', { timeout: 300_000 
 
   test("VXLAN from a stranger is dropped by the bypass guard; a member's passes", async () => {
     const mac1 = (await lab.leases()).get(`${formatIp4((await lab.waitReady(n1)).subnet.ip)}-24`)!.BackendData!.VtepMAC;
-    const attacker = `${lab.prefix}x`;
-    await ip('netns', 'add', attacker);
-    await ip('-n', lab.underlay, 'link', 'add', 'x0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', attacker);
-    await ip('-n', lab.underlay, 'link', 'set', 'x0', 'master', 'br0', 'up');
-    await ip('-n', attacker, 'addr', 'add', '172.20.0.66/24', 'dev', 'eth0');
-    await ip('-n', attacker, 'link', 'set', 'eth0', 'up');
+    const attacker = await lab.addStranger();
     const send = (ns: string, count: number, src: string) => inNs(ns, process.execPath, '--import', 'tsx', SEND, n1.ip, '8472', '1', String(count), mac1, src, n1.pods[0]!.ip);
     const s0 = packetsByVerdict(n1);
     await send(attacker, 50, '10.244.99.9');

@@ -389,13 +389,8 @@ describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
   });
 
   test('VXLAN injection: from a non-member and with the wrong VNI, dropped and counted (drop rate)', async () => {
-    const attacker = `${lab.prefix}x`;
-    await ip('netns', 'add', attacker);
+    const attacker = await lab.addStranger();
     try {
-      await ip('-n', lab.underlay, 'link', 'add', 'x0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', attacker);
-      await ip('-n', lab.underlay, 'link', 'set', 'x0', 'master', 'br0', 'up');
-      await ip('-n', attacker, 'addr', 'add', '172.20.0.66/24', 'dev', 'eth0');
-      await ip('-n', attacker, 'link', 'set', 'eth0', 'up');
       const mac1 = (await lab.leases()).get(`${formatIp4(subnets.get(n1)!.ip)}-24`)!.BackendData!.VtepMAC;
       const send = (ns: string, vni: number, count: number, src: string) =>
         inNs(ns, process.execPath, '--import', 'tsx', join(FIX, 'send-vxlan.ts'), n1.ip, '8472', String(vni), String(count), mac1, src, n1.pods[0]!.ip);

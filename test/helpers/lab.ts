@@ -51,6 +51,20 @@ export class TestLab extends Lab {
     return pod;
   }
 
+  /**
+   * A host on the underlay that holds no lease (the lab's prefix + "x", at `address`): where the tests
+   * send hostile VXLAN from. The lab's destroy() removes it with the rest of its namespaces.
+   */
+  async addStranger(address = '172.20.0.66'): Promise<string> {
+    const ns = `${this.prefix}x`;
+    await ip('netns', 'add', ns);
+    await ip('-n', this.underlay, 'link', 'add', 'x0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns);
+    await ip('-n', this.underlay, 'link', 'set', 'x0', 'master', 'br0', 'up');
+    await ip('-n', ns, 'addr', 'add', `${address}/24`, 'dev', 'eth0');
+    await ip('-n', ns, 'link', 'set', 'eth0', 'up');
+    return ns;
+  }
+
   /** CNI DEL through the flannel plugin, as a runtime does when a pod goes; then its namespace goes. */
   async delPodCni(node: LabNode, pod: Pod): Promise<void> {
     const r = this.cni(node, 'DEL', pod.ns);
