@@ -231,8 +231,36 @@ export function checkFlags(f: FlanneldFlags): string | undefined {
   return undefined;
 }
 
+/**
+ * The environment as flannel reads it (its flagutil): a FLANNELD_* variable that is empty is not set
+ * (FLANNELD_ETCD_PREFIX= must not empty the prefix), and a switch's variable is a boolean, so
+ * FLANNELD_NO_BPF=false leaves BPF on (commander would take any value of a switch's variable as "on").
+ * A value that is no boolean is an error naming the variable. Edits `env` in place, before parsing.
+ */
+export function applyFlannelEnv(cmd: Command, env: NodeJS.ProcessEnv): void {
+  for (const o of cmd.options) {
+    const name = o.envVar;
+    if (!name || env[name] === undefined) continue;
+    if (env[name] === '') {
+      delete env[name];
+      continue;
+    }
+    if (o.required || o.optional) continue; // takes a value: commander parses it as the flag's
+    try {
+      if (!bool(env[name])) delete env[name];
+    } catch {
+      throw new InvalidArgumentError(`${name}=${JSON.stringify(env[name])}: must be true or false (it sets ${o.long})`);
+    }
+  }
+}
+
 async function main(): Promise<void> {
   const cmd = buildCommand();
+  try {
+    applyFlannelEnv(cmd, process.env);
+  } catch (e) {
+    cmd.error(`error: ${(e as Error).message}`, { exitCode: 2 });
+  }
   cmd.parse(normalizeGoFlags(process.argv.slice(2)), { from: 'user' });
   const f = cmd.opts<FlanneldFlags>();
   const bad = checkFlags(f);

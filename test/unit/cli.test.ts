@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { buildCommand, checkFlags, normalizeGoFlags, type FlanneldFlags } from '../../control/cli/flanneld.ts';
+import { applyFlannelEnv, buildCommand, checkFlags, normalizeGoFlags, type FlanneldFlags } from '../../control/cli/flanneld.ts';
 
 function parse(argv: string[], env: Record<string, string> = {}) {
   const saved = { ...process.env };
@@ -9,6 +9,7 @@ function parse(argv: string[], env: Record<string, string> = {}) {
     const cmd = buildCommand()
       .exitOverride()
       .configureOutput({ writeErr: () => undefined });
+    applyFlannelEnv(cmd, process.env);
     cmd.parse(normalizeGoFlags(argv), { from: 'user' });
     return cmd.opts<FlanneldFlags>();
   } finally {
@@ -60,4 +61,15 @@ test('bad and conflicting flags are clear errors', () => {
   assert.match(checkFlags({ ...base, etcdPassword: 'p' })!, /needs --etcd-username/);
   assert.match(checkFlags({ ...base, etcdEndpoints: 'localhost:2379' })!, /must be http/);
   assert.equal(checkFlags(base), undefined);
+});
+
+test("FLANNELD_* as flannel reads them: an empty variable is not set; a switch's variable is a boolean; a bad one names itself", () => {
+  assert.equal(parse([], { FLANNELD_ETCD_PREFIX: '' }).etcdPrefix, '/coreos.com/network', 'empty: the default, not an empty prefix');
+  assert.equal(parse([], { FLANNELD_ETCD_PREFIX: '/x' }).etcdPrefix, '/x');
+  assert.equal(parse([], { FLANNELD_NO_BPF: 'false' }).bpf, true, 'FLANNELD_NO_BPF=false leaves BPF on');
+  assert.equal(parse([], { FLANNELD_NO_BPF: 'true' }).bpf, false);
+  assert.equal(parse([], { FLANNELD_NO_BPF: '' }).bpf, true);
+  assert.equal(parse([], { FLANNELD_IP_MASQ: 'false' }).ipMasq, false);
+  assert.equal(parse([], { FLANNELD_IP_MASQ: '1' }).ipMasq, true);
+  assert.throws(() => parse([], { FLANNELD_NO_BPF: 'maybe' }), /FLANNELD_NO_BPF="maybe": must be true or false \(it sets --no-bpf\)/);
 });
