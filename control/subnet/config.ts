@@ -39,6 +39,20 @@ function ipField(raw: Record<string, unknown>, field: string): number | undefine
   return ip;
 }
 
+// The fields flannel's Go structs declare. Go's encoding/json matches a JSON key to a field exactly or,
+// failing that, case-insensitively, and a later key for the same field overwrites an earlier one: an
+// operator's "network" or "port" works in flannel, so it must work here too.
+const CONFIG_FIELDS = ['Network', 'SubnetMin', 'SubnetMax', 'SubnetLen', 'EnableIPv4', 'EnableIPv6', 'IPv6Network', 'IPv6SubnetMin', 'IPv6SubnetMax', 'IPv6SubnetLen', 'Backend', 'EnableNFTables'];
+const BACKEND_FIELDS = ['Type', 'VNI', 'Port', 'MTU', 'GBP', 'Learning', 'DirectRouting', 'MacPrefix'];
+
+/** obj with every key that names one of `fields` (in any case) under that field's own spelling. */
+export function goFieldNames(obj: Record<string, unknown>, fields: readonly string[]): Record<string, unknown> {
+  const byLower = new Map(fields.map((f) => [f.toLowerCase(), f]));
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(obj)) out[byLower.get(k.toLowerCase()) ?? k] = v;
+  return out;
+}
+
 export function parseConfig(text: string): NetworkConfig {
   let raw: unknown;
   try {
@@ -47,7 +61,7 @@ export function parseConfig(text: string): NetworkConfig {
     throw new ConfigError('(json)', `not valid JSON: ${(e as Error).message}`);
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ConfigError('(json)', 'must be a JSON object');
-  const cfg = raw as Record<string, unknown>;
+  const cfg = goFieldNames(raw as Record<string, unknown>, CONFIG_FIELDS);
 
   const enableIPv4 = cfg.EnableIPv4 === undefined ? true : cfg.EnableIPv4;
   const enableIPv6 = cfg.EnableIPv6 === undefined ? false : cfg.EnableIPv6;
@@ -96,9 +110,10 @@ export function parseConfig(text: string): NetworkConfig {
     backendDefaulted = true;
   } else {
     if (typeof cfg.Backend !== 'object' || Array.isArray(cfg.Backend)) throw new ConfigError('Backend', `must be an object such as {"Type":"vxlan"}, got ${JSON.stringify(cfg.Backend)}`);
-    const b = cfg.Backend as Record<string, unknown>;
+    const b = goFieldNames(cfg.Backend as Record<string, unknown>, BACKEND_FIELDS);
     if (typeof b.Type !== 'string' || b.Type === '') throw new ConfigError('Backend.Type', `required, one of "vxlan", "host-gw", "udp"; got ${JSON.stringify(b.Type)}`);
-    backend = { ...b, Type: b.Type };
+    // flannel lower-cases the type: "VxLAN" is vxlan
+    backend = { ...b, Type: b.Type.toLowerCase() };
   }
 
   return { network, subnetLen, subnetMin, subnetMax, enableIPv4, enableIPv6, backend, backendDefaulted, raw: cfg };

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseConfig, ConfigError, isCompatible } from '../../control/subnet/config.ts';
-import { formatIp4, parseCidr } from '../../control/subnet/ip4.ts';
+import { formatCidr, formatIp4, parseCidr } from '../../control/subnet/ip4.ts';
 
 test('flannel defaults for a /16: SubnetLen 24, SubnetMin skips the first subnet, SubnetMax is the last', () => {
   const c = parseConfig('{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}');
@@ -80,4 +80,25 @@ test('bad Backend options are a ConfigError naming the field (the CLI says "bad 
   for (const [fn, field] of cases) {
     assert.throws(fn, (e: unknown) => e instanceof ConfigError && e.field === field && e.name === 'ConfigError', field);
   }
+});
+
+test("flannel's spelling: keys match in any case (Go's JSON decoding), Backend.Type is lower-cased, the later of two spellings wins", async () => {
+  const { vxlanOptions } = await import('../../control/backend/vxlan/options.ts');
+  const c = parseConfig('{"network":"10.50.0.0/16","SUBNETLEN":26,"backend":{"type":"VxLAN","port":4789,"vni":7,"mtu":1400}}');
+  assert.equal(formatCidr(c.network), '10.50.0.0/16');
+  assert.equal(c.subnetLen, 26);
+  assert.equal(c.backendDefaulted, false, 'a lower-case "backend" is the Backend, not a missing one (which would mean udp)');
+  assert.equal(c.backend.Type, 'vxlan');
+  assert.deepEqual(vxlanOptions(c.backend), { vni: 7, port: 4789, learning: false, mtu: 1400 });
+  assert.equal(parseConfig('{"Network":"10.50.0.0/16","network":"10.60.0.0/16","Backend":{"Type":"host-gw"}}').network.ip, parseCidr('10.60.0.0/16')!.ip);
+  // options we do not implement are refused in any spelling, never ignored
+  assert.throws(() => vxlanOptions(parseConfig('{"Network":"10.50.0.0/16","Backend":{"Type":"vxlan","Directrouting":true}}').backend), /Backend\.DirectRouting/);
+  assert.throws(() => vxlanOptions(parseConfig('{"Network":"10.50.0.0/16","Backend":{"Type":"vxlan","gbp":true}}').backend), /Backend\.GBP: not supported/);
+});
+
+test('Backend.MTU is the underlay MTU, as in flannel: flannel.1 (and FLANNEL_MTU) gets 50 bytes less; without it, the interface MTU less 50', async () => {
+  const { vxlanDeviceMtu, vxlanOptions } = await import('../../control/backend/vxlan/options.ts');
+  assert.equal(vxlanDeviceMtu(vxlanOptions({ Type: 'vxlan', MTU: 1400 }), 1500), 1350);
+  assert.equal(vxlanDeviceMtu(vxlanOptions({ Type: 'vxlan' }), 9001), 8951);
+  assert.throws(() => vxlanOptions({ Type: 'vxlan', MTU: 100 }), /Backend\.MTU: 100 is the underlay's MTU/);
 });

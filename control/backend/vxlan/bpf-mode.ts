@@ -15,7 +15,7 @@ import type { Backend, BackendContext, BackendDescription, HealthCheck, TrafficV
 import { decodeDataPlane, type DataPlaneMaps } from '../../datapath/inspect.js';
 import { ensureVxlanDevice, repairVxlanDevice, type VxlanDeviceSpec } from './device.js';
 import { disableIpv6, ensureDeviceAddress } from '../device.js';
-import { vxlanOptions, type VxlanOptions } from './options.js';
+import { vxlanDeviceMtu, vxlanOptions, type VxlanOptions } from './options.js';
 import { FastPath, type BypassMode, type FastPathMaps, type FastPathMode } from './fast-path.js';
 import { BpfMapDriver, type MapOp } from './bpf-maps.js';
 import { BpfHooks, type UnderlayHook } from './bpf-hooks.js';
@@ -89,7 +89,7 @@ export class BpfVxlanBackend implements Backend {
       log,
     );
 
-    this.devSpec = { name: `flannel.${this.opts.vni}`, vni: this.opts.vni, local: '', link: 0, port: this.opts.port, learning: false, external: true, mtu: this.opts.mtu ?? ext.iface.mtu - 50 };
+    this.devSpec = { name: `flannel.${this.opts.vni}`, vni: this.opts.vni, local: '', link: 0, port: this.opts.port, learning: false, external: true, mtu: vxlanDeviceMtu(this.opts, ext.iface.mtu) };
     await this.setupDevice(await ensureVxlanDevice(this.devSpec, log));
     return {
       attrs: { publicIP: ext.publicIP, publicIPv6: null, backendType: 'vxlan', backendData: encodeVxlanData({ vni: this.opts.vni, vtepMAC: this.dev.mac }) },

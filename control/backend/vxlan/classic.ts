@@ -9,7 +9,7 @@ import type { Backend, BackendContext, BackendDescription } from '../types.js';
 import { deviceCheck } from '../health.js';
 import { ensureVxlanDevice, repairVxlanDevice, type VxlanDeviceSpec } from './device.js';
 import { ensureDeviceAddress } from '../device.js';
-import { vxlanOptions, type VxlanOptions } from './options.js';
+import { vxlanDeviceMtu, vxlanOptions, type VxlanOptions } from './options.js';
 
 const RTPROT_KERNEL = 2;
 export class ClassicVxlanBackend implements Backend {
@@ -36,7 +36,7 @@ export class ClassicVxlanBackend implements Backend {
       port: this.opts.port,
       learning: this.opts.learning,
       external: false,
-      mtu: this.opts.mtu ?? ext.iface.mtu - 50, // outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
+      mtu: vxlanDeviceMtu(this.opts, ext.iface.mtu),
     };
     this.dev = await ensureVxlanDevice(this.devSpec, this.ctx.log);
     return {

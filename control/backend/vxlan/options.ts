@@ -8,8 +8,19 @@ export interface VxlanOptions {
   vni: number;
   port: number;
   learning: boolean;
+  /** Backend.MTU: the underlay's MTU, as in flannel; flannel.<VNI> gets 50 bytes less (see vxlanDeviceMtu) */
   mtu?: number;
 }
+
+/** VXLAN's overhead: outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14 */
+export const VXLAN_OVERHEAD = 50;
+
+/**
+ * flannel.<VNI>'s MTU, and so FLANNEL_MTU: Backend.MTU (flannel's default: the external interface's
+ * MTU) less the VXLAN overhead, as flannel's vxlan backend computes it. A node of ours and a flannel
+ * node with the same config give their pods the same MTU.
+ */
+export const vxlanDeviceMtu = (o: VxlanOptions, underlayMtu: number) => (o.mtu ?? underlayMtu) - VXLAN_OVERHEAD;
 
 export function vxlanOptions(backend: Record<string, unknown>): VxlanOptions {
   const num = (k: string, def: number, max: number) => {
@@ -21,5 +32,8 @@ export function vxlanOptions(backend: Record<string, unknown>): VxlanOptions {
   const port = num('Port', 0, 65535) || DEFAULT_VXLAN_PORT; // 0 means the kernel default, 8472 on Linux
   const mtu = num('MTU', 0, 65535);
   if (backend.DirectRouting === true) throw new ConfigError('Backend.DirectRouting', 'not supported by this agent yet');
+  // flannel's VXLAN group-based policy extension: refused rather than silently dropped
+  if (backend.GBP === true) throw new ConfigError('Backend.GBP', 'not supported by this agent');
+  if (mtu && mtu < VXLAN_OVERHEAD + 68) throw new ConfigError('Backend.MTU', `${mtu} is the underlay's MTU (flannel.1 gets ${VXLAN_OVERHEAD} bytes less): it must be at least ${VXLAN_OVERHEAD + 68}`);
   return { vni, port, learning: backend.Learning === true, ...(mtu ? { mtu } : {}) };
 }
