@@ -122,6 +122,7 @@ enum fl_fast_result {
 	FL_BYPASS_RX,		/* underlay -> pod, decapsulated in BPF: flannel.1 skipped as well */
 	FL_PASS_NO_FIB,		/* bypass send: no forwardable route to the peer from BPF; flannel.1 sends it */
 	FL_PASS_GRO,		/* bypass receive: a GRO aggregate, which only the kernel can decapsulate here */
+	FL_PASS_TOO_BIG,	/* bypass send: 50 more bytes would not fit the outer IPv4 length; flannel.1 sends it */
 	FL_FAST_MAX,
 };
 

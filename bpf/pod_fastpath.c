@@ -242,6 +242,13 @@ static __always_inline int fl_bypass_tx(struct __sk_buff *skb, const struct fl_f
 
 	if (!cfg)
 		return -1;
+	/* The outer IPv4 length is 16 bits. A GSO packet near 64 KiB (a UDP_SEGMENT burst of a QUIC
+	 * server, say) has no room for 50 more bytes: its length would wrap, and the receiver would trim
+	 * the packet to the wrapped length. flannel.1 sends those. */
+	if (skb->len - ETH_HLEN + FL_ENCAP_LEN > 0xffff) {
+		fl_count_fast(FL_PASS_TOO_BIG, skb->len);
+		return -1;
+	}
 	if ((known = fl_bypass_route(skb, fc, rt->remote_ip, &p)) < 0) {
 		fl_count_fast(FL_PASS_NO_FIB, skb->len);
 		return -1;

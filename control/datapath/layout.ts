@@ -153,7 +153,20 @@ export function sumPeerStats(perCpu: Buffer[]) {
 }
 
 // Pod fast path (bpf/flannel.h: fl_pod_*, fl_fast_*)
-export const FAST_RESULTS = ['fast_tx', 'fast_rx', 'pass_not_pod', 'pass_new_flow', 'pass_nat', 'pass_other', 'pass_ct_error', 'bypass_tx', 'bypass_rx', 'pass_no_fib', 'pass_gro'] as const;
+export const FAST_RESULTS = [
+  'fast_tx',
+  'fast_rx',
+  'pass_not_pod',
+  'pass_new_flow',
+  'pass_nat',
+  'pass_other',
+  'pass_ct_error',
+  'bypass_tx',
+  'bypass_rx',
+  'pass_no_fib',
+  'pass_gro',
+  'pass_too_big',
+] as const;
 export type FastResult = (typeof FAST_RESULTS)[number];
 export const FAST_ON = 1;
 /** UNSAFE, for tests only: the fast path stops asking conntrack (replies of NAT'd flows break) */
