@@ -1,6 +1,8 @@
 // Which interface carries the overlay and which address the node publishes, as flannel decides it:
 // --iface entries in order (name or IP), then --iface-regex entries (matched against IPs, then names),
-// else the interface of the default route. Public IP: --public-ip, else the interface's first IPv4.
+// else, with --public-ip, the interface that holds that address (none: an error, as flannel's
+// LookupExtIface(publicIP) gives), else the interface of the default route. Public IP: --public-ip,
+// else the interface's first IPv4.
 import { AF_INET, listAddrs, listLinks, listRoutes, type Addr, type Link, type Route } from '../kernel/netlink.js';
 import { parseIp4 } from '../subnet/ip4.js';
 
@@ -57,6 +59,15 @@ export function chooseInterface(links: Link[], addrs: Addr[], routes: Route[], o
     if (byName) return result(byName);
   }
   if (o.iface.length || o.ifaceRegex.length) throw new InterfaceError(`no interface matches --iface ${JSON.stringify(o.iface)} / --iface-regex ${JSON.stringify(o.ifaceRegex)}`);
+  if (o.publicIP) {
+    const a = addrs.find((x) => x.family === AF_INET && x.address === o.publicIP);
+    const l = a && links.find((x) => x.index === a.index);
+    if (!l)
+      throw new InterfaceError(
+        `--public-ip ${o.publicIP} is on no interface of this node: without --iface or --iface-regex the interface is the one that holds the public IP, as in flannel (behind NAT, name the interface with --iface)`,
+      );
+    return result(l, o.publicIP);
+  }
 
   const def = routes.find((r) => r.dstLen === 0 && r.dev > 0);
   const l = def && links.find((x) => x.index === def.dev);

@@ -42,3 +42,11 @@ test('clear errors when nothing matches', () => {
   assert.throws(() => chooseInterface(links, addrs, [], { iface: [], ifaceRegex: [] }), /no default route/);
   assert.throws(() => chooseInterface([...links, link(5, 'eth9')], addrs, [], { iface: ['eth9'], ifaceRegex: [] }), /eth9 has no IPv4 address/);
 });
+
+test('--public-ip without --iface: the interface that holds it, as flannel does; an address no interface holds is an error', () => {
+  const c = choose({ publicIP: '192.168.56.12' });
+  assert.equal(c.iface.name, 'eth1', "not the default route's eth0");
+  assert.equal(c.ifaceAddr, '192.168.56.12');
+  assert.equal(c.publicIP, '192.168.56.12');
+  assert.throws(() => choose({ publicIP: '203.0.113.4' }), /--public-ip 203\.0\.113\.4 is on no interface of this node/);
+});
