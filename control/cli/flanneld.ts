@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // flanneld: parses flannel's flags (and FLANNELD_* variables), then hands over to the agent.
-import { realpathSync } from 'node:fs';
+import { readFileSync, realpathSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { Agent } from '../agent/agent.js';
@@ -9,6 +10,7 @@ import { HealthServer } from '../health/server.js';
 import { createLogger } from '../log.js';
 import { ConfigError } from '../subnet/config.js';
 import { parseIp4 } from '../subnet/ip4.js';
+import { projectRoot } from '../paths.js';
 
 /**
  * flannel is a Go program: its flags also come as -flag and -flag=value (and -v=N).
@@ -101,6 +103,8 @@ export function buildCommand(): Command {
       'writes the subnet file for the CNI plugin and programs this node so pods reach pods on every other node.\n' +
       'Every flag can also be set as FLANNELD_<FLAG> (e.g. FLANNELD_ETCD_ENDPOINTS). Go-style -flag=value works too.',
   );
+  // flannel's --version: the version, and nothing else
+  cmd.version((JSON.parse(readFileSync(join(projectRoot(), 'package.json'), 'utf8')) as { version: string }).version, '--version', 'print the version and exit');
   for (const o of etcdFlagOptions()) cmd.addOption(o);
   return cmd
     .addOption(opt('--iface <name-or-ip>', 'interface (name or IPv4) for inter-host traffic; repeatable, first match wins', 'FLANNELD_IFACE').argParser(collect).default([]))

@@ -73,3 +73,16 @@ test("FLANNELD_* as flannel reads them: an empty variable is not set; a switch's
   assert.equal(parse([], { FLANNELD_IP_MASQ: '1' }).ipMasq, true);
   assert.throws(() => parse([], { FLANNELD_NO_BPF: 'maybe' }), /FLANNELD_NO_BPF="maybe": must be true or false \(it sets --no-bpf\)/);
 });
+
+test("--version prints the version and nothing else, as flannel's does", () => {
+  let out = '';
+  const cmd = buildCommand()
+    .exitOverride()
+    .configureOutput({ writeOut: (s) => (out += s), writeErr: () => undefined });
+  assert.throws(
+    () => cmd.parse(normalizeGoFlags(['--version']), { from: 'user' }),
+    (e: { code?: string }) => e.code === 'commander.version',
+  );
+  assert.match(out, /^\d+\.\d+\.\d+\n$/);
+  assert.match(buildCommand().helpInformation(), /--version\s+print the version and exit/);
+});
