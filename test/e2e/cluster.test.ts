@@ -203,8 +203,16 @@ describe('host-gw, three nodes', { timeout: 240_000 }, () => {
   test('host-gw refuses to start when the public IP is not on the interface', async () => {
     const n = lab.node(1);
     await lab.stopAgent(n);
-    lab.startAgent(n, ['--public-ip=203.0.113.7']);
+    // behind NAT the operator names the interface: without --iface the public IP picks it (flannel's rule)
+    lab.startAgent(n, ['--iface=eth0', '--public-ip=203.0.113.7']);
     assert.equal(await n.exited, 1);
     assert.match(lab.logs(n), /host-gw needs the public IP on the interface/);
+  });
+
+  test('--public-ip without --iface that no interface holds: the agent says so and stops, as flannel does', async () => {
+    const n = lab.node(1);
+    lab.startAgent(n, ['--public-ip=203.0.113.7']);
+    assert.equal(await n.exited, 1);
+    assert.match(lab.logs(n), /--public-ip 203\.0\.113\.7 is on no interface of this node/);
   });
 });
