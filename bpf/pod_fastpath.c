@@ -456,10 +456,8 @@ int fl_ct_probe(struct __sk_buff *skb)
 SEC("tc")
 int fl_encap_probe(struct __sk_buff *skb)
 {
-	__u64 flags = BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2_ETH |
-		      BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN);
-
-	return -bpf_skb_adjust_room(skb, FL_ENCAP_LEN, BPF_ADJ_ROOM_MAC, flags);
+	/* the same call as fl_vxlan_encap(), flags and all: the probe answers for exactly what bypass does */
+	return -bpf_skb_adjust_room(skb, FL_ENCAP_LEN, BPF_ADJ_ROOM_MAC, FL_VXLAN_ROOM_FLAGS);
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -30,6 +30,9 @@ struct fl_vxlan_hdrs {
 #define FL_ENCAP_LEN 50
 _Static_assert(__builtin_offsetof(struct fl_vxlan_hdrs, eth) + sizeof(struct ethhdr) == FL_ENCAP_LEN, "VXLAN overhead");
 #define FL_VXLAN_I bpf_htonl(0x08000000)	/* "VNI valid", the only flag flannel.1 sets or accepts */
+/* room for outer IPv4 + UDP + VXLAN + inner Ethernet, marked so that GSO segments it as a UDP tunnel */
+#define FL_VXLAN_ROOM_FLAGS                                                                                   \
+	(BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2_ETH | BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN))
 
 /* The kernel's udp_flow_src_port() as flannel.1 runs it (no port range configured): the flow hash over
  * the default local port range. A peer accepts any source port; what matters is that one flow keeps
@@ -102,9 +105,7 @@ static __always_inline int fl_vxlan_encap(struct __sk_buff *skb, const struct fl
 	__builtin_memcpy(h.eth.h_source, cfg->local_mac, 6);
 	h.eth.h_proto = bpf_htons(ETH_P_IP);
 
-	__u64 flags = BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2_ETH |
-		      BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN);
-	int err = bpf_skb_adjust_room(skb, FL_ENCAP_LEN, BPF_ADJ_ROOM_MAC, flags);
+	int err = bpf_skb_adjust_room(skb, FL_ENCAP_LEN, BPF_ADJ_ROOM_MAC, FL_VXLAN_ROOM_FLAGS);
 
 	if (err)
 		return err;

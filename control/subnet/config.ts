@@ -46,7 +46,7 @@ const CONFIG_FIELDS = ['Network', 'SubnetMin', 'SubnetMax', 'SubnetLen', 'Enable
 const BACKEND_FIELDS = ['Type', 'VNI', 'Port', 'MTU', 'GBP', 'Learning', 'DirectRouting', 'MacPrefix'];
 
 /** obj with every key that names one of `fields` (in any case) under that field's own spelling. */
-export function goFieldNames(obj: Record<string, unknown>, fields: readonly string[]): Record<string, unknown> {
+function goFieldNames(obj: Record<string, unknown>, fields: readonly string[]): Record<string, unknown> {
   const byLower = new Map(fields.map((f) => [f.toLowerCase(), f]));
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(obj)) out[byLower.get(k.toLowerCase()) ?? k] = v;

@@ -19,16 +19,16 @@ export type FastPathMode = 'auto' | 'on' | 'off';
 /** bypass mode: the pod fast path also encapsulates and decapsulates itself, skipping flannel.1 */
 export type BypassMode = 'auto' | 'on' | 'off';
 
-/** any well-formed frame: the probe program looks up a fixed tuple, not the packet */
-const CT_PROBE_PACKET = Buffer.concat([Buffer.alloc(12), Buffer.from([0x08, 0x00]), Buffer.from('450000140000000040110000' + '7f0000017f000001', 'hex')]);
+/**
+ * The frame both load-time probes run on: an IPv4 datagram with a payload, which the encap probe can
+ * add VXLAN room to (the conntrack probe looks up a fixed tuple, not the packet).
+ */
+const PROBE_PACKET = Buffer.concat([Buffer.alloc(12), Buffer.from([0x08, 0x00]), Buffer.from('450000300000000040110000' + '0a000001' + '0a000002', 'hex'), Buffer.alloc(28)]);
 
 /** --fast-path=on (or --vxlan-bypass=on) and the kernel refused: the agent stops rather than run without it. */
 export class FastPathRequiredError extends Error {
   override name = 'FastPathRequiredError';
 }
-
-/** an IPv4 frame the encap probe can add VXLAN room to */
-const ENCAP_PROBE_PACKET = Buffer.concat([Buffer.alloc(12), Buffer.from([0x08, 0x00]), Buffer.from('450000300000000040110000' + '0a000001' + '0a000002', 'hex'), Buffer.alloc(28)]);
 
 export interface FastPathMaps {
   fl_local_pods: BpfMap;
@@ -74,7 +74,7 @@ export class FastPath {
     else {
       // the verifier accepts the helper with any flags; whether the kernel does UDP-tunnel room (and
       // so GSO that segments as flannel.1 would) shows only when it runs
-      const errno = (await testRun(this.obj.program(PROGRAM.encapProbe).fd, ENCAP_PROBE_PACKET)).retval;
+      const errno = (await testRun(this.obj.program(PROGRAM.encapProbe).fd, PROBE_PACKET)).retval;
       if (errno !== 0) why = `the kernel refuses VXLAN encapsulation from BPF (bpf_skb_adjust_room with the UDP tunnel flags: errno ${errno}${errnoName(errno) ? ` ${errnoName(errno)}` : ''})`;
     }
     if (!why) {
@@ -96,7 +96,7 @@ export class FastPath {
       this.obj = await BpfObject.open(path, this.pinRoot, this.log, L.REPLACEABLE_MAPS);
       // the verifier accepting the programs does not prove the conntrack lookup works as we call it
       // (a kernel may refuse our options at run time): ask it once, so that "on" means it can engage
-      const errno = (await testRun(this.obj.program(PROGRAM.ctProbe).fd, CT_PROBE_PACKET)).retval;
+      const errno = (await testRun(this.obj.program(PROGRAM.ctProbe).fd, PROBE_PACKET)).retval;
       if (errno !== osConstants.errno.ENOENT) {
         why = `the kernel's conntrack lookup from BPF fails (errno ${errno}${errnoName(errno) ? ` ${errnoName(errno)}` : ''}): no flow could ever be recognised`;
         this.close();
