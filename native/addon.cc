@@ -1,7 +1,13 @@
 // Entry point of the native addon: the JS-facing functions. Argument parsing happens here, on the JS
 // thread; the kernel calls run in PromiseWorkers.
 #include <linux/neighbour.h>
+#include <arpa/inet.h>
 #include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstring>
 
 #include "common.h"
 #include "netlink.h"
@@ -92,30 +98,68 @@ Napi::Value Addrs(const Napi::CallbackInfo& info) {
       });
 }
 
+Napi::Object routeObject(Napi::Env env, const RouteInfo& r) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("family", r.family);
+  o.Set("dst", r.dst);
+  o.Set("dstLen", r.dstLen);
+  if (!r.gateway.empty()) o.Set("gateway", r.gateway);
+  if (!r.prefsrc.empty()) o.Set("prefsrc", r.prefsrc);
+  o.Set("dev", r.oif);
+  o.Set("table", r.table);
+  o.Set("protocol", r.protocol);
+  o.Set("scope", r.scope);
+  o.Set("type", r.type);
+  o.Set("flags", r.flags);
+  o.Set("priority", r.priority);
+  return o;
+}
+
 Napi::Value Routes(const Napi::CallbackInfo& info) {
   int family = familyArg(info);
   return PromiseWorker<std::vector<RouteInfo>>::Run(
       info.Env(), [family] { return nlDumpRoutes(family); },
       [](Napi::Env env, std::vector<RouteInfo>& v) -> Napi::Value {
         Napi::Array arr = Napi::Array::New(env, v.size());
-        for (size_t i = 0; i < v.size(); i++) {
-          const RouteInfo& r = v[i];
-          Napi::Object o = Napi::Object::New(env);
-          o.Set("family", r.family);
-          o.Set("dst", r.dst);
-          o.Set("dstLen", r.dstLen);
-          if (!r.gateway.empty()) o.Set("gateway", r.gateway);
-          o.Set("dev", r.oif);
-          o.Set("table", r.table);
-          o.Set("protocol", r.protocol);
-          o.Set("scope", r.scope);
-          o.Set("type", r.type);
-          o.Set("flags", r.flags);
-          o.Set("priority", r.priority);
-          arr.Set(i, o);
-        }
+        for (size_t i = 0; i < v.size(); i++) arr.Set(i, routeObject(env, v[i]));
         return arr;
       });
+}
+
+// netlinkRouteGet(dst: string): the route `ip route get dst` shows
+Napi::Value RouteGet(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "netlinkRouteGet(dst: string)");
+  std::string dst = info[0].As<Napi::String>();
+  uint8_t bytes[16];
+  int family = inet_pton(AF_INET, dst.c_str(), bytes) == 1 ? AF_INET : inet_pton(AF_INET6, dst.c_str(), bytes) == 1 ? AF_INET6 : 0;
+  if (!family) throw Napi::TypeError::New(env, "netlinkRouteGet: not an IP address: " + dst);
+  std::vector<uint8_t> addr(bytes, bytes + (family == AF_INET ? 4 : 16));
+  return PromiseWorker<RouteInfo>::Run(
+      env, [family, addr] { return nlRouteGet(family, addr.data(), addr.size()); },
+      [](Napi::Env env, RouteInfo& r) -> Napi::Value { return routeObject(env, r); });
+}
+
+// sdNotify(socketPath, message): one datagram to systemd's NOTIFY_SOCKET (sd_notify(3)'s protocol;
+// a leading '@' is the abstract namespace). Node's dgram module has no AF_UNIX.
+Napi::Value SdNotify(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsString()) throw Napi::TypeError::New(env, "sdNotify(socketPath, message)");
+  std::string path = info[0].As<Napi::String>(), msg = info[1].As<Napi::String>();
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof(sa.sun_path) || (path[0] != '/' && path[0] != '@'))
+    throw Napi::TypeError::New(env, "sdNotify: NOTIFY_SOCKET must be an absolute path or @abstract name");
+  memcpy(sa.sun_path, path.data(), path.size());
+  if (path[0] == '@') sa.sun_path[0] = 0;
+  socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size());
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw makeSysError(env, SysError{errno, "sd_notify socket"});
+  ssize_t n = sendto(fd, msg.data(), msg.size(), MSG_NOSIGNAL, reinterpret_cast<sockaddr*>(&sa), len);
+  int e = errno;
+  close(fd);
+  if (n < 0) throw makeSysError(env, SysError{e, "sd_notify sendto " + path});
+  return env.Undefined();
 }
 
 Napi::Value Neighs(const Napi::CallbackInfo& info) {
@@ -145,6 +189,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("netlinkLinks", Napi::Function::New(env, Links));
   exports.Set("netlinkAddrs", Napi::Function::New(env, Addrs));
   exports.Set("netlinkRoutes", Napi::Function::New(env, Routes));
+  exports.Set("netlinkRouteGet", Napi::Function::New(env, RouteGet));
+  exports.Set("sdNotify", Napi::Function::New(env, SdNotify));
   exports.Set("netlinkNeighs", Napi::Function::New(env, Neighs));
   Napi::Object c = Napi::Object::New(env);
   c.Set("AF_UNSPEC", AF_UNSPEC);

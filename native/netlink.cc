@@ -228,29 +228,60 @@ std::vector<AddrInfo> nlDumpAddrs(int family) {
   return out;
 }
 
+namespace {
+RouteInfo parseRoute(const nlmsghdr* m) {
+  auto* rtm = static_cast<const rtmsg*>(mnl_nlmsg_get_payload(m));
+  Attrs<RTA_MAX> tb;
+  tb.parse(m, sizeof(*rtm));
+  RouteInfo r;
+  r.family = rtm->rtm_family;
+  r.dstLen = rtm->rtm_dst_len;
+  r.protocol = rtm->rtm_protocol;
+  r.scope = rtm->rtm_scope;
+  r.type = rtm->rtm_type;
+  r.flags = rtm->rtm_flags;
+  r.table = tb[RTA_TABLE] ? mnl_attr_get_u32(tb[RTA_TABLE]) : rtm->rtm_table;
+  if (tb[RTA_DST]) r.dst = ntop(r.family, mnl_attr_get_payload(tb[RTA_DST]));
+  else r.dst = r.family == AF_INET ? "0.0.0.0" : "::";
+  if (tb[RTA_GATEWAY]) r.gateway = ntop(r.family, mnl_attr_get_payload(tb[RTA_GATEWAY]));
+  if (tb[RTA_PREFSRC]) r.prefsrc = ntop(r.family, mnl_attr_get_payload(tb[RTA_PREFSRC]));
+  if (tb[RTA_OIF]) r.oif = mnl_attr_get_u32(tb[RTA_OIF]);
+  if (tb[RTA_PRIORITY]) r.priority = mnl_attr_get_u32(tb[RTA_PRIORITY]);
+  return r;
+}
+}  // namespace
+
 std::vector<RouteInfo> nlDumpRoutes(int family) {
   std::vector<RouteInfo> out;
   dump(RTM_GETROUTE, family, sizeof(rtmsg), "netlink route dump", [&](const nlmsghdr* m) {
-    if (m->nlmsg_type != RTM_NEWROUTE) return;
-    auto* rtm = static_cast<const rtmsg*>(mnl_nlmsg_get_payload(m));
-    Attrs<RTA_MAX> tb;
-    tb.parse(m, sizeof(*rtm));
-    RouteInfo r;
-    r.family = rtm->rtm_family;
-    r.dstLen = rtm->rtm_dst_len;
-    r.protocol = rtm->rtm_protocol;
-    r.scope = rtm->rtm_scope;
-    r.type = rtm->rtm_type;
-    r.flags = rtm->rtm_flags;
-    r.table = tb[RTA_TABLE] ? mnl_attr_get_u32(tb[RTA_TABLE]) : rtm->rtm_table;
-    if (tb[RTA_DST]) r.dst = ntop(r.family, mnl_attr_get_payload(tb[RTA_DST]));
-    else r.dst = r.family == AF_INET ? "0.0.0.0" : "::";
-    if (tb[RTA_GATEWAY]) r.gateway = ntop(r.family, mnl_attr_get_payload(tb[RTA_GATEWAY]));
-    if (tb[RTA_OIF]) r.oif = mnl_attr_get_u32(tb[RTA_OIF]);
-    if (tb[RTA_PRIORITY]) r.priority = mnl_attr_get_u32(tb[RTA_PRIORITY]);
-    out.push_back(std::move(r));
+    if (m->nlmsg_type == RTM_NEWROUTE) out.push_back(parseRoute(m));
   });
   return out;
+}
+
+RouteInfo nlRouteGet(int family, const uint8_t* dst, size_t len) {
+  Sock s;
+  char buf[8192];
+  nlmsghdr* nlh = mnl_nlmsg_put_header(buf);
+  nlh->nlmsg_type = RTM_GETROUTE;
+  nlh->nlmsg_flags = NLM_F_REQUEST;
+  nlh->nlmsg_seq = 1;
+  auto* rtm = static_cast<rtmsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(rtmsg)));
+  rtm->rtm_family = static_cast<uint8_t>(family);
+  rtm->rtm_dst_len = static_cast<uint8_t>(len * 8);
+  mnl_attr_put(nlh, RTA_DST, len, dst);
+  if (mnl_socket_sendto(s.get(), nlh, nlh->nlmsg_len) < 0) throw SysError{errno, "netlink route get"};
+  ssize_t n = mnl_socket_recvfrom(s.get(), buf, sizeof(buf));
+  if (n < 0) throw SysError{errno, "netlink route get"};
+  int left = static_cast<int>(n);
+  for (auto* m = reinterpret_cast<nlmsghdr*>(buf); mnl_nlmsg_ok(m, left); m = mnl_nlmsg_next(m, &left)) {
+    if (m->nlmsg_type == NLMSG_ERROR) {
+      auto* e = static_cast<nlmsgerr*>(mnl_nlmsg_get_payload(m));
+      if (e->error) throw SysError{-e->error, "netlink route get", extackMessage(m)};
+    }
+    if (m->nlmsg_type == RTM_NEWROUTE) return parseRoute(m);
+  }
+  throw SysError{EPROTO, "netlink route get: no route in the answer"};
 }
 
 std::vector<NeighInfo> nlDumpNeighs(int family) {

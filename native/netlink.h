@@ -39,7 +39,7 @@ struct AddrInfo {
 struct RouteInfo {
   int family = 0, dstLen = 0, oif = 0, protocol = 0, scope = 0, type = 0;
   uint32_t table = 0, flags = 0, priority = 0;
-  std::string dst, gateway;
+  std::string dst, gateway, prefsrc;
 };
 struct NeighInfo {
   int family = 0, index = 0, master = 0;
@@ -51,6 +51,8 @@ struct NeighInfo {
 std::vector<LinkInfo> nlDumpLinks();
 std::vector<AddrInfo> nlDumpAddrs(int family);
 std::vector<RouteInfo> nlDumpRoutes(int family);
+// `ip route get <dst>`: the route the kernel would use now, with the source address it would pick.
+RouteInfo nlRouteGet(int family, const uint8_t* dst, size_t len);
 std::vector<NeighInfo> nlDumpNeighs(int family);  // AF_BRIDGE: the FDB
 
 // Encoding of JS operation objects (see control/kernel/netlink.ts for the typed side).

@@ -106,13 +106,16 @@ NlRequest encodeRoute(Napi::Env env, const Napi::Object& op, char* buf) {
   rtm->rtm_dst_len = dstLen;
   rtm->rtm_table = table < 256 ? table : RT_TABLE_UNSPEC;
   rtm->rtm_protocol = del ? 0 : u32(op, "protocol", RTPROT_BOOT);
-  rtm->rtm_type = del ? 0 : RTN_UNICAST;
+  // `ip route add blackhole <dst>`: no device, scope global, as flannel's AddBlackholeV4Route
+  bool blackhole = has(op, "kind") && str(op, "kind") == "blackhole";
+  if (has(op, "kind") && !blackhole && str(op, "kind") != "unicast") typeErr(env, "netlink op: route kind must be unicast or blackhole");
+  rtm->rtm_type = del ? 0 : (blackhole ? RTN_BLACKHOLE : RTN_UNICAST);
   bool hasGw = has(op, "gateway");
-  rtm->rtm_scope = del ? RT_SCOPE_NOWHERE : (hasGw ? RT_SCOPE_UNIVERSE : RT_SCOPE_LINK);
+  rtm->rtm_scope = del ? RT_SCOPE_NOWHERE : (hasGw || blackhole ? RT_SCOPE_UNIVERSE : RT_SCOPE_LINK);
   if (boolean(op, "onlink", false)) rtm->rtm_flags |= RTNH_F_ONLINK;
   mnl_attr_put(nlh, RTA_DST, dst.len(), dst.bytes);
   if (table >= 256) mnl_attr_put_u32(nlh, RTA_TABLE, table);
-  std::string what = "route " + action + " " + str(op, "dst") + "/" + std::to_string(dstLen);
+  std::string what = std::string("route ") + action + (blackhole ? " blackhole " : " ") + str(op, "dst") + "/" + std::to_string(dstLen);
   if (hasGw) {
     std::string g = str(op, "gateway");
     Ip gw = ip(env, g, "gateway");

@@ -42,6 +42,9 @@ Wants=network-online.target
 After=network-online.target etcd.service
 
 [Service]
+# flanneld sends READY=1 (sd_notify) once the subnet file is written, as flannel does: units ordered
+# after this one (the container runtime) start only when pods can get addresses
+Type=notify
 ExecStart=/usr/bin/env node $src/dist/control/cli/flanneld.js --etcd-endpoints=http://$etcd_ip:2379 --iface=$node_ip --subnet-file=$subnet_file --ip-masq ${FLANNELD_EXTRA_ARGS:-}
 Restart=always
 RestartSec=2

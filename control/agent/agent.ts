@@ -15,6 +15,7 @@ import type { Lease } from '../subnet/lease.js';
 import type { ExternalInterface } from '../iface/select.js';
 import { ensureRules, forwardRules, masqRules, supportsRandomFully, type Rule } from '../firewall/iptables.js';
 import { RulesKeeper } from '../firewall/keeper.js';
+import { BlackholeRoute } from './blackhole.js';
 import type { AgentStatus } from './status.js';
 import { MissingCapabilityError, missingCapabilities } from './capabilities.js';
 
@@ -29,6 +30,12 @@ export interface AgentOptions {
   /** flannel's --iptables-forward-rules */
   forwardRules: boolean;
   iptablesResyncMs: number;
+  /** flannel's --ip-masq-fully-random-disable: MASQUERADE without --random-fully */
+  ipMasqRandomFullyDisable?: boolean;
+  /** flannel's --ip-blackhole-route: a blackhole route for our subnet, ensured every resync */
+  blackholeRoute?: boolean;
+  /** flannel's --net-config-path: the network config from this file instead of etcd */
+  netConfigPath?: string;
   reconcileIntervalMs: number;
   bpf: VxlanModeOptions;
   log: Logger;
@@ -41,6 +48,7 @@ export class Agent {
   private backend?: Backend;
   private reconcileTimer?: NodeJS.Timeout;
   private firewall?: RulesKeeper;
+  private blackhole?: BlackholeRoute;
   private cfg?: NetworkConfig;
   private ext?: ExternalInterface;
   private lease?: Lease;
@@ -66,7 +74,10 @@ export class Agent {
   async start(): Promise<void> {
     const { log } = this.o;
     this.registry = new EtcdRegistry(this.o.etcd);
-    this.manager = new SubnetManager({ registry: this.registry, log, renewMarginMs: this.o.renewMarginMinutes * 60_000, subnetTTLSeconds: this.o.leaseTtlSeconds });
+    this.manager = new SubnetManager({ registry: this.registry, log, renewMarginMs: this.o.renewMarginMinutes * 60_000,
+      subnetTTLSeconds: this.o.leaseTtlSeconds,
+      configFile: this.o.netConfigPath,
+    });
     const cfg = await this.manager.waitForConfig(this.abort.signal);
     log.info({ network: formatCidr(cfg.network), subnetLen: cfg.subnetLen, backend: cfg.backend.Type }, 'network config');
     this.cfg = cfg;
@@ -89,10 +100,11 @@ export class Agent {
     this.lease = lease;
     await backend.start(lease);
 
-    // flannel exits when its lease is revoked: another node may get the subnet, so keep nothing
+    // flannel stops when its lease is revoked (another node may get the subnet, so keep nothing) and
+    // exits 0 ("Exiting cleanly..."): a unit with Restart=always starts it again, to a new lease
     const leaseLost = (why: string) => {
-      log.error({ reason: why }, 'our lease is gone; shutting down');
-      void this.stop(1);
+      log.error({ reason: why }, 'our lease is gone; shutting down (flannel: "Lease has been revoked. Shutting down daemon.")');
+      void this.stop(0);
     };
     let live = false;
     this.watch = this.manager.watchLeases(
@@ -112,6 +124,11 @@ export class Agent {
     this.startup.programMs = performance.now() - t0;
 
     await this.startFirewall(cfg, lease);
+    if (this.o.blackholeRoute) {
+      this.blackhole = new BlackholeRoute(lease.subnet, this.o.iptablesResyncMs, log);
+      await this.blackhole.ensure();
+      this.blackhole.start();
+    }
     await writeSubnetFile(this.o.subnetFile, { network: cfg.network, subnet: lease.subnet, mtu, ipMasq: this.o.ipMasq });
     log.info({ file: this.o.subnetFile, subnet: formatCidr(lease.subnet), mtu }, 'wrote the subnet file');
     this.manager.startRenewal(lease, (l) => (this.lease = l), leaseLost);
@@ -129,7 +146,8 @@ export class Agent {
    */
   private async startFirewall(cfg: NetworkConfig, lease: Lease): Promise<void> {
     const { log } = this.o;
-    const rules: Rule[] = [...(this.o.forwardRules ? forwardRules(cfg.network) : []), ...(this.o.ipMasq ? masqRules(cfg.network, lease.subnet, await supportsRandomFully()) : [])];
+    const randomFully = !this.o.ipMasqRandomFullyDisable && (await supportsRandomFully());
+    const rules: Rule[] = [...(this.o.forwardRules ? forwardRules(cfg.network) : []), ...(this.o.ipMasq ? masqRules(cfg.network, lease.subnet, randomFully) : [])];
     if (!rules.length) return;
     this.firewall = new RulesKeeper(rules, this.o.iptablesResyncMs, log);
     try {
@@ -191,6 +209,7 @@ export class Agent {
     this.abort.abort();
     clearInterval(this.reconcileTimer);
     await this.firewall?.stop();
+    this.blackhole?.stop();
     this.manager?.stopRenewal();
     await this.watch?.stop().catch(() => undefined);
     await this.serial.catch(() => undefined);

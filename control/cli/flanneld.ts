@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { Agent } from '../agent/agent.js';
 import { MissingCapabilityError, missingCapabilities } from '../agent/capabilities.js';
+import { sdNotify } from '../agent/systemd.js';
 import { HealthServer } from '../health/server.js';
 import { createLogger } from '../log.js';
 import { ConfigError } from '../subnet/config.js';
@@ -58,7 +59,7 @@ const opt = (flags: string, desc: string, env: string) => new Option(flags, desc
 /** flannel's etcd flags, for flanneld and `flannelctl leases` alike */
 export function etcdFlagOptions(): Option[] {
   return [
-    opt('--etcd-endpoints <urls>', 'etcd endpoints, comma-separated', 'FLANNELD_ETCD_ENDPOINTS').default('http://127.0.0.1:2379'),
+    opt('--etcd-endpoints <urls>', 'etcd endpoints, comma-separated', 'FLANNELD_ETCD_ENDPOINTS').default('http://127.0.0.1:4001,http://127.0.0.1:2379'),
     opt('--etcd-prefix <path>', 'etcd key prefix: the config is <prefix>/config, leases <prefix>/subnets/', 'FLANNELD_ETCD_PREFIX').default('/coreos.com/network'),
     opt('--etcd-keyfile <file>', 'TLS client key for etcd', 'FLANNELD_ETCD_KEYFILE'),
     opt('--etcd-certfile <file>', 'TLS client certificate for etcd', 'FLANNELD_ETCD_CERTFILE'),
@@ -109,6 +110,13 @@ export function buildCommand(): Command {
   return cmd
     .addOption(opt('--iface <name-or-ip>', 'interface (name or IPv4) for inter-host traffic; repeatable, first match wins', 'FLANNELD_IFACE').argParser(collect).default([]))
     .addOption(opt('--iface-regex <regex>', 'regex matched against interface IPs, then names; repeatable; used when no --iface matches', 'FLANNELD_IFACE_REGEX').argParser(collect).default([]))
+    .addOption(
+      opt(
+        '--iface-can-reach <ip>',
+        'use the interface (and source address) the kernel routes this IPv4 address through, as `ip route get <ip>`; used when no --iface or --iface-regex matches',
+        'FLANNELD_IFACE_CAN_REACH',
+      ).argParser(ipv4),
+    )
     .addOption(opt('--public-ip <ip>', 'IPv4 address other nodes use to reach this one (default: the interface address)', 'FLANNELD_PUBLIC_IP').argParser(ipv4))
     .addOption(opt('--subnet-file <file>', 'where to write the subnet environment for the CNI plugin', 'FLANNELD_SUBNET_FILE').default('/run/flannel/subnet.env'))
     .addOption(
@@ -122,6 +130,29 @@ export function buildCommand(): Command {
         .default(86400),
     )
     .addOption(opt('--ip-masq [bool]', 'masquerade traffic leaving the overlay network (sets FLANNEL_IPMASQ)', 'FLANNELD_IP_MASQ').argParser(bool).preset(true).default(false))
+    .addOption(
+      opt('--ip-masq-fully-random-disable [bool]', 'masquerade without --random-fully (for kernels or NAT devices that mishandle it)', 'FLANNELD_IP_MASQ_FULLY_RANDOM_DISABLE')
+        .argParser(bool)
+        .preset(true)
+        .default(false),
+    )
+    .addOption(
+      opt(
+        '--ip-blackhole-route [bool]',
+        "add a blackhole route for this node's subnet, checked every --iptables-resync seconds: for CNI setups without the bridge (one route per pod, e.g. Canal); never with flannel's bridge, whose route it would shadow",
+        'FLANNELD_IP_BLACKHOLE_ROUTE',
+      )
+        .argParser(bool)
+        .preset(true)
+        .default(false),
+    )
+    .addOption(
+      opt(
+        '--net-config-path <file>',
+        "read the network config from this JSON file (kube-flannel's net-conf.json) instead of <etcd-prefix>/config; leases stay in etcd. flannel reads it only with --kube-subnet-mgr",
+        'FLANNELD_NET_CONFIG_PATH',
+      ),
+    )
     .addOption(opt('--healthz-ip <ip>', 'address of the HTTP endpoint serving /healthz and /readyz', 'FLANNELD_HEALTHZ_IP').default('0.0.0.0'))
     .addOption(
       opt('--healthz-port <port>', 'port of that endpoint (0 = off, as in flannel)', 'FLANNELD_HEALTHZ_PORT')
@@ -205,6 +236,10 @@ export interface FlanneldFlags {
   iface: string[];
   ifaceRegex: string[];
   publicIp?: string;
+  ifaceCanReach?: string;
+  ipMasqFullyRandomDisable: boolean;
+  ipBlackholeRoute: boolean;
+  netConfigPath?: string;
   subnetFile: string;
   subnetLeaseRenewMargin: number;
   subnetLeaseTtl: number;
@@ -283,13 +318,16 @@ async function main(): Promise<void> {
   }
   const agent = new Agent({
     etcd: etcdOptions(f),
-    iface: { iface: f.iface, ifaceRegex: f.ifaceRegex, publicIP: f.publicIp },
+    iface: { iface: f.iface, ifaceRegex: f.ifaceRegex, publicIP: f.publicIp, ifaceCanReach: f.ifaceCanReach },
     subnetFile: f.subnetFile,
     renewMarginMinutes: f.subnetLeaseRenewMargin,
     leaseTtlSeconds: f.subnetLeaseTtl,
     ipMasq: f.ipMasq,
     forwardRules: f.iptablesForwardRules,
     iptablesResyncMs: f.iptablesResync * 1000,
+    ipMasqRandomFullyDisable: f.ipMasqFullyRandomDisable,
+    blackholeRoute: f.ipBlackholeRoute,
+    netConfigPath: f.netConfigPath,
     reconcileIntervalMs: f.reconcileInterval * 1000,
     bpf: { enabled: f.bpf, pinRoot: f.bpfPinRoot, underlayHook: f.underlayHook, fastPath: f.fastPath, bypass: f.vxlanBypass },
     log,
@@ -314,13 +352,25 @@ async function main(): Promise<void> {
       void agent.stop(0);
     });
   }
-  agent.start().catch((e: unknown) => {
-    const err = e as Error;
-    if (err.name === 'AbortError') return;
-    log.fatal({ err: err.message, ...(e instanceof ConfigError ? { field: e.field } : {}) }, err instanceof ConfigError ? 'bad network config in etcd' : 'failed to start');
-    void agent.stop(1);
-  });
+  agent.start().then(
+    () => {
+      try {
+        if (sdNotify('READY=1')) log.info('told systemd we are ready (READY=1)');
+      } catch (e) {
+        log.error({ err: (e as Error).message }, 'cannot notify systemd READY=1');
+      }
+    },
+    (e: unknown) => {
+      const err = e as Error;
+      if (err.name === 'AbortError') return;
+      const where = f.netConfigPath ? `in ${f.netConfigPath}` : 'in etcd';
+      log.fatal({ err: err.message, ...(e instanceof ConfigError ? { field: e.field } : {}) }, err instanceof ConfigError ? `bad network config ${where}` : 'failed to start');
+      void agent.stop(1);
+    },
+  );
   const code = await agent.finished;
+  // flannel's last words on every orderly exit, the lease lost included
+  if (code === 0) log.info('Exiting cleanly...');
   health.close();
   log.flush?.();
   process.exit(code);

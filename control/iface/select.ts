@@ -1,9 +1,9 @@
 // Which interface carries the overlay and which address the node publishes, as flannel decides it:
 // --iface entries in order (name or IP), then --iface-regex entries (matched against IPs, then names),
-// else, with --public-ip, the interface that holds that address (none: an error, as flannel's
+// then --iface-can-reach (the interface and source address of `ip route get <ip>`), else, with --public-ip, the interface that holds that address (none: an error, as flannel's
 // LookupExtIface(publicIP) gives), else the interface of the default route. Public IP: --public-ip,
 // else the interface's first IPv4.
-import { AF_INET, listAddrs, listLinks, listRoutes, type Addr, type Link, type Route } from '../kernel/netlink.js';
+import { AF_INET, listAddrs, listLinks, listRoutes, routeGet, type Addr, type Link, type Route } from '../kernel/netlink.js';
 import { parseIp4 } from '../subnet/ip4.js';
 
 export interface ExternalInterface {
@@ -18,7 +18,12 @@ export interface IfaceOptions {
   iface: string[];
   ifaceRegex: string[];
   publicIP?: string;
+  /** flannel's --iface-can-reach: an IPv4 address the overlay must reach */
+  ifaceCanReach?: string;
 }
+
+/** What `ip route get <--iface-can-reach>` answered: the route, or why there is none. */
+export type Reach = { route: Route } | { error: string };
 
 export class InterfaceError extends Error {
   constructor(message: string) {
@@ -27,7 +32,7 @@ export class InterfaceError extends Error {
   }
 }
 
-export function chooseInterface(links: Link[], addrs: Addr[], routes: Route[], o: IfaceOptions): ExternalInterface {
+export function chooseInterface(links: Link[], addrs: Addr[], routes: Route[], o: IfaceOptions, reach?: Reach): ExternalInterface {
   const v4 = (l: Link) => addrs.filter((a) => a.index === l.index && a.family === AF_INET);
   const result = (iface: Link, addr?: string): ExternalInterface => {
     const ifaceAddr = addr ?? v4(iface)[0]?.address;
@@ -58,6 +63,12 @@ export function chooseInterface(links: Link[], addrs: Addr[], routes: Route[], o
     const byName = links.find((x) => x.name !== 'lo' && re.test(x.name) && v4(x).length > 0);
     if (byName) return result(byName);
   }
+  if (o.ifaceCanReach) {
+    if (!reach || 'error' in reach) throw new InterfaceError(`--iface-can-reach ${o.ifaceCanReach}: no route: ${reach && 'error' in reach ? reach.error : 'not looked up'}`);
+    const l = links.find((x) => x.index === reach.route.dev);
+    if (!l) throw new InterfaceError(`--iface-can-reach ${o.ifaceCanReach}: the route's device #${reach.route.dev} is gone`);
+    return result(l, reach.route.prefsrc);
+  }
   if (o.iface.length || o.ifaceRegex.length) throw new InterfaceError(`no interface matches --iface ${JSON.stringify(o.iface)} / --iface-regex ${JSON.stringify(o.ifaceRegex)}`);
   if (o.publicIP) {
     const a = addrs.find((x) => x.family === AF_INET && x.address === o.publicIP);
@@ -76,6 +87,13 @@ export function chooseInterface(links: Link[], addrs: Addr[], routes: Route[], o
 }
 
 export async function lookupExternalInterface(o: IfaceOptions): Promise<ExternalInterface> {
-  const [links, addrs, routes] = await Promise.all([listLinks(), listAddrs(AF_INET), listRoutes(AF_INET)]);
-  return chooseInterface(links, addrs, routes, o);
+  const reachOf = async (ip: string): Promise<Reach> => {
+    try {
+      return { route: await routeGet(ip) };
+    } catch (e) {
+      return { error: (e as Error).message };
+    }
+  };
+  const [links, addrs, routes, reach] = await Promise.all([listLinks(), listAddrs(AF_INET), listRoutes(AF_INET), o.ifaceCanReach ? reachOf(o.ifaceCanReach) : undefined]);
+  return chooseInterface(links, addrs, routes, o, reach);
 }

@@ -23,6 +23,9 @@ export interface NativeAddon {
   netlinkAddrs(family: number): Promise<unknown[]>;
   netlinkRoutes(family: number): Promise<unknown[]>;
   netlinkNeighs(family: number): Promise<unknown[]>;
+  netlinkRouteGet(dst: string): Promise<unknown>;
+  /** one datagram to systemd's NOTIFY_SOCKET (a path, or @name for the abstract namespace) */
+  sdNotify(socketPath: string, message: string): void;
   bpfObjectOpen(path: string, pinRoot: string): Promise<{ id: number; programs: BpfProgramDesc[]; maps: BpfMapDesc[] }>;
   bpfObjectClose(id: number): void;
   bpfMapUpdate(fd: number, key: Buffer, value: Buffer, flags?: number): void;

@@ -54,7 +54,11 @@ export interface Route {
   type: number;
   flags: number;
   priority: number;
+  /** the source address the kernel picks (RTA_PREFSRC), when the route has one or from a route get */
+  prefsrc?: string;
 }
+
+export const RTN_BLACKHOLE = 6;
 
 export interface Neigh {
   family: number;
@@ -78,6 +82,8 @@ export type RouteOp = {
   onlink?: boolean;
   table?: number;
   priority?: number;
+  /** blackhole: `ip route add blackhole dst` (no dev, no gateway) */
+  kind?: 'unicast' | 'blackhole';
 };
 export type NeighOp = { type: 'neigh'; action: Action; dev: number; dst: string; lladdr?: string };
 export type FdbOp = { type: 'fdb'; action: Action; dev: number; lladdr: string; dst?: string };
@@ -126,6 +132,11 @@ export async function listAddrs(family: number = AF_INET, dev?: number): Promise
 export async function listRoutes(family: number = AF_INET, filter: { dev?: number; table?: number } = {}): Promise<Route[]> {
   const table = filter.table ?? RT_TABLE_MAIN;
   return ((await addon().netlinkRoutes(family)) as Route[]).filter((r) => r.table === table && (filter.dev === undefined || r.dev === filter.dev));
+}
+
+/** `ip route get dst`: the route the kernel uses for dst now, with the source address it picks. */
+export async function routeGet(dst: string): Promise<Route> {
+  return (await addon().netlinkRouteGet(dst)) as Route;
 }
 
 export async function listNeighs(dev?: number, family: number = AF_INET): Promise<Neigh[]> {

@@ -182,7 +182,8 @@ export class Lab {
     return this.nodes[i - 1]!;
   }
 
-  startAgent(node: LabNode, extra: string[] = []): void {
+  /** `env`: variables added to this one agent's environment (FLANNELD_*, NOTIFY_SOCKET) */
+  startAgent(node: LabNode, extra: string[] = [], env: Record<string, string> = {}): void {
     if (node.agent && node.agent.exitCode === null && node.agent.signalCode === null) throw new Error(`agent of ${node.ns} is already running`);
     mkdirSync(node.dir, { recursive: true });
     rmSync(node.logFile, { force: true });
@@ -202,7 +203,7 @@ export class Lab {
       ...extra,
     ];
     node.startedAt = Date.now();
-    node.agent = spawn('ip', args, { stdio: ['ignore', log, log], detached: this.detached });
+    node.agent = spawn('ip', args, { stdio: ['ignore', log, log], detached: this.detached, env: { ...process.env, ...env } });
     if (this.detached) node.agent.unref();
     closeSync(log);
     const child = node.agent;

@@ -1,5 +1,6 @@
 // The subnet manager: network config, our lease (acquire, renew), and everyone else's leases as a
 // stream of added/removed events. It talks to etcd only, never to the kernel.
+import { readFile } from 'node:fs/promises';
 import type { Logger } from '../log.js';
 import { pickFreeSubnet, NetworkExhaustedError } from './allocate.js';
 import { ConfigError, isCompatible, parseConfig, type NetworkConfig } from './config.js';
@@ -42,7 +43,21 @@ export interface SubnetManagerOptions {
   storeLossHoldMs?: number;
   /** how long a new lease watch may wait for etcd's confirmation before a new client tries again */
   watchCreateMs?: number;
+  /** --net-config-path: the network config comes from this file (kube-flannel's ConfigMap), not etcd */
+  configFile?: string;
   random?: () => number;
+}
+
+/**
+ * The config file of --net-config-path. Unlike the etcd key, nothing writes it later: a missing or
+ * unreadable file is a ConfigError (kube-flannel also stops when it cannot read its net-conf.json).
+ */
+async function readConfigFile(path: string): Promise<string> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (e) {
+    throw new ConfigError('--net-config-path', `cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
 }
 
 export class SubnetManager {
@@ -54,6 +69,7 @@ export class SubnetManager {
   private readonly random: () => number;
   private readonly storeLossHoldMs: number;
   private readonly watchCreateMs: number;
+  private readonly configFile?: string;
   private renewTimer?: NodeJS.Timeout;
 
   constructor(o: SubnetManagerOptions) {
@@ -65,6 +81,7 @@ export class SubnetManager {
     this.random = o.random ?? Math.random;
     this.storeLossHoldMs = o.storeLossHoldMs ?? 5 * 60_000;
     this.watchCreateMs = o.watchCreateMs ?? 10_000;
+    this.configFile = o.configFile;
   }
 
   /**
@@ -80,6 +97,7 @@ export class SubnetManager {
    * invalid is a ConfigError: retrying would not fix it.
    */
   async waitForConfig(signal?: AbortSignal, pollMs = 1000): Promise<NetworkConfig> {
+    if (this.configFile) return this.defaulted(parseConfig(await readConfigFile(this.configFile)));
     let warned = false;
     for (;;) {
       signal?.throwIfAborted();
@@ -99,10 +117,13 @@ export class SubnetManager {
         await sleep(pollMs, signal);
         continue;
       }
-      const cfg = parseConfig(text);
-      if (cfg.backendDefaulted) this.log.warn('the network config has no Backend: using udp as flannel does (slow); set "Backend": {"Type": "vxlan"}');
-      return cfg;
+      return this.defaulted(parseConfig(text));
     }
+  }
+
+  private defaulted(cfg: NetworkConfig): NetworkConfig {
+    if (cfg.backendDefaulted) this.log.warn('the network config has no Backend: using udp as flannel does (slow); set "Backend": {"Type": "vxlan"}');
+    return cfg;
   }
 
   /**

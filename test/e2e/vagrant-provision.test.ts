@@ -62,6 +62,7 @@ test("the provisioning script's unit and CNI config bring up working nodes", { t
     const unit = readFileSync(join(roots[i]!, 'etc/systemd/system/flanneld.service'), 'utf8');
     const exec = /^ExecStart=(.*)$/m.exec(unit)![1]!.trim().split(/\s+/);
     assert.ok(exec.includes(`--iface=${n.ip}`));
+    assert.match(unit, /^Type=notify$/m, 'the agent tells systemd when it is ready, as flannel');
     mkdirSync(n.dir, { recursive: true });
     const log = openSync(n.logFile, 'a');
     const a = spawn('ip', ['netns', 'exec', n.ns, ...exec], { stdio: ['ignore', log, log] });

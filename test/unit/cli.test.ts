@@ -19,7 +19,7 @@ function parse(argv: string[], env: Record<string, string> = {}) {
 
 test('flannel defaults', () => {
   const f = parse([]);
-  assert.equal(f.etcdEndpoints, 'http://127.0.0.1:2379');
+  assert.equal(f.etcdEndpoints, 'http://127.0.0.1:4001,http://127.0.0.1:2379', "flannel's default: the legacy client port, then the IANA one");
   assert.equal(f.etcdPrefix, '/coreos.com/network');
   assert.equal(f.subnetFile, '/run/flannel/subnet.env');
   assert.equal(f.subnetLeaseRenewMargin, 60);
@@ -85,4 +85,20 @@ test("--version prints the version and nothing else, as flannel's does", () => {
   );
   assert.match(out, /^\d+\.\d+\.\d+\n$/);
   assert.match(buildCommand().helpInformation(), /--version\s+print the version and exit/);
+});
+
+test("flannel's --iface-can-reach, --ip-blackhole-route, --ip-masq-fully-random-disable, --net-config-path, as flags and FLANNELD_* variables", () => {
+  const d = parse([]);
+  assert.equal(d.ifaceCanReach, undefined);
+  assert.equal(d.ipBlackholeRoute, false);
+  assert.equal(d.ipMasqFullyRandomDisable, false);
+  assert.equal(d.netConfigPath, undefined);
+  const f = parse(['-iface-can-reach=10.0.0.1', '--ip-blackhole-route', '--ip-masq-fully-random-disable=true', '--net-config-path', '/etc/kube-flannel/net-conf.json']);
+  assert.equal(f.ifaceCanReach, '10.0.0.1');
+  assert.equal(f.ipBlackholeRoute, true);
+  assert.equal(f.ipMasqFullyRandomDisable, true);
+  assert.equal(f.netConfigPath, '/etc/kube-flannel/net-conf.json');
+  const e = parse([], { FLANNELD_IFACE_CAN_REACH: '10.0.0.2', FLANNELD_IP_BLACKHOLE_ROUTE: 'true', FLANNELD_IP_MASQ_FULLY_RANDOM_DISABLE: '1', FLANNELD_NET_CONFIG_PATH: '/x.json' });
+  assert.deepEqual([e.ifaceCanReach, e.ipBlackholeRoute, e.ipMasqFullyRandomDisable, e.netConfigPath], ['10.0.0.2', true, true, '/x.json']);
+  assert.throws(() => parse(['--iface-can-reach=gateway']), /not an IPv4 address/);
 });

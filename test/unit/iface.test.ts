@@ -50,3 +50,16 @@ test('--public-ip without --iface: the interface that holds it, as flannel does;
   assert.equal(c.publicIP, '192.168.56.12');
   assert.throws(() => choose({ publicIP: '203.0.113.4' }), /--public-ip 203\.0\.113\.4 is on no interface of this node/);
 });
+
+test("--iface-can-reach: the interface and source address of the kernel's route to it, after --iface and --iface-regex", () => {
+  const via = (dev: number, prefsrc?: string) => ({ route: { ...routes[0]!, dev, prefsrc } });
+  const c = chooseInterface(links, addrs, routes, { iface: [], ifaceRegex: [], ifaceCanReach: '192.168.56.1' }, via(3, '192.168.56.12'));
+  assert.equal(c.iface.name, 'eth1');
+  assert.equal(c.ifaceAddr, '192.168.56.12', "flannel takes the route's source address");
+  assert.equal(chooseInterface(links, addrs, routes, { iface: ['wlan9'], ifaceRegex: ['^nomatch$'], ifaceCanReach: '192.168.56.1' }, via(3)).iface.name, 'eth1', 'used when --iface and --iface-regex match nothing');
+  assert.equal(chooseInterface(links, addrs, routes, { iface: ['bond0'], ifaceRegex: [], ifaceCanReach: '192.168.56.1' }, via(3)).iface.name, 'bond0', '--iface first');
+  assert.throws(
+    () => chooseInterface(links, addrs, routes, { iface: [], ifaceRegex: [], ifaceCanReach: '198.51.100.1' }, { error: 'netlink route get: ENETUNREACH' }),
+    /--iface-can-reach 198\.51\.100\.1: no route: .*ENETUNREACH/,
+  );
+});
