@@ -74,10 +74,7 @@ export class Agent {
   async start(): Promise<void> {
     const { log } = this.o;
     this.registry = new EtcdRegistry(this.o.etcd);
-    this.manager = new SubnetManager({ registry: this.registry, log, renewMarginMs: this.o.renewMarginMinutes * 60_000,
-      subnetTTLSeconds: this.o.leaseTtlSeconds,
-      configFile: this.o.netConfigPath,
-    });
+    this.manager = new SubnetManager({ registry: this.registry, log, renewMarginMs: this.o.renewMarginMinutes * 60_000, subnetTTLSeconds: this.o.leaseTtlSeconds, configFile: this.o.netConfigPath });
     const cfg = await this.manager.waitForConfig(this.abort.signal);
     log.info({ network: formatCidr(cfg.network), subnetLen: cfg.subnetLen, backend: cfg.backend.Type }, 'network config');
     this.cfg = cfg;

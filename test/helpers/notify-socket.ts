@@ -45,7 +45,7 @@ export class NotifySocket {
       const path = join(dir, 'notify.sock');
       const proc = spawn(join(dir, 'recv'), [path], { stdio: ['ignore', 'pipe', 'inherit'] });
       const s = new NotifySocket(path, dir, proc);
-      const lines = createInterface({ input: proc.stdout! });
+      const lines = createInterface({ input: proc.stdout });
       await new Promise<void>((resolve, reject) => {
         proc.once('exit', (code) => reject(new Error(`notify receiver exited (${code})`)));
         lines.on('line', (l) => {

@@ -56,7 +56,11 @@ test("--iface-can-reach: the interface and source address of the kernel's route 
   const c = chooseInterface(links, addrs, routes, { iface: [], ifaceRegex: [], ifaceCanReach: '192.168.56.1' }, via(3, '192.168.56.12'));
   assert.equal(c.iface.name, 'eth1');
   assert.equal(c.ifaceAddr, '192.168.56.12', "flannel takes the route's source address");
-  assert.equal(chooseInterface(links, addrs, routes, { iface: ['wlan9'], ifaceRegex: ['^nomatch$'], ifaceCanReach: '192.168.56.1' }, via(3)).iface.name, 'eth1', 'used when --iface and --iface-regex match nothing');
+  assert.equal(
+    chooseInterface(links, addrs, routes, { iface: ['wlan9'], ifaceRegex: ['^nomatch$'], ifaceCanReach: '192.168.56.1' }, via(3)).iface.name,
+    'eth1',
+    'used when --iface and --iface-regex match nothing',
+  );
   assert.equal(chooseInterface(links, addrs, routes, { iface: ['bond0'], ifaceRegex: [], ifaceCanReach: '192.168.56.1' }, via(3)).iface.name, 'bond0', '--iface first');
   assert.throws(
     () => chooseInterface(links, addrs, routes, { iface: [], ifaceRegex: [], ifaceCanReach: '198.51.100.1' }, { error: 'netlink route get: ENETUNREACH' }),
