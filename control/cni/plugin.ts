@@ -4,7 +4,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
-import { CniError, SUPPORTED_VERSIONS, parseNetConf, parseSubnetEnv, renderDelegate, type FlannelNetConf } from './delegate.js';
+import { CURRENT_VERSION, CniError, SUPPORTED_VERSIONS, checkDelegate, parseNetConf, parseSubnetEnv, renderDelegate, versionBefore, type FlannelNetConf } from './delegate.js';
 import { MAP } from '../datapath/objects.js';
 
 const DEFAULT_SUBNET_FILE = '/run/flannel/subnet.env';
@@ -27,10 +27,28 @@ function findPlugin(type: string): string {
 }
 
 /** Runs the delegate with the same environment; its stdout (result or error JSON) becomes ours. */
-function runDelegate(conf: Record<string, unknown>): { status: number; stdout: Buffer } {
-  const r = spawnSync(findPlugin(String(conf.type)), { input: JSON.stringify(conf), env: process.env, stdio: ['pipe', 'pipe', 'inherit'] });
+function runDelegate(conf: Record<string, unknown>, env: NodeJS.ProcessEnv = process.env): { status: number; stdout: Buffer } {
+  const r = spawnSync(findPlugin(String(conf.type)), { input: JSON.stringify(conf), env, stdio: ['pipe', 'pipe', 'inherit'] });
   if (r.error) throw new CniError(999, `cannot run delegate plugin ${String(conf.type)}`, r.error.message);
   return { status: r.status ?? 1, stdout: r.stdout };
+}
+
+/**
+ * The version to give the delegate. CNI 1.1.0 results are 1.0.0 results (1.1.0 added the GC and
+ * STATUS commands, not result fields), so a delegate that stops at 1.0.0 (Debian's plugins) is run at
+ * 1.0.0 and its result relabelled; every other version goes through as flannel's plugin passes it,
+ * and the delegate converts its result as the spec says.
+ */
+function delegateVersion(conf: Record<string, unknown>): string | undefined {
+  const v = conf.cniVersion as string | undefined;
+  if (v !== '1.1.0') return v;
+  const r = runDelegate({ type: conf.type }, { ...process.env, CNI_COMMAND: 'VERSION' });
+  try {
+    const supported = (JSON.parse(r.stdout.toString()) as { supportedVersions?: string[] }).supportedVersions ?? [];
+    return supported.includes('1.1.0') ? v : '1.0.0';
+  } catch {
+    return '1.0.0';
+  }
 }
 
 function delegate(conf: Record<string, unknown>): number {
@@ -60,28 +78,22 @@ async function add(n: FlannelNetConf): Promise<number> {
   } catch (e) {
     throw new CniError(11, `cannot read the subnet file ${file}: is flanneld running on this node?`, (e as Error).message);
   }
+  checkDelegate(n);
   const conf = renderDelegate(n, parseSubnetEnv(text, file));
   // saved before the delegate runs so that DEL can always replay it, even after the subnet file is gone
   mkdirSync(n.dataDir ?? DEFAULT_DATA_DIR, { recursive: true, mode: 0o700 });
   writeFileSync(`${path}.tmp`, JSON.stringify(conf), { mode: 0o600 });
   renameSync(`${path}.tmp`, path);
-  const r = runDelegate(conf);
+  const asked = conf.cniVersion;
+  const version = delegateVersion(conf);
+  let r = runDelegate(version === asked ? conf : { ...conf, cniVersion: version });
+  if (version !== asked && r.status === 0) r = { ...r, stdout: Buffer.from(JSON.stringify({ ...(JSON.parse(r.stdout.toString()) as object), cniVersion: asked })) };
   if (r.status === 0 && conf.type === 'bridge' && bpfMode(n)) {
     const { registerFromResult } = await import('./fastpath.js');
     process.stderr.write(`${await registerFromResult(pinRoot(n), typeof conf.bridge === 'string' ? conf.bridge : 'cni0', r.stdout.toString(), `${path}.fastpath`)}\n`);
   }
   process.stdout.write(r.stdout);
   return r.status;
-}
-
-function saved(n: FlannelNetConf): Record<string, unknown> | undefined {
-  const path = scratchPath(n);
-  if (!existsSync(path)) return undefined;
-  try {
-    return JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
-  } catch (e) {
-    throw new CniError(7, `saved delegate config ${path} is unreadable`, (e as Error).message);
-  }
 }
 
 async function del(n: FlannelNetConf): Promise<number> {
@@ -92,19 +104,24 @@ async function del(n: FlannelNetConf): Promise<number> {
     const msg = unregisterSaved(pinRoot(n), fast);
     if (msg) process.stderr.write(`${msg}\n`);
   }
-  const conf = saved(n);
-  if (!conf) return 0; // DEL is idempotent: nothing was added, or it was deleted already
-  const status = delegate(conf);
-  if (status === 0) rmSync(scratchPath(n), { force: true });
+  const path = scratchPath(n);
+  if (!existsSync(path)) return 0; // DEL is idempotent: nothing was added, or it was deleted already
+  let conf: Record<string, unknown>;
+  try {
+    conf = JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
+  } catch (e) {
+    // flannel's plugin: the pod's interface stays on the bridge until the node reboots; DEL succeeds
+    process.stderr.write(`failed to parse netconf: ${(e as Error).message}\n`);
+    return 0;
+  }
+  if (n.runtimeConfig) conf.runtimeConfig = n.runtimeConfig;
+  const asked = conf.cniVersion;
+  const version = delegateVersion(conf);
+  const status = delegate(version === asked ? conf : { ...conf, cniVersion: version });
+  // flannel's plugin removes the saved config once it was read, whatever the delegate answered: a
+  // failed DEL is reported, and a runtime's retry then finds nothing to do and succeeds
+  rmSync(path, { force: true });
   return status;
-}
-
-function check(n: FlannelNetConf): number {
-  const conf = saved(n);
-  if (!conf) throw new CniError(11, `no saved delegate config for container ${process.env.CNI_CONTAINERID}: was ADD run?`);
-  if (n.prevResult !== undefined) conf.prevResult = n.prevResult;
-  if (n.cniVersion) conf.cniVersion = n.cniVersion;
-  return delegate(conf);
 }
 
 async function main(): Promise<number> {
@@ -112,19 +129,29 @@ async function main(): Promise<number> {
   try {
     const cmd = env('CNI_COMMAND');
     if (cmd === 'VERSION') {
-      process.stdout.write(JSON.stringify({ cniVersion: '1.0.0', supportedVersions: SUPPORTED_VERSIONS }));
+      process.stdout.write(JSON.stringify({ cniVersion: CURRENT_VERSION, supportedVersions: SUPPORTED_VERSIONS }));
       return 0;
     }
     const n = parseNetConf(readFileSync(0, 'utf8'));
     version = n.cniVersion ?? version;
+    // libcni reads a config without cniVersion as 0.1.0
+    const since = (min: string) => {
+      if (versionBefore(n.cniVersion ?? '0.1.0', min)) throw new CniError(1, `config version does not allow ${cmd}`, `${cmd} needs cniVersion ${min} or later`);
+    };
     switch (cmd) {
       case 'ADD':
         return await add(n);
       case 'DEL':
         return await del(n);
       case 'CHECK':
-        if (n.cniVersion && ['0.3.0', '0.3.1'].includes(n.cniVersion)) throw new CniError(1, `CHECK needs CNI version 0.4.0 or later, got ${n.cniVersion}`);
-        return check(n);
+        // flannel's plugin answers CHECK with success without asking the delegate; so do we
+        since('0.4.0');
+        return 0;
+      case 'GC':
+      case 'STATUS':
+        // CNI 1.1.0's commands: flannel's plugin implements neither, and libcni answers success
+        since('1.1.0');
+        return 0;
       default:
         throw new CniError(4, `unknown CNI_COMMAND ${JSON.stringify(cmd)}`);
     }
