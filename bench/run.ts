@@ -10,6 +10,7 @@ import type { Underlay } from '../test/helpers/lab.ts';
 import { measurePrograms } from './programs.ts';
 import { measureConvergence, measureStartup, type CpMode } from './control-plane.ts';
 import { measureRestart } from './restart.ts';
+import { measureCniAdd } from './cni.ts';
 import { renderSvg, type Panel } from './chart.ts';
 import { log, percentile, stat, type Stat } from './lib.ts';
 
@@ -32,6 +33,7 @@ const P = {
   peers: quick ? [100, 1000] : [100, 1000, 5000],
   repeat: quick ? 100_000 : 2_000_000,
   events: quick ? 30 : 200,
+  cniPods: quick ? 10 : 100,
   churn: quick ? 200 : 1000,
   restarts: (quick
     ? [
@@ -112,7 +114,11 @@ for (const m of modes) {
   log(`convergence ${m}: add p50 ${convergence[m].addP50.toFixed(1)} ms p99 ${convergence[m].addP99.toFixed(1)} ms; churn ${c.churn.events} events, agent CPU ${c.churn.cpuMs} ms`);
 }
 
-// 4. restart
+// 4. the CNI plugin: ADD and DEL of cniPods pods, the bridge plugin alone beside it
+const cni = await measureCniAdd(P.cniPods);
+log(`cni: ADD p50 ${cni.addMs.p50.toFixed(1)} ms p99 ${cni.addMs.p99.toFixed(1)} ms; VERSION p50 ${cni.versionMs.p50.toFixed(1)} ms`);
+
+// 5. restart
 const restart: Record<string, { sent: number; lost: number; restartMs: number }> = {};
 for (const [m, sig] of P.restarts) {
   restart[`${m} ${sig}`] = await measureRestart(m, sig);
@@ -198,7 +204,7 @@ const meta = {
   durationS: 0,
 };
 meta.durationS = Math.round((Date.now() - started) / 1000);
-const results = { meta, datapath, programs, egressParts: parts, startup, convergence, restart, targets };
+const results = { meta, datapath, programs, egressParts: parts, startup, convergence, cni, restart, targets };
 
 // Markdown
 const f = (v: number, d = 2) => (Number.isFinite(v) ? v.toFixed(d) : '-');
@@ -248,6 +254,21 @@ for (const [m, c] of Object.entries(convergence))
   md.push(
     `| ${m} | ${c.events} | ${f(c.addP50, 1)} | ${f(c.addP99, 1)} | ${f(c.delP50, 1)} | ${f(c.delP99, 1)} | ${c.churn.events} | ${f(c.churn.wallMs, 0)} | ${f((c.churn.cpuMs / c.churn.events) * 1000, 0)} |`,
   );
+md.push(
+  '',
+  `**The CNI plugin** (${P.cniPods} pods, ADD then DEL through bin/flannel with Debian's bridge and host-local; the bridge plugin alone, called directly with the same kind of config, interleaved; VERSION is the plugin's start-up with no delegate)`,
+  '',
+  '| call | p50 ms | p99 ms | min-max ms |',
+  '|---|---|---|---|',
+);
+for (const [k, v] of [
+  ['ADD through bin/flannel', cni.addMs],
+  ['DEL through bin/flannel', cni.delMs],
+  ['bridge ADD alone', cni.bridgeAddMs],
+  ['bridge DEL alone', cni.bridgeDelMs],
+  ['bin/flannel VERSION (start-up)', cni.versionMs],
+] as const)
+  md.push(`| ${k} | ${f(v.p50, 1)} | ${f(v.p99, 1)} | ${f(v.min, 1)}-${f(v.max, 1)} |`);
 md.push('', "**Agent restart** (ping every 10 ms across the restart of node 1's agent)", '', '| mode, signal | pings | lost | restart to ready ms |', '|---|---|---|---|');
 for (const [k, v] of Object.entries(restart)) md.push(`| ${k} | ${v.sent} | ${v.lost} | ${v.restartMs} |`);
 md.push('', '**Targets**', '', '| target | measured | met |', '|---|---|---|');
