@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(clang llvm libbpf-dev libelf-dev zlib1g-dev libmnl-dev bpftool iproute2 iptables
+PKGS=(clang llvm libbpf-dev libelf-dev zlib1g-dev libmnl-dev bpftool iproute2 iptables nftables
       etcd-server etcd-client containernetworking-plugins iperf3 qperf iputils-ping tcpdump conntrack ethtool
       python3 make g++ pkg-config)
 

@@ -13,7 +13,8 @@ import { readPreviousSubnet, writeSubnetFile } from '../subnet/subnet-file.js';
 import type { NetworkConfig } from '../subnet/config.js';
 import type { Lease } from '../subnet/lease.js';
 import type { ExternalInterface } from '../iface/select.js';
-import { ensureRules, forwardRules, masqRules, supportsRandomFully, type Rule } from '../firewall/iptables.js';
+import { ensureRules, forwardRules, masqRules, removeRules, supportsRandomFully, type Rule } from '../firewall/iptables.js';
+import { NftTables, nftSupportsRandomFully, removeNftTables } from '../firewall/nftables.js';
 import { RulesKeeper } from '../firewall/keeper.js';
 import { BlackholeRoute } from './blackhole.js';
 import type { AgentStatus } from './status.js';
@@ -139,22 +140,40 @@ export class Agent {
 
   /**
    * flannel's rules, ensured before the subnet file appears (pods must not start un-masqueraded) and
-   * every --iptables-resync seconds after. Never flushed: the rules outlive the agent.
+   * every --iptables-resync seconds after: iptables chains, or with EnableNFTables nftables tables.
+   * Never flushed: the rules outlive the agent.
    */
   private async startFirewall(cfg: NetworkConfig, lease: Lease): Promise<void> {
     const { log } = this.o;
-    const randomFully = !this.o.ipMasqRandomFullyDisable && (await supportsRandomFully());
-    const rules: Rule[] = [...(this.o.forwardRules ? forwardRules(cfg.network) : []), ...(this.o.ipMasq ? masqRules(cfg.network, lease.subnet, randomFully) : [])];
-    if (!rules.length) return;
-    this.firewall = new RulesKeeper(rules, this.o.iptablesResyncMs, log);
+    const mode = cfg.enableNFTables ? 'nftables' : 'iptables';
+    // flannel removes the other mode's rules at start ("Cleaning-up unused traffic manager rules"), so
+    // switching EnableNFTables leaves no second set of NAT rules behind
     try {
-      const changed = await ensureRules(rules);
-      log.info({ ipMasq: this.o.ipMasq, forwardRules: this.o.forwardRules, changed }, 'iptables rules in place');
+      const removed = cfg.enableNFTables ? await removeRules() : await removeNftTables();
+      if (removed.length) log.info({ removed }, `removed the ${cfg.enableNFTables ? 'iptables' : 'nftables'} rules of a previous run (EnableNFTables changed)`);
+    } catch (e) {
+      log.warn({ err: (e as Error).message }, 'cannot remove the rules of the other firewall mode');
+    }
+    if (!this.o.forwardRules && !this.o.ipMasq) return;
+    let ensure: () => Promise<string[]>;
+    if (cfg.enableNFTables) {
+      const randomFully = !this.o.ipMasqRandomFullyDisable && (await nftSupportsRandomFully());
+      const tables = new NftTables({ network: cfg.network, subnet: lease.subnet, masq: this.o.ipMasq, forward: this.o.forwardRules, randomFully });
+      ensure = () => tables.ensure();
+    } else {
+      const randomFully = !this.o.ipMasqRandomFullyDisable && (await supportsRandomFully());
+      const rules: Rule[] = [...(this.o.forwardRules ? forwardRules(cfg.network) : []), ...(this.o.ipMasq ? masqRules(cfg.network, lease.subnet, randomFully) : [])];
+      ensure = () => ensureRules(rules);
+    }
+    this.firewall = new RulesKeeper(ensure, this.o.iptablesResyncMs, log);
+    try {
+      const changed = await ensure();
+      log.info({ mode, ipMasq: this.o.ipMasq, forwardRules: this.o.forwardRules, changed }, `${mode} rules in place`);
     } catch (e) {
       this.firewall.state.lastError = (e as Error).message;
       // without masquerading, pods would reach the outside with addresses nobody routes back
-      if (this.o.ipMasq) throw new Error(`--ip-masq: cannot install the masquerade rules: ${(e as Error).message}`);
-      log.warn({ err: (e as Error).message }, "cannot install the FORWARD accept rules (--iptables-forward-rules); forwarding depends on the host's policy");
+      if (this.o.ipMasq) throw new Error(`--ip-masq: cannot install the masquerade rules (${mode}): ${(e as Error).message}`);
+      log.warn({ err: (e as Error).message }, `cannot install the forward accept rules (${mode}, --iptables-forward-rules); forwarding depends on the host's policy`);
     }
     this.firewall.start();
   }

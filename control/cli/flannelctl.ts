@@ -13,6 +13,7 @@ import { checkEtcdFlags, etcdFlagOptions, etcdOptions, int, type EtcdFlags } fro
 import { fetchStatus } from '../health/client.js';
 import { isReady, renderStatus } from '../agent/status.js';
 import { removeRules } from '../firewall/iptables.js';
+import { removeNftTables } from '../firewall/nftables.js';
 
 export function buildCtl(): Command {
   const ctl = new Command('flannelctl')
@@ -34,6 +35,13 @@ export function buildCtl(): Command {
     .action(async () => {
       const removed = await removeRules();
       process.stdout.write(removed.length ? `removed ${removed.join(', ')}\n` : 'no flannel chains found\n');
+    });
+  ctl
+    .command('cleanup')
+    .description("remove every firewall rule flanneld wrote: the iptables chains and their jumps, and nftables mode's tables ip flannel-ipv4 and ip6 flannel-ipv6 (flanneld never removes them itself)")
+    .action(async () => {
+      const removed = [...(await removeRules()), ...(await removeNftTables())];
+      process.stdout.write(removed.length ? `removed ${removed.join(', ')}\n` : 'no flannel rules found\n');
     });
   ctl
     .command('maps')

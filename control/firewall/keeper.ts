@@ -1,7 +1,6 @@
-// Keeps flannel's rules in place: ensured every --iptables-resync seconds, never flushed (the rules
-// outlive the agent).
+// Keeps flannel's rules in place, iptables chains or nftables tables: ensured every --iptables-resync
+// seconds, never flushed (the rules outlive the agent).
 import type { Logger } from '../log.js';
-import { ensureRules, type Rule } from './iptables.js';
 
 /**
  * One pass at a time: the next is scheduled when the previous one ends. A plain interval would start
@@ -14,11 +13,11 @@ export class RulesKeeper {
   private running: Promise<void> = Promise.resolve();
   private stopped = false;
 
+  /** `ensure` puts the rules in place and says what it changed (nothing: an empty list) */
   constructor(
-    private readonly rules: Rule[],
+    private readonly ensure: () => Promise<string[]>,
     private readonly intervalMs: number,
     private readonly log: Logger,
-    private readonly ensure: (rules: Rule[]) => Promise<string[]> = ensureRules,
   ) {}
 
   start(): void {
@@ -36,14 +35,14 @@ export class RulesKeeper {
   private async pass(): Promise<void> {
     this.state.passes++;
     try {
-      const changed = await this.ensure(this.rules);
+      const changed = await this.ensure();
       this.state.lastError = null;
       if (!changed.length) return;
       this.state.repairs += changed.length;
-      this.log.warn({ changed }, 'restored iptables rules that were missing or altered');
+      this.log.warn({ changed }, 'restored firewall rules that were missing or altered');
     } catch (e) {
       this.state.lastError = (e as Error).message;
-      this.log.error({ err: (e as Error).message }, 'iptables resync failed');
+      this.log.error({ err: (e as Error).message }, 'firewall resync failed');
     }
   }
 

@@ -25,6 +25,8 @@ export interface NetworkConfig {
   enableIPv4: boolean;
   enableIPv6: boolean;
   backend: BackendConfig;
+  /** flannel's EnableNFTables: masquerade and forward rules in nftables tables instead of iptables chains */
+  enableNFTables: boolean;
   /** true when the config had no Backend and flannel's udp fallback applied */
   backendDefaulted: boolean;
   raw: Record<string, unknown>;
@@ -116,7 +118,10 @@ export function parseConfig(text: string): NetworkConfig {
     backend = { ...b, Type: b.Type.toLowerCase() };
   }
 
-  return { network, subnetLen, subnetMin, subnetMax, enableIPv4, enableIPv6, backend, backendDefaulted, raw: cfg };
+  const enableNFTables = cfg.EnableNFTables ?? false;
+  if (typeof enableNFTables !== 'boolean') throw new ConfigError('EnableNFTables', `must be true or false, got ${JSON.stringify(enableNFTables)}`);
+
+  return { network, subnetLen, subnetMin, subnetMax, enableIPv4, enableIPv6, backend, enableNFTables, backendDefaulted, raw: cfg };
 }
 
 /** A subnet a node may hold under this config: inside [SubnetMin, SubnetMax] and of length SubnetLen. */

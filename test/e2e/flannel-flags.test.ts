@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { TestLab, type LabNode } from '../helpers/lab.ts';
+import { TestLab, UNDERLAY_GW, type LabNode } from '../helpers/lab.ts';
 import { inNs, ip, until } from '../helpers/netns.ts';
 import { NotifySocket } from '../helpers/notify-socket.ts';
 import { formatCidr, formatIp4 } from '../../control/subnet/ip4.ts';
@@ -105,6 +105,33 @@ describe("flannel's node flags: --iface-can-reach, --ip-blackhole-route, --ip-ma
     for (const l of again) assert.match(l, /--random-fully/);
     await lab.stopAgent(n2);
     await ip('-n', n2.ns, 'route', 'del', 'blackhole', formatCidr(subnet));
+  });
+
+  test('EnableNFTables: the masquerade and forward rules in nftables tables (pods reach the outside masqueraded); switching back restores the iptables chains and removes the tables', async () => {
+    await lab.etcd.ctl('put', '/coreos.com/network/config', '{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"},"EnableNFTables":true}');
+    try {
+      await restart(['--ip-masq']);
+      await lab.waitReady(n2);
+      const table = await inNs(n2.ns, 'nft', 'list', 'table', 'ip', 'flannel-ipv4');
+      assert.match(table, /chain postrtg \{/);
+      assert.match(table, /ip saddr 10\.244\.0\.0\/16 ip daddr != 224\.0\.0\.0\/4 masquerade fully-random/);
+      assert.match(table, /chain forward \{[^}]*ip saddr 10\.244\.0\.0\/16 accept/);
+      assert.doesNotMatch(await inNs(n2.ns, 'iptables-save'), /FLANNEL-POSTRTG|FLANNEL-FWD/, "the previous run's iptables chains are gone, as flannel cleans the unused mode");
+      // the underlay gateway has no route to the pod network: only a masqueraded ping comes back
+      const pod = await lab.addPodCni(n2);
+      await inNs(pod.ns, 'ping', '-c', '1', '-W', '2', UNDERLAY_GW);
+      assert.match(
+        await inNs(n2.ns, 'conntrack', '-L', '-p', 'icmp', '-d', UNDERLAY_GW).catch((e: Error) => e.message),
+        new RegExp(`src=${pod.ip.replace(/\./g, '\\.')} .*src=${UNDERLAY_GW.replace(/\./g, '\\.')} dst=${n2.ip.replace(/\./g, '\\.')}`),
+      );
+    } finally {
+      await lab.etcd.ctl('put', '/coreos.com/network/config', CONFIG);
+    }
+    await restart(['--ip-masq']);
+    await lab.waitReady(n2);
+    assert.doesNotMatch(await inNs(n2.ns, 'nft', 'list', 'tables'), /flannel-ipv4/);
+    assert.match(await inNs(n2.ns, 'iptables-save', '-t', 'nat'), /-A FLANNEL-POSTRTG/);
+    await lab.stopAgent(n2);
   });
 
   test('--net-config-path reads the network config from a file (kube-flannel style), and a missing file is a clear error', async () => {

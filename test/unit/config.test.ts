@@ -102,3 +102,9 @@ test('Backend.MTU is the underlay MTU, as in flannel: flannel.1 (and FLANNEL_MTU
   assert.equal(vxlanDeviceMtu(vxlanOptions({ Type: 'vxlan' }), 9001), 8951);
   assert.throws(() => vxlanOptions({ Type: 'vxlan', MTU: 100 }), /Backend\.MTU: 100 is the underlay's MTU/);
 });
+
+test('EnableNFTables: off by default, a boolean in any spelling, anything else a ConfigError', () => {
+  assert.equal(parseConfig('{"Network":"10.244.0.0/16"}').enableNFTables, false);
+  assert.equal(parseConfig('{"Network":"10.244.0.0/16","enableNFTables":true}').enableNFTables, true);
+  assert.throws(() => parseConfig('{"Network":"10.244.0.0/16","EnableNFTables":"yes"}'), /EnableNFTables: must be true or false/);
+});

@@ -17,7 +17,7 @@ test('a resync pass slower than the interval never overlaps the next one; stop()
     finished++;
     return [];
   };
-  const k = new RulesKeeper([], 10, silentLogger, slow);
+  const k = new RulesKeeper(slow, 10, silentLogger);
   k.start();
   await new Promise((r) => setTimeout(r, 400));
   await k.stop();
@@ -36,7 +36,7 @@ test('a failing pass is reported and the next one still runs; repairs are counte
     if (n === 1) return Promise.reject(new Error('iptables-restore: resource busy'));
     return Promise.resolve(n === 2 ? ['-A FLANNEL-FWD ...'] : []);
   };
-  const k = new RulesKeeper([], 5, silentLogger, flaky);
+  const k = new RulesKeeper(flaky, 5, silentLogger);
   k.start();
   await new Promise((r) => setTimeout(r, 100));
   await k.stop();
