@@ -63,7 +63,7 @@ export function etcdFlagOptions(): Option[] {
     opt('--etcd-prefix <path>', 'etcd key prefix: the config is <prefix>/config, leases <prefix>/subnets/', 'FLANNELD_ETCD_PREFIX').default('/coreos.com/network'),
     opt('--etcd-keyfile <file>', 'TLS client key for etcd', 'FLANNELD_ETCD_KEYFILE'),
     opt('--etcd-certfile <file>', 'TLS client certificate for etcd', 'FLANNELD_ETCD_CERTFILE'),
-    opt('--etcd-cafile <file>', 'CA bundle that signed the etcd server certificate', 'FLANNELD_ETCD_CAFILE'),
+    opt('--etcd-cafile <file>', "CA bundle that signed the etcd server certificate (default: the system's roots, as flannel)", 'FLANNELD_ETCD_CAFILE'),
     opt('--etcd-username <name>', 'etcd user name (password authentication)', 'FLANNELD_ETCD_USERNAME'),
     opt('--etcd-password <password>', 'etcd password', 'FLANNELD_ETCD_PASSWORD'),
   ];
@@ -74,7 +74,6 @@ export type EtcdFlags = Pick<FlanneldFlags, 'etcdEndpoints' | 'etcdPrefix' | 'et
 /** The combinations commander cannot check; an error message or undefined. */
 export function checkEtcdFlags(f: EtcdFlags): string | undefined {
   if ((f.etcdCertfile && !f.etcdKeyfile) || (f.etcdKeyfile && !f.etcdCertfile)) return '--etcd-certfile and --etcd-keyfile go together';
-  if ((f.etcdCertfile || f.etcdKeyfile) && !f.etcdCafile) return '--etcd-cafile is required with --etcd-certfile/--etcd-keyfile';
   if (f.etcdPassword && !f.etcdUsername) return '--etcd-password needs --etcd-username';
   for (const e of f.etcdEndpoints.split(',')) {
     try {

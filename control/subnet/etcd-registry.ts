@@ -1,7 +1,7 @@
 // The etcd v3 side of the subnet manager: flannel's key layout under --etcd-prefix, nothing else.
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { connect as tlsConnect } from 'node:tls';
+import { connect as tlsConnect, rootCertificates } from 'node:tls';
 import { Etcd3, type IOptions, type Watcher } from 'etcd3';
 import type { Subnet } from './ip4.js';
 import { subnetKey } from './ip4.js';
@@ -60,9 +60,31 @@ interface Tls {
   key?: Buffer;
 }
 
+// Where Go's crypto/x509 finds the system's roots on Linux (flannel trusts these when it is given no
+// --etcd-cafile); SSL_CERT_FILE overrides, as in Go. Node's own bundled list is the last resort.
+const SYSTEM_ROOTS = [
+  '/etc/ssl/certs/ca-certificates.crt',
+  '/etc/pki/tls/certs/ca-bundle.crt',
+  '/etc/ssl/ca-bundle.pem',
+  '/etc/pki/tls/cacert.pem',
+  '/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem',
+  '/etc/ssl/cert.pem',
+];
+function systemRoots(): Buffer {
+  for (const path of [process.env.SSL_CERT_FILE, ...SYSTEM_ROOTS]) {
+    if (!path) continue;
+    try {
+      return readFileSync(path);
+    } catch {
+      // the next candidate
+    }
+  }
+  return Buffer.from(rootCertificates.join('\n'));
+}
+
+/** TLS when a TLS flag is given or an endpoint is https://; the CA is --etcd-cafile, else the system's roots. */
 function readTls(o: EtcdOptions): Tls | undefined {
-  if (!o.caFile && !o.certFile && !o.keyFile) return undefined;
-  if (!o.caFile) throw new EtcdAccessError('--etcd-cafile is required when --etcd-certfile or --etcd-keyfile is given');
+  if (!o.caFile && !o.certFile && !o.keyFile && !o.endpoints.some((e) => e.trim().startsWith('https:'))) return undefined;
   const read = (flag: string, path: string) => {
     try {
       return readFileSync(path);
@@ -71,7 +93,7 @@ function readTls(o: EtcdOptions): Tls | undefined {
     }
   };
   return {
-    ca: read('--etcd-cafile', o.caFile),
+    ca: o.caFile ? read('--etcd-cafile', o.caFile) : systemRoots(),
     ...(o.certFile ? { cert: read('--etcd-certfile', o.certFile) } : {}),
     ...(o.keyFile ? { key: read('--etcd-keyfile', o.keyFile) } : {}),
   };

@@ -139,6 +139,15 @@ test("etcd over TLS with client certificates: flanneld gets its lease; etcd hold
   assert.match(leases, /\{"PublicIP":"10\.99\.0\.2","PublicIPv6":null,"BackendType":"host-gw"\}/);
 });
 
+test("without --etcd-cafile the system's roots verify etcd, as flannel's (Go's SSL_CERT_FILE names them): with our CA there it works, otherwise a clear error", async () => {
+  const args = [`--etcd-endpoints=${tlsEtcd.endpoint}`, `--etcd-certfile=${f('client.crt')}`, `--etcd-keyfile=${f('client.key')}`];
+  const trusted = await flanneld(args, { wrap: ['env', `SSL_CERT_FILE=${f('ca.crt')}`] });
+  assert.ok(trusted.ready, trusted.log.slice(-2000));
+  const untrusted = await flanneld(args, { ms: 30_000 });
+  assert.equal(untrusted.code, 1);
+  assert.match(lastError(untrusted.log), /etcd's server certificate is not trusted/);
+});
+
 test('wrong certificates fail at once with an error that says which and what to check', async () => {
   const base = [`--etcd-endpoints=${tlsEtcd.endpoint}`];
   const cases: [string, string[], RegExp][] = [
