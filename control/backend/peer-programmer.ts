@@ -27,6 +27,11 @@ export interface PeerDriver<Op> {
   currentEntries(): Promise<Entry<Op>[]>;
   /** Runs the operations in order; one result per operation (null = done), never throws for one. */
   apply(ops: Op[]): Promise<(Error | null)[]>;
+  /**
+   * Kernel lookups entriesFor() depends on (DirectRouting's route get), done before it is called:
+   * for the leases of a batch, or for every peer (`refresh`) on a reconcile.
+   */
+  prepare?(leases: Lease[], refresh: boolean): Promise<void>;
 }
 
 const gone = (e: unknown) => isNetlinkError(e, 'ENOENT') || isNetlinkError(e, 'ESRCH') || isNetlinkError(e, 'EADDRNOTAVAIL');
@@ -59,6 +64,10 @@ export class PeerProgrammer<Op> {
     // coalesce: only the last state of each subnet in this batch matters
     const target = new Map<string, Lease | null>();
     for (const e of events) target.set(formatCidr(e.lease.subnet), e.type === 'added' ? e.lease : null);
+    await this.driver.prepare?.(
+      [...target.values()].filter((l) => l !== null),
+      false,
+    );
     const ops: Tagged<Op>[] = [];
     const next = new Map<string, Entry<Op>[]>();
     for (const [peer, lease] of target) {
@@ -76,6 +85,7 @@ export class PeerProgrammer<Op> {
 
   async reconcile(peers: Lease[]): Promise<ReconcileResult> {
     this.stats.reconciles++;
+    await this.driver.prepare?.(peers, true);
     const want = new Map<string, { peer: string; entry: Entry<Op> }>();
     const next = new Map<string, Entry<Op>[]>();
     for (const lease of peers) {

@@ -86,6 +86,8 @@ export interface BackendDescription extends ProgrammerStats {
   underlayGuard?: string;
   pinRoot?: string;
   repairedDevice?: number;
+  /** vxlan with Backend.DirectRouting: peers reached by a plain route, not the tunnel */
+  directRoutingPeers?: number;
   repairedPins?: number;
   reattachedPrograms?: number;
   /** BPF mode: the pod fast path (fast-path.ts) */

@@ -18,6 +18,7 @@ import { disableIpv6, ensureDeviceAddress } from '../device.js';
 import { vxlanDeviceMtu, vxlanOptions, type VxlanOptions } from './options.js';
 import { FastPath, type BypassMode, type FastPathMaps, type FastPathMode } from './fast-path.js';
 import { BpfMapDriver, type MapOp } from './bpf-maps.js';
+import { DirectRoutingDriver, type DirectOp } from './direct-routing.js';
 import { BpfHooks, type UnderlayHook } from './bpf-hooks.js';
 
 export type { UnderlayHook };
@@ -42,7 +43,8 @@ export class BpfVxlanBackend implements Backend {
   private fastMaps!: FastPathMaps;
   private fast!: FastPath;
   private hooks!: BpfHooks;
-  private programmer!: PeerProgrammer<MapOp>;
+  private programmer!: PeerProgrammer<DirectOp<MapOp>>;
+  private direct!: DirectRoutingDriver<MapOp>;
   private repairedDevice = 0;
   private devSpec!: VxlanDeviceSpec;
   private own?: Lease;
@@ -71,7 +73,18 @@ export class BpfVxlanBackend implements Backend {
     };
     this.routes = egress.map(MAP.routes);
     const driver = new BpfMapDriver({ ...this.maps, fl_routes: this.routes }, this.opts.vni);
-    this.programmer = new PeerProgrammer<MapOp>(driver, log);
+    const { network, subnetLen } = this.ctx.cfg;
+    this.direct = new DirectRoutingDriver<MapOp>(driver, {
+      enabled: this.opts.directRouting,
+      network,
+      subnetLen,
+      vxlanDev: () => this.dev.index,
+      own: () => this.own?.subnet,
+      // a direct peer stays a member: VXLAN it sends us (it may not see us as direct) passes the guard
+      keepWhenDirect: (e) => e.add.map === MAP.members || e.add.map === MAP.peerStats,
+      log,
+    });
+    this.programmer = new PeerProgrammer(this.direct, log);
     this.fastMaps = { fl_local_pods: egress.map(MAP.localPods), fl_fast_cfg: egress.map(MAP.fastCfg), fl_fast_stats: egress.map(MAP.fastStats) };
     this.fast = new FastPath(this.bpf.fastPath ?? 'auto', this.bpf.pinRoot, this.fastMaps, log, this.bpf.bypass ?? 'off');
     await this.fast.load(objectPath('fastPath'));
@@ -173,6 +186,7 @@ export class BpfVxlanBackend implements Backend {
       // before prepare() (a failed start) there is nothing loaded to describe
       underlayGuard: this.hooks?.underlayHook ?? 'not attached',
       peers: this.programmer?.peerCount() ?? 0,
+      ...(this.opts.directRouting ? { directRoutingPeers: this.direct?.directPeers ?? 0 } : {}),
       ...(this.programmer?.stats ?? { reconciles: 0, corrections: 0, failures: 0, rejected: 0 }),
       repairedDevice: this.repairedDevice,
       repairedPins: this.hooks?.repairs.pins ?? 0,

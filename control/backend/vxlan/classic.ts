@@ -10,12 +10,14 @@ import { deviceCheck } from '../health.js';
 import { ensureVxlanDevice, repairVxlanDevice, type VxlanDeviceSpec } from './device.js';
 import { ensureDeviceAddress } from '../device.js';
 import { vxlanDeviceMtu, vxlanOptions, type VxlanOptions } from './options.js';
+import { DirectRoutingDriver, type DirectOp } from './direct-routing.js';
 
 const RTPROT_KERNEL = 2;
 export class ClassicVxlanBackend implements Backend {
   readonly leaseType = 'vxlan';
   private dev!: Link;
-  private readonly programmer: PeerProgrammer<NetlinkOp>;
+  private readonly programmer: PeerProgrammer<DirectOp<NetlinkOp>>;
+  private readonly direct: DirectRoutingDriver<NetlinkOp>;
   private readonly opts: VxlanOptions;
   private devSpec!: VxlanDeviceSpec;
   private own?: Lease;
@@ -23,7 +25,12 @@ export class ClassicVxlanBackend implements Backend {
 
   constructor(private readonly ctx: BackendContext) {
     this.opts = vxlanOptions(ctx.cfg.backend);
-    this.programmer = new PeerProgrammer({ entriesFor: (l) => this.entriesFor(l), currentEntries: () => this.currentEntries(), apply: execBatch }, ctx.log);
+    const { network, subnetLen } = ctx.cfg;
+    this.direct = new DirectRoutingDriver<NetlinkOp>(
+      { entriesFor: (l) => this.entriesFor(l), currentEntries: () => this.currentEntries(), apply: execBatch },
+      { enabled: this.opts.directRouting, network, subnetLen, vxlanDev: () => this.dev.index, own: () => this.own?.subnet, log: ctx.log },
+    );
+    this.programmer = new PeerProgrammer(this.direct, ctx.log);
   }
 
   async prepare() {
@@ -75,6 +82,7 @@ export class ClassicVxlanBackend implements Backend {
       port: this.opts.port,
       peers: this.programmer.peerCount(),
       ...this.programmer.stats,
+      ...(this.opts.directRouting ? { directRoutingPeers: this.direct.directPeers } : {}),
       repairedDevice: this.repairedDevice,
     };
   }

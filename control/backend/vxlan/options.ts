@@ -1,4 +1,4 @@
-// The vxlan backend's options in the network config (Backend.VNI, Port, MTU, Learning), shared by both
+// The vxlan backend's options in the network config (Backend.VNI, Port, MTU, Learning, DirectRouting), shared by both
 // modes; flannel's names and defaults.
 import { ConfigError } from '../../subnet/config.js';
 
@@ -10,6 +10,8 @@ export interface VxlanOptions {
   learning: boolean;
   /** Backend.MTU: the underlay's MTU, as in flannel; flannel.<VNI> gets 50 bytes less (see vxlanDeviceMtu) */
   mtu?: number;
+  /** Backend.DirectRouting: plain routes to peers reachable without a gateway (direct-routing.ts) */
+  directRouting: boolean;
 }
 
 /** VXLAN's overhead: outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14 */
@@ -31,9 +33,10 @@ export function vxlanOptions(backend: Record<string, unknown>): VxlanOptions {
   const vni = num('VNI', 1, 0xffffff);
   const port = num('Port', 0, 65535) || DEFAULT_VXLAN_PORT; // 0 means the kernel default, 8472 on Linux
   const mtu = num('MTU', 0, 65535);
-  if (backend.DirectRouting === true) throw new ConfigError('Backend.DirectRouting', 'not supported by this agent yet');
+  const directRouting = backend.DirectRouting ?? false;
+  if (typeof directRouting !== 'boolean') throw new ConfigError('Backend.DirectRouting', `must be true or false, got ${JSON.stringify(directRouting)}`);
   // flannel's VXLAN group-based policy extension: refused rather than silently dropped
   if (backend.GBP === true) throw new ConfigError('Backend.GBP', 'not supported by this agent');
   if (mtu && mtu < VXLAN_OVERHEAD + 68) throw new ConfigError('Backend.MTU', `${mtu} is the underlay's MTU (flannel.1 gets ${VXLAN_OVERHEAD} bytes less): it must be at least ${VXLAN_OVERHEAD + 68}`);
-  return { vni, port, learning: backend.Learning === true, ...(mtu ? { mtu } : {}) };
+  return { vni, port, learning: backend.Learning === true, directRouting, ...(mtu ? { mtu } : {}) };
 }

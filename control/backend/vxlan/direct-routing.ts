@@ -1,0 +1,124 @@
+// flannel's vxlan option DirectRouting: a peer whose public IP the kernel reaches without a gateway
+// (`ip route get <PublicIP>` shows no "via": same L2 segment) gets a plain route, `<its subnet> via
+// <PublicIP>`, as host-gw would give it; every other peer gets the tunnel. flannel decides this per
+// lease event with a route lookup (pkg/ip DirectRouting); so do we, and again at every reconcile, so a
+// peer that moves behind a router goes back to the tunnel.
+//
+// It wraps the mode's own driver (classic: routes, neighbours, FDB; BPF: map entries). A direct peer
+// keeps the entries `keepWhenDirect` names (BPF mode: its member and counter entries, so VXLAN it may
+// still send us, when it does not see us as direct, passes the guard), and loses the tunnel's route.
+// In BPF mode the kernel route is more specific than flannel.1's one route for the whole network, and
+// the pod fast path leaves flows it finds no tunnel route for to the stack: direct peers are reached
+// by plain routing in every path.
+//
+// Routes that look like ours on any device but the vxlan one (a gateway, a SubnetLen subnet of the
+// network) count as this driver's: a reconcile removes those no peer wants, including what a host-gw
+// run or a DirectRouting run of the past left behind, which would otherwise bypass the tunnel.
+import type { Logger } from '../../log.js';
+import { execBatch, listRoutes, routeGet, type NetlinkOp } from '../../kernel/netlink.js';
+import { contains, formatCidr, formatIp4, parseIp4, type Subnet } from '../../subnet/ip4.js';
+import type { Lease } from '../../subnet/lease.js';
+import type { Entry, PeerDriver } from '../peer-programmer.js';
+
+export type DirectOp<Op> = { route: NetlinkOp } | { inner: Op };
+
+export interface DirectRoutingOptions<Op> {
+  enabled: boolean;
+  network: Subnet;
+  subnetLen: number;
+  /** the vxlan device: its routes belong to the inner driver */
+  vxlanDev: () => number;
+  own: () => Subnet | undefined;
+  /** which of the inner driver's entries a direct peer keeps */
+  keepWhenDirect?: (e: Entry<Op>) => boolean;
+  log: Logger;
+}
+
+export class DirectRoutingDriver<Op> implements PeerDriver<DirectOp<Op>> {
+  /** public IP -> the route get's answer: the device when directly reachable, null when not */
+  private readonly direct = new Map<string, { dev: number } | null>();
+  directPeers = 0;
+
+  constructor(
+    private readonly inner: PeerDriver<Op>,
+    private readonly o: DirectRoutingOptions<Op>,
+  ) {}
+
+  /** Looks up what the next entriesFor() calls need: one route get per public IP (all of them on a reconcile). */
+  async prepare(leases: Lease[], refresh: boolean): Promise<void> {
+    if (!this.o.enabled) return;
+    const ips = [...new Set(leases.map((l) => l.attrs.publicIP))].filter((ip) => refresh || !this.direct.has(ip));
+    if (refresh) this.direct.clear();
+    await Promise.all(
+      ips.map(async (ip) => {
+        try {
+          const r = await routeGet(ip);
+          this.direct.set(ip, r.gateway === undefined && r.dev > 0 ? { dev: r.dev } : null);
+        } catch (e) {
+          // flannel logs the lookup's error and uses the tunnel
+          this.o.log.warn({ publicIP: ip, err: (e as Error).message }, 'DirectRouting: no route to the peer; using vxlan');
+          this.direct.set(ip, null);
+        }
+      }),
+    );
+    this.directPeers = [...this.direct.values()].filter(Boolean).length;
+  }
+
+  entriesFor(lease: Lease): Entry<DirectOp<Op>>[] {
+    const inner = this.inner.entriesFor(lease).map(wrap);
+    const d = this.o.enabled ? this.direct.get(lease.attrs.publicIP) : null;
+    if (!d) return inner;
+    const keep = this.o.keepWhenDirect ?? (() => false);
+    const dst = formatIp4(lease.subnet.ip);
+    const via = lease.attrs.publicIP;
+    return [
+      ...inner.filter((e) => keep(unwrap(e))),
+      {
+        key: `direct-route ${formatCidr(lease.subnet)}`,
+        value: `via ${via} dev ${d.dev}`,
+        add: { route: { type: 'route', action: 'replace', dst, dstLen: lease.subnet.len, gateway: via, dev: d.dev } },
+        del: { route: { type: 'route', action: 'delete', dst, dstLen: lease.subnet.len, dev: d.dev } },
+      },
+    ];
+  }
+
+  async currentEntries(): Promise<Entry<DirectOp<Op>>[]> {
+    const [inner, routes] = await Promise.all([this.inner.currentEntries(), listRoutes()]);
+    const { network, subnetLen } = this.o;
+    const own = this.o.own();
+    const vx = this.o.vxlanDev();
+    const out = inner.map(wrap);
+    for (const r of routes) {
+      const ip = parseIp4(r.dst);
+      if (!r.gateway || r.dev === vx || ip === undefined || r.dstLen !== subnetLen || !contains(network, ip)) continue;
+      if (own && own.ip === ip) continue;
+      out.push({
+        key: `direct-route ${r.dst}/${r.dstLen}`,
+        value: `via ${r.gateway} dev ${r.dev}`,
+        add: { route: { type: 'route', action: 'replace', dst: r.dst, dstLen: r.dstLen } },
+        del: { route: { type: 'route', action: 'delete', dst: r.dst, dstLen: r.dstLen, dev: r.dev } },
+      });
+    }
+    return out;
+  }
+
+  /** The inner driver's operations in its own order, then the routes: one result per operation, in order. */
+  async apply(ops: DirectOp<Op>[]): Promise<(Error | null)[]> {
+    const innerIdx = ops.flatMap((o, i) => ('inner' in o ? [i] : []));
+    const routeIdx = ops.flatMap((o, i) => ('route' in o ? [i] : []));
+    const res = Array.from<Error | null>({ length: ops.length }).fill(null);
+    const a = await this.inner.apply(innerIdx.map((i) => (ops[i] as { inner: Op }).inner));
+    a.forEach((e, k) => (res[innerIdx[k]!] = e));
+    const b = await execBatch(routeIdx.map((i) => (ops[i] as { route: NetlinkOp }).route));
+    b.forEach((e, k) => (res[routeIdx[k]!] = e));
+    return res;
+  }
+}
+
+function wrap<Op>(e: Entry<Op>): Entry<DirectOp<Op>> {
+  return { key: e.key, value: e.value, add: { inner: e.add }, del: { inner: e.del } };
+}
+
+function unwrap<Op>(e: Entry<DirectOp<Op>>): Entry<Op> {
+  return { key: e.key, value: e.value, add: (e.add as { inner: Op }).inner, del: (e.del as { inner: Op }).inner };
+}
