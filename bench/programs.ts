@@ -108,6 +108,9 @@ export async function measurePrograms(repeat: number, peers = 1000): Promise<{ p
         ['+ VTEP hash lookup (a second lookup, as egress did before fl_routes)', 'part_lpm_vtep'],
         ['bpf_skb_set_tunnel_key alone', 'part_tunnel_key'],
         ['per-peer and per-reason counters alone', 'part_counters'],
+        ['member hash lookup alone (the guard, fl_members)', 'part_member'],
+        ['per-peer counter lookup alone (per-CPU hash, fl_peer_stats)', 'part_peer_stats'],
+        ['per-reason counter alone (per-CPU array, fl_stats)', 'part_count'],
       ];
       for (const [label, prog] of names) partOut[label] = (await testRun(parts.program(prog).fd, pod('10.244.5.7'), repeat)).durationNs;
       return { programs: out, parts: partOut };

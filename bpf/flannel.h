@@ -128,18 +128,18 @@ enum fl_fast_result {
 
 /* control/bpf/layout.ts (STRUCTS) encodes these byte for byte, and test/integration/layout.test.ts
  * compares every field with BTF; a size changed here alone stops the build first. */
-_Static_assert(sizeof(struct fl_subnet_key) == 8, "fl_subnet_key: see STRUCTS in control/bpf/layout.ts");
-_Static_assert(sizeof(struct fl_subnet_val) == 8, "fl_subnet_val: see STRUCTS in control/bpf/layout.ts");
-_Static_assert(sizeof(struct fl_route) == 12, "fl_route: see STRUCTS in control/bpf/layout.ts");
-_Static_assert(sizeof(struct fl_vtep_key) == 8, "fl_vtep_key: see STRUCTS in control/bpf/layout.ts");
-_Static_assert(sizeof(struct fl_vtep_val) == 8, "fl_vtep_val: see STRUCTS in control/bpf/layout.ts");
-_Static_assert(sizeof(struct fl_member_key) == 4, "fl_member_key: see STRUCTS in control/bpf/layout.ts");
-_Static_assert(sizeof(struct fl_member_val) == 4, "fl_member_val: see STRUCTS in control/bpf/layout.ts");
-_Static_assert(sizeof(struct fl_config) == 16, "fl_config: see STRUCTS in control/bpf/layout.ts");
-_Static_assert(sizeof(struct fl_counter) == 16, "fl_counter: see STRUCTS in control/bpf/layout.ts");
-_Static_assert(sizeof(struct fl_peer_stats) == 32, "fl_peer_stats: see STRUCTS in control/bpf/layout.ts");
-_Static_assert(sizeof(struct fl_pod_key) == 4, "fl_pod_key: see STRUCTS in control/bpf/layout.ts");
-_Static_assert(sizeof(struct fl_pod_val) == 24, "fl_pod_val: see STRUCTS in control/bpf/layout.ts");
-_Static_assert(sizeof(struct fl_fast_cfg) == 12, "fl_fast_cfg: see STRUCTS in control/bpf/layout.ts");
+_Static_assert(sizeof(struct fl_subnet_key) == 8, "fl_subnet_key: see STRUCTS in control/datapath/layout.ts");
+_Static_assert(sizeof(struct fl_subnet_val) == 8, "fl_subnet_val: see STRUCTS in control/datapath/layout.ts");
+_Static_assert(sizeof(struct fl_route) == 12, "fl_route: see STRUCTS in control/datapath/layout.ts");
+_Static_assert(sizeof(struct fl_vtep_key) == 8, "fl_vtep_key: see STRUCTS in control/datapath/layout.ts");
+_Static_assert(sizeof(struct fl_vtep_val) == 8, "fl_vtep_val: see STRUCTS in control/datapath/layout.ts");
+_Static_assert(sizeof(struct fl_member_key) == 4, "fl_member_key: see STRUCTS in control/datapath/layout.ts");
+_Static_assert(sizeof(struct fl_member_val) == 4, "fl_member_val: see STRUCTS in control/datapath/layout.ts");
+_Static_assert(sizeof(struct fl_config) == 16, "fl_config: see STRUCTS in control/datapath/layout.ts");
+_Static_assert(sizeof(struct fl_counter) == 16, "fl_counter: see STRUCTS in control/datapath/layout.ts");
+_Static_assert(sizeof(struct fl_peer_stats) == 32, "fl_peer_stats: see STRUCTS in control/datapath/layout.ts");
+_Static_assert(sizeof(struct fl_pod_key) == 4, "fl_pod_key: see STRUCTS in control/datapath/layout.ts");
+_Static_assert(sizeof(struct fl_pod_val) == 24, "fl_pod_val: see STRUCTS in control/datapath/layout.ts");
+_Static_assert(sizeof(struct fl_fast_cfg) == 12, "fl_fast_cfg: see STRUCTS in control/datapath/layout.ts");
 
 #endif

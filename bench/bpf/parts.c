@@ -59,4 +59,26 @@ int part_counters(struct __sk_buff *skb)
 	return TC_ACT_OK;
 }
 
+/* the guard's and the counters' pieces, each alone */
+SEC("tc")
+int part_member(struct __sk_buff *skb)
+{
+	struct fl_member_key k = { .ip = { 172, 20, 0, 12 } };
+	return bpf_map_lookup_elem(&fl_members, &k) ? TC_ACT_OK : TC_ACT_SHOT;
+}
+
+SEC("tc")
+int part_peer_stats(struct __sk_buff *skb)
+{
+	__u8 ip[4] = { 172, 20, 0, 12 };
+	return fl_peer(ip) ? TC_ACT_OK : TC_ACT_SHOT;
+}
+
+SEC("tc")
+int part_count(struct __sk_buff *skb)
+{
+	fl_count(FL_FORWARDED, skb->len);
+	return TC_ACT_OK;
+}
+
 char LICENSE[] SEC("license") = "GPL";
