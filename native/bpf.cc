@@ -1,5 +1,6 @@
 // libbpf bindings: load objects with a pin root, map access, tc and XDP attachment, test runs.
 // Map operations are synchronous (a syscall of a few microseconds); loading and test runs are not.
+#include <algorithm>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <linux/if_link.h>
@@ -236,6 +237,71 @@ Napi::Value MapKeys(const Napi::CallbackInfo& info) {
   return arr;
 }
 
+// bpfMapEntries(fd, keySize, valueSize) -> { keys, values }: every entry, keys and values each packed in
+// one Buffer (entry i at i * size). One N-API call instead of one per key and per lookup: reading 5
+// maps of 5000 peers took 90 ms through bpfMapKeys + bpfMapLookup. A key deleted between get_next_key
+// and its lookup is skipped.
+// the kernel's internal ENOTSUPP (524), which the bpf syscall can leak to user space
+constexpr int ENOTSUPP_ = 524;
+
+Napi::Value MapEntries(const Napi::CallbackInfo& info) {
+  int fd = fdArg(info, 0, "bpfMapEntries");
+  uint32_t ks = u32Arg(info, 1, "keySize");
+  uint32_t vs = u32Arg(info, 2, "valueSize");
+  std::vector<uint8_t> keys, values, cur(ks), next(ks), val(vs);
+  // hash maps answer in batches (BPF_MAP_LOOKUP_BATCH): a few syscalls for thousands of entries;
+  // LPM tries and arrays of older kernels do not (EINVAL/ENOTSUPP), and take the loop below
+  {
+    constexpr uint32_t kChunk = 1024;
+    std::vector<uint8_t> kb(size_t(ks) * kChunk), vb(size_t(vs) * kChunk), in(std::max<uint32_t>(ks, 8)), out(std::max<uint32_t>(ks, 8));
+    LIBBPF_OPTS(bpf_map_batch_opts, bopts);
+    bool first = true, batched = true;
+    for (;;) {
+      uint32_t count = kChunk;
+      int err = bpf_map_lookup_batch(fd, first ? nullptr : in.data(), out.data(), kb.data(), vb.data(), &count, &bopts);
+      int e = errno;
+      if (err && e != ENOENT) {
+        if (first && (e == EINVAL || e == ENOTSUP || e == EOPNOTSUPP || e == ENOTSUPP_)) { batched = false; break; }
+        throwSys(info.Env(), e, "bpf map lookup batch");
+      }
+      keys.insert(keys.end(), kb.begin(), kb.begin() + size_t(count) * ks);
+      values.insert(values.end(), vb.begin(), vb.begin() + size_t(count) * vs);
+      if (err) break;  // ENOENT: that was the last batch
+      std::swap(in, out);
+      first = false;
+    }
+    if (batched) {
+      Napi::Object o = Napi::Object::New(info.Env());
+      o.Set("keys", Napi::Buffer<uint8_t>::Copy(info.Env(), keys.data(), keys.size()));
+      o.Set("values", Napi::Buffer<uint8_t>::Copy(info.Env(), values.data(), values.size()));
+      return o;
+    }
+    keys.clear();
+    values.clear();
+  }
+  bool first = true;
+  size_t n = 0;
+  for (;;) {
+    if (bpf_map_get_next_key(fd, first ? nullptr : cur.data(), next.data())) {
+      if (errno == ENOENT) break;
+      throwSys(info.Env(), errno, "bpf map get_next_key");
+    }
+    first = false;
+    cur = next;
+    if (bpf_map_lookup_elem(fd, next.data(), val.data())) {
+      if (errno == ENOENT) continue;
+      throwSys(info.Env(), errno, "bpf map lookup");
+    }
+    keys.insert(keys.end(), next.begin(), next.end());
+    values.insert(values.end(), val.begin(), val.end());
+    if (++n > (1u << 22)) break;
+  }
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("keys", Napi::Buffer<uint8_t>::Copy(info.Env(), keys.data(), keys.size()));
+  o.Set("values", Napi::Buffer<uint8_t>::Copy(info.Env(), values.data(), values.size()));
+  return o;
+}
+
 // Re-pins a map the agent still holds after its pin was removed by hand (the programs keep using it).
 Napi::Value ObjPin(const Napi::CallbackInfo& info) {
   int fd = fdArg(info, 0, "bpfObjPin");
@@ -464,6 +530,7 @@ void InitBpf(Napi::Env env, Napi::Object exports) {
   exports.Set("bpfMapDeleteMany", Napi::Function::New(env, MapDeleteMany));
   exports.Set("bpfMapLookup", Napi::Function::New(env, MapLookup));
   exports.Set("bpfMapKeys", Napi::Function::New(env, MapKeys));
+  exports.Set("bpfMapEntries", Napi::Function::New(env, MapEntries));
   exports.Set("bpfMapInfo", Napi::Function::New(env, MapInfo));
   exports.Set("bpfProgInfo", Napi::Function::New(env, ProgInfo));
   exports.Set("bpfProgInfoById", Napi::Function::New(env, ProgInfoById));

@@ -56,6 +56,8 @@ export class Agent {
   private readonly startedAt = new Date();
   /** how long the first programming of all known peers took, and start to ready (benchmarks read these) */
   private readonly startup = { programMs: null as number | null, readyMs: null as number | null };
+  /** how long the last periodic reconcile took: the steady cost of checking every peer's entries */
+  private lastReconcileMs: number | null = null;
   private serial: Promise<unknown> = Promise.resolve();
   private readonly abort = new AbortController();
   private done!: (code: number) => void;
@@ -131,7 +133,11 @@ export class Agent {
     log.info({ file: this.o.subnetFile, subnet: formatCidr(lease.subnet), mtu }, 'wrote the subnet file');
     this.manager.startRenewal(lease, (l) => (this.lease = l), leaseLost);
     this.reconcileTimer = setInterval(() => {
-      void this.exclusive(() => backend.reconcile(this.watch!.peers())).catch((e) => log.error({ err: (e as Error).message }, 'reconcile failed'));
+      void this.exclusive(async () => {
+        const t = performance.now();
+        await backend.reconcile(this.watch!.peers());
+        this.lastReconcileMs = performance.now() - t;
+      }).catch((e) => log.error({ err: (e as Error).message }, 'reconcile failed'));
     }, this.o.reconcileIntervalMs);
     this.ready = true;
     this.startup.readyMs = Date.now() - this.startedAt.getTime();
@@ -214,7 +220,7 @@ export class Agent {
         lastEventAgeSeconds: ws?.lastEventAt ? (Date.now() - ws.lastEventAt) / 1000 : null,
       },
       startup: { ...this.startup },
-      reconcile: { runs: d?.reconciles ?? 0, corrections: d?.corrections ?? 0, failures: d?.failures ?? 0, rejected: d?.rejected ?? 0 },
+      reconcile: { runs: d?.reconciles ?? 0, corrections: d?.corrections ?? 0, failures: d?.failures ?? 0, rejected: d?.rejected ?? 0, lastMs: this.lastReconcileMs },
       firewall: { ipMasq: this.o.ipMasq, forwardRules: this.o.forwardRules, repairs: this.firewall?.state.repairs ?? 0, lastError: this.firewall?.state.lastError ?? null },
       traffic,
       checks,

@@ -18,7 +18,7 @@ export interface AgentStatus {
   watch: { events: number; relists: number; rejected: number; reconnects: number; storeLosses: number; watchStalls: number; lastEventAgeSeconds: number | null };
   /** the first programming of every known peer, and the whole start, in ms (null until ready) */
   startup: { programMs: number | null; readyMs: number | null };
-  reconcile: { runs: number; corrections: number; failures: number; rejected: number };
+  reconcile: { runs: number; corrections: number; failures: number; rejected: number; lastMs?: number | null };
   firewall: { ipMasq: boolean; forwardRules: boolean; repairs: number; lastError: string | null };
   traffic: TrafficView | null;
   checks: HealthCheck[];
@@ -57,7 +57,9 @@ export function renderStatus(s: AgentStatus): string {
   out.push(
     `etcd:      ${w.events} lease events, ${w.relists} re-lists, ${w.reconnects} reconnects, ${w.storeLosses ? `${w.storeLosses} store losses recovered, ` : ''}${w.rejected} leases rejected${w.lastEventAgeSeconds !== null ? `, last event ${dur(w.lastEventAgeSeconds)} ago` : ''}`,
   );
-  out.push(`reconcile: ${s.reconcile.runs} runs, ${s.reconcile.corrections} corrections, ${s.reconcile.failures} failures`);
+  out.push(
+    `reconcile: ${s.reconcile.runs} runs, ${s.reconcile.corrections} corrections, ${s.reconcile.failures} failures${s.reconcile.lastMs != null ? `, last took ${s.reconcile.lastMs.toFixed(0)} ms` : ''}`,
+  );
   out.push(
     `iptables:  ip-masq ${s.firewall.ipMasq ? 'on' : 'off'}, forward rules ${s.firewall.forwardRules ? 'on' : 'off'}, ${s.firewall.repairs} repairs${s.firewall.lastError ? `, last error: ${s.firewall.lastError}` : ''}`,
   );

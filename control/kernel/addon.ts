@@ -33,6 +33,7 @@ export interface NativeAddon {
   bpfMapDeleteMany(fd: number, keys: Buffer, keySize: number): Int32Array;
   bpfMapLookup(fd: number, key: Buffer, valueSize: number): Buffer | null;
   bpfMapKeys(fd: number, keySize: number): Buffer[];
+  bpfMapEntries(fd: number, keySize: number, valueSize: number): { keys: Buffer; values: Buffer };
   bpfMapInfo(fd: number): { id: number; name: string; type: number; keySize: number; valueSize: number; maxEntries: number; flags: number };
   bpfProgInfo(fd: number): { id: number; name: string };
   bpfProgInfoById(id: number): { id: number; name: string } | null;

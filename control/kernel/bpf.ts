@@ -142,6 +142,15 @@ export class BpfMap {
     return addon().bpfMapKeys(this.fd, this.desc.keySize);
   }
 
+  /** Every entry with its value (per-CPU maps: all CPUs' values, as lookup() gives them), in one call. */
+  entries(): [Buffer, Buffer][] {
+    const { keys, values } = addon().bpfMapEntries(this.fd, this.desc.keySize, this.lookupSize);
+    const out: [Buffer, Buffer][] = [];
+    for (let i = 0, n = keys.length / this.desc.keySize; i < n; i++)
+      out.push([keys.subarray(i * this.desc.keySize, (i + 1) * this.desc.keySize), values.subarray(i * this.lookupSize, (i + 1) * this.lookupSize)]);
+    return out;
+  }
+
   /** Per-CPU values split into one Buffer per CPU. */
   perCpu(value: Buffer): Buffer[] {
     const stride = Math.ceil(this.desc.valueSize / 8) * 8;

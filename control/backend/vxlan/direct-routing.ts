@@ -38,6 +38,7 @@ export class DirectRoutingDriver<Op> implements PeerDriver<DirectOp<Op>> {
   /** public IP -> the route get's answer: the device when directly reachable, null when not */
   private readonly direct = new Map<string, { dev: number } | null>();
   directPeers = 0;
+  private changes = 0;
 
   constructor(
     private readonly inner: PeerDriver<Op>,
@@ -48,20 +49,34 @@ export class DirectRoutingDriver<Op> implements PeerDriver<DirectOp<Op>> {
   async prepare(leases: Lease[], refresh: boolean): Promise<void> {
     if (!this.o.enabled) return;
     const ips = [...new Set(leases.map((l) => l.attrs.publicIP))].filter((ip) => refresh || !this.direct.has(ip));
-    if (refresh) this.direct.clear();
+    if (refresh) {
+      const wanted = new Set(ips);
+      for (const ip of [...this.direct.keys()]) if (!wanted.has(ip)) this.direct.delete(ip);
+    }
     await Promise.all(
       ips.map(async (ip) => {
         try {
           const r = await routeGet(ip);
-          this.direct.set(ip, r.gateway === undefined && r.dev > 0 ? { dev: r.dev } : null);
+          this.note(ip, r.gateway === undefined && r.dev > 0 ? { dev: r.dev } : null);
         } catch (e) {
           // flannel logs the lookup's error and uses the tunnel
           this.o.log.warn({ publicIP: ip, err: (e as Error).message }, 'DirectRouting: no route to the peer; using vxlan');
-          this.direct.set(ip, null);
+          this.note(ip, null);
         }
       }),
     );
     this.directPeers = [...this.direct.values()].filter(Boolean).length;
+  }
+
+  private note(ip: string, d: { dev: number } | null): void {
+    const old = this.direct.get(ip);
+    // a first lookup changes no cached answer: entriesFor() only ever runs after the lookup of its lease
+    if (old !== undefined && (old?.dev ?? null) !== (d?.dev ?? null)) this.changes++;
+    this.direct.set(ip, d);
+  }
+
+  version(): number {
+    return this.changes + (this.inner.version?.() ?? 0);
   }
 
   entriesFor(lease: Lease): Entry<DirectOp<Op>>[] {
