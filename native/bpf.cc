@@ -69,15 +69,32 @@ struct Loaded { uint32_t id; std::vector<ProgDesc> progs; std::vector<MapDesc> m
 Napi::Value ObjectOpen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsString() || !info[1].IsString())
-    throw Napi::TypeError::New(env, "bpfObjectOpen(path, pinRoot)");
+    throw Napi::TypeError::New(env, "bpfObjectOpen(path, pinRoot, mapFlags?)");
   std::string path = info[0].As<Napi::String>().Utf8Value();
   std::string pinRoot = info[1].As<Napi::String>().Utf8Value();
+  // mapFlags: { mapName: flags } set before the load (BPF_F_NO_PREALLOC decided at run time)
+  std::vector<std::pair<std::string, uint32_t>> mapFlags;
+  if (info.Length() > 2 && info[2].IsObject()) {
+    Napi::Object o = info[2].As<Napi::Object>();
+    Napi::Array names = o.GetPropertyNames();
+    for (uint32_t i = 0; i < names.Length(); i++) {
+      std::string name = names.Get(i).As<Napi::String>().Utf8Value();
+      mapFlags.emplace_back(name, o.Get(name).As<Napi::Number>().Uint32Value());
+    }
+  }
   return PromiseWorker<Loaded>::Run(
       env,
-      [path, pinRoot]() {
+      [path, pinRoot, mapFlags]() {
         LIBBPF_OPTS(bpf_object_open_opts, opts, .pin_root_path = pinRoot.c_str());
         bpf_object* obj = bpf_object__open_file(path.c_str(), &opts);
         if (!obj) fail(errno, "bpf open " + path, recentLog());
+        for (const auto& [name, flags] : mapFlags) {
+          bpf_map* m = bpf_object__find_map_by_name(obj, name.c_str());
+          if (m && bpf_map__set_map_flags(m, flags)) {
+            bpf_object__close(obj);
+            fail(EINVAL, "bpf set map flags " + name, "");
+          }
+        }
         int err = bpf_object__load(obj);
         if (err) {
           bpf_object__close(obj);
@@ -176,6 +193,9 @@ Napi::Value MapUpdate(const Napi::CallbackInfo& info) {
 
 // Many updates in one call: keys and values packed back to back. Returns one errno per entry (0 = ok),
 // so the caller can roll back exactly what went in. Works for every map type (LPM tries have no batch op).
+// the kernel's internal ENOTSUPP (524), which the bpf syscall can leak to user space
+constexpr int ENOTSUPP_ = 524;
+
 Napi::Value MapUpdateMany(const Napi::CallbackInfo& info) {
   int fd = fdArg(info, 0, "bpfMapUpdateMany");
   auto keys = bufArg(info, 1, "keys");
@@ -185,8 +205,32 @@ Napi::Value MapUpdateMany(const Napi::CallbackInfo& info) {
     throw Napi::TypeError::New(info.Env(), "bpfMapUpdateMany: key/value buffers do not match the sizes");
   size_t n = keys.Length() / ks;
   auto res = Napi::Int32Array::New(info.Env(), n);
-  for (size_t i = 0; i < n; i++)
-    res[i] = bpf_map_update_elem(fd, keys.Data() + i * ks, vals.Data() + i * vs, BPF_ANY) ? errno : 0;
+  // BPF_MAP_UPDATE_BATCH where the map has it (hash maps): one syscall for many entries. It stops at the
+  // first entry that fails; that entry's own update gives its errno, and the batch goes on after it.
+  // Maps without it (LPM tries) answer EINVAL or ENOTSUPP at once and take one syscall per entry.
+  size_t i = 0;
+  bool batch = n > 1;
+  LIBBPF_OPTS(bpf_map_batch_opts, bopts, .elem_flags = BPF_ANY);
+  while (batch && i < n) {
+    uint32_t count = static_cast<uint32_t>(n - i);
+    int err = bpf_map_update_batch(fd, keys.Data() + i * ks, vals.Data() + i * vs, &count, &bopts);
+    int e = errno;
+    if (!err) {
+      for (size_t j = i; j < n; j++) res[j] = 0;
+      i = n;
+      break;
+    }
+    if (i == 0 && count == 0 && (e == EINVAL || e == ENOTSUP || e == EOPNOTSUPP || e == ENOTSUPP_)) batch = false;
+    else {
+      for (size_t j = i; j < i + count; j++) res[j] = 0;
+      i += count;
+      if (i < n) {
+        res[i] = bpf_map_update_elem(fd, keys.Data() + i * ks, vals.Data() + i * vs, BPF_ANY) ? errno : 0;
+        i++;
+      }
+    }
+  }
+  for (; i < n; i++) res[i] = bpf_map_update_elem(fd, keys.Data() + i * ks, vals.Data() + i * vs, BPF_ANY) ? errno : 0;
   return res;
 }
 
@@ -241,9 +285,6 @@ Napi::Value MapKeys(const Napi::CallbackInfo& info) {
 // one Buffer (entry i at i * size). One N-API call instead of one per key and per lookup: reading 5
 // maps of 5000 peers took 90 ms through bpfMapKeys + bpfMapLookup. A key deleted between get_next_key
 // and its lookup is skipped.
-// the kernel's internal ENOTSUPP (524), which the bpf syscall can leak to user space
-constexpr int ENOTSUPP_ = 524;
-
 Napi::Value MapEntries(const Napi::CallbackInfo& info) {
   int fd = fdArg(info, 0, "bpfMapEntries");
   uint32_t ks = u32Arg(info, 1, "keySize");

@@ -9,7 +9,8 @@ import { formatIp4 } from '../../subnet/ip4.js';
 import { exec, type Link } from '../../kernel/netlink.js';
 import { BpfMap, BpfObject, ensureBpffs, untrustedPins } from '../../kernel/bpf.js';
 import * as L from '../../datapath/layout.js';
-import { MAP, PROGRAM, objectPath } from '../../datapath/objects.js';
+import { MAP, PROGRAM, mapFlags, objectPath } from '../../datapath/objects.js';
+import { addon } from '../../kernel/addon.js';
 import { PeerProgrammer } from '../peer-programmer.js';
 import type { Backend, BackendContext, BackendDescription, HealthCheck, TrafficView } from '../types.js';
 import { decodeDataPlane, type DataPlaneMaps } from '../../datapath/inspect.js';
@@ -61,7 +62,8 @@ export class BpfVxlanBackend implements Backend {
     ensureBpffs(this.bpf.pinRoot);
     const bad = untrustedPins(this.bpf.pinRoot);
     if (bad.length) throw new Error(`refusing to reuse pinned maps that are not root's alone: ${bad.join(', ')}`);
-    for (const name of ['egress', 'ingress', 'guard'] as const) this.objects.push(await BpfObject.open(objectPath(name), this.bpf.pinRoot, log, L.REPLACEABLE_MAPS));
+    const flags = mapFlags(addon().numPossibleCpus);
+    for (const name of ['egress', 'ingress', 'guard'] as const) this.objects.push(await BpfObject.open(objectPath(name), this.bpf.pinRoot, log, L.REPLACEABLE_MAPS, flags));
     const [egress, ingress, guard] = this.objects as [BpfObject, BpfObject, BpfObject];
     this.maps = {
       fl_subnets: egress.map(MAP.subnets),

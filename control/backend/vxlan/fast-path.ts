@@ -7,11 +7,11 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { constants as osConstants } from 'node:os';
 import { BpfObject, type BpfMap, progInfo, testRun } from '../../kernel/bpf.js';
-import { errnoName } from '../../kernel/addon.js';
+import { addon, errnoName } from '../../kernel/addon.js';
 import { listLinks } from '../../kernel/netlink.js';
 import * as L from '../../datapath/layout.js';
 import { countersByIndex } from '../../datapath/inspect.js';
-import { PROGRAM } from '../../datapath/objects.js';
+import { PROGRAM, mapFlags } from '../../datapath/objects.js';
 import { POD_PROGRAM_PIN, attachPodProgramFd, detachPodProgram, listPods, podProgramOn } from '../../datapath/local-pods.js';
 import type { BackendDescription, HealthCheck } from '../types.js';
 
@@ -93,7 +93,7 @@ export class FastPath {
     }
     let why: string | undefined;
     try {
-      this.obj = await BpfObject.open(path, this.pinRoot, this.log, L.REPLACEABLE_MAPS);
+      this.obj = await BpfObject.open(path, this.pinRoot, this.log, L.REPLACEABLE_MAPS, mapFlags(addon().numPossibleCpus));
       // the verifier accepting the programs does not prove the conntrack lookup works as we call it
       // (a kernel may refuse our options at run time): ask it once, so that "on" means it can engage
       const errno = (await testRun(this.obj.program(PROGRAM.ctProbe).fd, PROBE_PACKET)).retval;
