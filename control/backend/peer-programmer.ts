@@ -111,7 +111,11 @@ export class PeerProgrammer<Op> {
     }
     const current = await this.driver.currentEntries();
     const have = new Map<string, Entry<Op>[]>();
-    for (const c of current) have.set(c.key, [...(have.get(c.key) ?? []), c]);
+    for (const c of current) {
+      const list = have.get(c.key);
+      if (list) list.push(c);
+      else have.set(c.key, [c]);
+    }
     const ops: Tagged<Op>[] = [];
     for (const [key, list] of have) {
       const w = want.get(key);

