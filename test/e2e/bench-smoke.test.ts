@@ -23,6 +23,8 @@ test('bench/run.ts --quick: all sections measured, JSON + Markdown + SVG written
       startup: Record<string, { programMs: Stat; rssMB: Stat }>;
       convergence: Record<string, { addP99: number; churn: { events: number } }>;
       restart: Record<string, { sent: number }>;
+      cni: Record<'addMs' | 'delMs' | 'bridgeAddMs' | 'versionMs', { p50: number }>;
+      watchLoad: { watchers: number; via: string; missed: number; lastP99: number }[];
       targets: { measured: number }[];
     };
     const modes = ['BPF + fast path + bypass', 'BPF + pod fast path', 'BPF vxlan', 'classic vxlan', 'host-gw', 'udp', 'underlay (no overlay)'];
@@ -36,6 +38,12 @@ test('bench/run.ts --quick: all sections measured, JSON + Markdown + SVG written
     for (const k of ['bpf 100', 'classic 100', 'bpf 1000', 'classic 1000']) assert.ok(res.startup[k]!.programMs.median > 0 && res.startup[k]!.rssMB.median > 30, k);
     for (const m of ['bpf', 'classic']) assert.ok(res.convergence[m]!.addP99 > 0 && res.convergence[m]!.churn.events === 200, m);
     for (const v of Object.values<{ sent: number }>(res.restart)) assert.ok(v.sent > 100);
+    for (const k of ['addMs', 'delMs', 'bridgeAddMs', 'versionMs'] as const) assert.ok(res.cni[k].p50 > 0, `cni ${k}`);
+    assert.deepEqual(
+      res.watchLoad.map((w) => `${w.watchers} ${w.via} missed ${w.missed}`),
+      ['50 etcd missed 0', '50 grpc-proxy missed 0'],
+    );
+    for (const w of res.watchLoad) assert.ok(w.lastP99 > 0, w.via);
     assert.ok(res.targets.length >= 10 && res.targets.every((t: { measured: number }) => Number.isFinite(t.measured)));
     const md = readFileSync(join(out, 'results.md'), 'utf8');
     assert.match(md, /\| BPF vxlan \| [\d.]+ \(/);

@@ -8,6 +8,9 @@ import { existsSync } from 'node:fs';
 import { TestLab, packetsByVerdict, type LabNode } from '../helpers/lab.ts';
 import { inNs, json, sh, until } from '../helpers/netns.ts';
 import { formatIp4, type Subnet } from '../../control/subnet/ip4.ts';
+import { BpfObject } from '../../control/kernel/bpf.ts';
+import { MAP, objectPath } from '../../control/datapath/objects.ts';
+import * as L from '../../control/datapath/layout.ts';
 
 const SEND = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'send-vxlan.ts');
 
@@ -146,6 +149,23 @@ describe('BPF vxlan, three nodes', { timeout: 300_000 }, () => {
       const count = (await inNs(n.ns, 'tc', 'filter', 'show', 'dev', 'flannel.1', 'egress')).split('\n').filter((l) => l.includes('fl_vxlan_egress')).length;
       assert.equal(count, 1, 'the program was replaced, not stacked');
     }
+  });
+
+  test('an upgrade that must replace fl_peer_stats (another layout or flags) loses no packet: the members keep their entries', async () => {
+    const [n1, n2] = lab.nodes as [LabNode, LabNode];
+    await lab.stopAgent(n1);
+    // what an older version left: fl_peer_stats with other flags (without preallocation), empty
+    const old = await BpfObject.open(objectPath('egress'), n1.pinRoot, undefined, L.REPLACEABLE_MAPS, { [MAP.peerStats]: 1 });
+    old.close();
+    const spoofed = packetsByVerdict(n1).spoofed;
+    const ping = inNs(n2.pods[0]!.ns, 'ping', '-c', '100', '-i', '0.02', '-W', '1', n1.pods[0]!.ip);
+    await new Promise((r) => setTimeout(r, 300));
+    lab.startAgent(n1);
+    await lab.waitReady(n1);
+    const out = await ping;
+    assert.match(out, / 0% packet loss/, out.split('\n').slice(-3).join('\n'));
+    assert.equal(packetsByVerdict(n1).spoofed, spoofed, 'no member counted as spoofed while the new map filled');
+    assert.match(lab.logs(n1), /fl_peer_stats was replaced/);
   });
 
   test('forced fallback: BPF set-up fails, the reason is logged, nothing is left pinned, the node runs classic and talks to the BPF nodes', async () => {

@@ -360,7 +360,8 @@ describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
       // a free subnet and a stranger's address, but node 2's VTEP MAC: would steer node 2's traffic to it
       ["reuses node 2's VTEP MAC", '10.9.94.0-24', vx({ BackendData: { VNI: 1, VtepMAC: (await lab.leases()).get(`${formatIp4(subnets.get(n2)!.ip)}-24`)!.BackendData!.VtepMAC.toUpperCase() } })],
     ];
-    // the watch rejects what no backend could use; the vxlan backend rejects a bad VNI or MAC
+    // the watch rejects what no backend could use; the vxlan backend rejects the bad VNI (once: a lease
+    // it cannot use is counted when it arrives, not again at every reconcile)
     const rejected = async () => {
       const s = await fetchStatus(n1.statusSocket);
       return { watch: s.watch.rejected, backend: s.reconcile.rejected };
@@ -371,7 +372,7 @@ describe('faults on three BPF nodes', { timeout: 900_000 }, () => {
       'rejections counted',
       async () => {
         const r = await rejected();
-        return (r.watch - r0.watch >= bad.length - 2 && r.backend - r0.backend >= 2) || undefined;
+        return (r.watch - r0.watch >= bad.length - 2 && r.backend - r0.backend >= 1) || undefined;
       },
       10_000,
     );

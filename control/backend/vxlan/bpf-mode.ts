@@ -74,6 +74,7 @@ export class BpfVxlanBackend implements Backend {
       fl_peer_stats: egress.map(MAP.peerStats),
     };
     this.routes = egress.map(MAP.routes);
+    this.seedPeerStats();
     const driver = new BpfMapDriver({ ...this.maps, fl_routes: this.routes }, this.opts.vni);
     const { network, subnetLen } = this.ctx.cfg;
     this.direct = new DirectRoutingDriver<MapOp>(driver, {
@@ -110,6 +111,22 @@ export class BpfVxlanBackend implements Backend {
       attrs: { publicIP: ext.publicIP, publicIPv6: null, backendType: 'vxlan', backendData: encodeVxlanData({ vni: this.opts.vni, vtepMAC: this.dev.mac }) },
       mtu: this.dev.mtu,
     };
+  }
+
+  /**
+   * A replaced fl_peer_stats (an older layout or other flags, see BpfObject.open) starts empty, and
+   * flannel.1's ingress reads its entries as membership: until the first reconcile every member's
+   * traffic would be dropped. Its keys are fl_members' (kept): give every member its counters now,
+   * before the programs are attached.
+   */
+  private seedPeerStats(): void {
+    const stats = this.maps.fl_peer_stats;
+    const have = new Set(stats.entries().map(([k]) => k.toString('hex')));
+    const missing = this.maps.fl_members.entries().filter(([k]) => !have.has(k.toString('hex')));
+    if (!missing.length) return;
+    const zero = Buffer.alloc(stats.lookupSize);
+    stats.updateMany(missing.map(([k]) => [k, zero]));
+    this.ctx.log.info({ members: missing.length }, 'gave the members of a previous run their counter entries (fl_peer_stats was replaced)');
   }
 
   private async setupDevice(dev: Link): Promise<void> {
