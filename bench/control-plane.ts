@@ -40,6 +40,8 @@ async function withReadyNode<T>(mode: CpMode, n: number, fn: (lab: TestLab, s: A
 /** One agent starting on a node whose etcd already holds n peer leases. */
 export function measureStartup(mode: CpMode, n: number): Promise<{ programMs: number; readyMs: number; rssMB: number; heapMB: number; reconcileMs: number }> {
   return withReadyNode(mode, n, async (lab, s) => {
+    // memory once ready, before anything else runs
+    const rssMB = rssBytes(s.pid) / 2 ** 20;
     // the lab reconciles every second: wait for a periodic pass with nothing to do, the steady cost at n peers
     const runs = s.reconcile.runs;
     let after = s;
@@ -47,7 +49,7 @@ export function measureStartup(mode: CpMode, n: number): Promise<{ programMs: nu
       await new Promise((r) => setTimeout(r, 200));
       after = await fetchStatus(lab.node(1).statusSocket);
     }
-    return { programMs: s.startup.programMs!, readyMs: s.startup.readyMs!, rssMB: rssBytes(s.pid) / 2 ** 20, heapMB: s.memory.heapUsed! / 2 ** 20, reconcileMs: after.reconcile.lastMs ?? NaN };
+    return { programMs: s.startup.programMs!, readyMs: s.startup.readyMs!, rssMB, heapMB: s.memory.heapUsed! / 2 ** 20, reconcileMs: after.reconcile.lastMs ?? NaN };
   });
 }
 
