@@ -51,10 +51,13 @@ function delegateVersion(conf: Record<string, unknown>): string | undefined {
   }
 }
 
-function delegate(conf: Record<string, unknown>): number {
-  const r = runDelegate(conf);
-  process.stdout.write(r.stdout);
-  return r.status;
+/** Runs the delegate at a version it supports (delegateVersion); a result is labelled with the version asked for. */
+function runDelegateAt(conf: Record<string, unknown>): { status: number; stdout: Buffer } {
+  const asked = conf.cniVersion;
+  const version = delegateVersion(conf);
+  if (version === asked) return runDelegate(conf);
+  const r = runDelegate({ ...conf, cniVersion: version });
+  return r.status === 0 ? { ...r, stdout: Buffer.from(JSON.stringify({ ...(JSON.parse(r.stdout.toString()) as object), cniVersion: asked })) } : r;
 }
 
 const pinRoot = (n: FlannelNetConf) => (typeof n.bpfPinRoot === 'string' ? n.bpfPinRoot : DEFAULT_PIN_ROOT);
@@ -84,10 +87,7 @@ async function add(n: FlannelNetConf): Promise<number> {
   mkdirSync(n.dataDir ?? DEFAULT_DATA_DIR, { recursive: true, mode: 0o700 });
   writeFileSync(`${path}.tmp`, JSON.stringify(conf), { mode: 0o600 });
   renameSync(`${path}.tmp`, path);
-  const asked = conf.cniVersion;
-  const version = delegateVersion(conf);
-  let r = runDelegate(version === asked ? conf : { ...conf, cniVersion: version });
-  if (version !== asked && r.status === 0) r = { ...r, stdout: Buffer.from(JSON.stringify({ ...(JSON.parse(r.stdout.toString()) as object), cniVersion: asked })) };
+  const r = runDelegateAt(conf);
   if (r.status === 0 && conf.type === 'bridge' && bpfMode(n)) {
     const { registerFromResult } = await import('./fastpath.js');
     process.stderr.write(`${await registerFromResult(pinRoot(n), typeof conf.bridge === 'string' ? conf.bridge : 'cni0', r.stdout.toString(), `${path}.fastpath`)}\n`);
@@ -115,13 +115,12 @@ async function del(n: FlannelNetConf): Promise<number> {
     return 0;
   }
   if (n.runtimeConfig) conf.runtimeConfig = n.runtimeConfig;
-  const asked = conf.cniVersion;
-  const version = delegateVersion(conf);
-  const status = delegate(version === asked ? conf : { ...conf, cniVersion: version });
+  const r = runDelegateAt(conf);
+  process.stdout.write(r.stdout);
   // flannel's plugin removes the saved config once it was read, whatever the delegate answered: a
   // failed DEL is reported, and a runtime's retry then finds nothing to do and succeeds
   rmSync(path, { force: true });
-  return status;
+  return r.status;
 }
 
 async function main(): Promise<number> {
