@@ -57,7 +57,8 @@ function runDelegateAt(conf: Record<string, unknown>): { status: number; stdout:
   const version = delegateVersion(conf);
   if (version === asked) return runDelegate(conf);
   const r = runDelegate({ ...conf, cniVersion: version });
-  return r.status === 0 ? { ...r, stdout: Buffer.from(JSON.stringify({ ...(JSON.parse(r.stdout.toString()) as object), cniVersion: asked })) } : r;
+  // DEL answers nothing on success: only a result is relabelled
+  return r.status === 0 && r.stdout.length ? { ...r, stdout: Buffer.from(JSON.stringify({ ...(JSON.parse(r.stdout.toString()) as object), cniVersion: asked })) } : r;
 }
 
 const pinRoot = (n: FlannelNetConf) => (typeof n.bpfPinRoot === 'string' ? n.bpfPinRoot : DEFAULT_PIN_ROOT);
