@@ -8,7 +8,7 @@ import { sh } from '../test/helpers/netns.ts';
 import { fetchStatus } from '../control/health/client.ts';
 import type { AgentStatus } from '../control/agent/status.ts';
 import { projectRoot } from '../control/paths.ts';
-import { rssBytes } from './lib.ts';
+import { percentile, rssBytes } from './lib.ts';
 
 export type CpMode = 'bpf' | 'classic';
 const PROBE = join(projectRoot(), 'bench', 'tools', 'cp-probe.ts');
@@ -61,4 +61,15 @@ export function measureConvergence(mode: CpMode, events: number, churn: number, 
     const ch = (await probe(lab, 'churn', ETCD, String(churn), mode, pinRoot, String(s.pid))) as { events: number; wallMs: number; cpuMs: number };
     return { add: conv.add, del: conv.del, churn: ch };
   });
+}
+
+// node --import tsx bench/control-plane.ts converge <bpf|classic> <background peers> [events]: convergence
+// with many peers present (the scale issue's "p99 with 10,000 present"), outside the full benchmark
+if (import.meta.url === `file://${process.argv[1]}` && process.argv[2] === 'converge') {
+  const [mode, background, events] = [process.argv[3] as CpMode, Number(process.argv[4] ?? 10_000), Number(process.argv[5] ?? 200)];
+  const r = await measureConvergence(mode, events, 1000, background);
+  const p = (xs: number[], q: number) => percentile(xs, q);
+  console.log(
+    `${mode}, ${background} peers present, ${events} events: add p50 ${p(r.add, 50).toFixed(1)} ms p99 ${p(r.add, 99).toFixed(1)} ms; delete p50 ${p(r.del, 50).toFixed(1)} ms p99 ${p(r.del, 99).toFixed(1)} ms; churn of ${r.churn.events} events ${r.churn.wallMs.toFixed(0)} ms wall, agent CPU ${((r.churn.cpuMs / r.churn.events) * 1000).toFixed(0)} ms per 1000 events`,
+  );
 }
