@@ -1,9 +1,10 @@
 // host-gw: one route per peer subnet via the peer's public IP on the underlay interface. Needs every
 // node on one L2 segment, so a node behind NAT (public IP not on the interface) is refused.
 import { LeaseFormatError, type Lease } from '../../subnet/lease.js';
-import { contains, formatCidr, formatIp4, overlaps, parseIp4, type Subnet } from '../../subnet/ip4.js';
+import { formatCidr, formatIp4, type Subnet } from '../../subnet/ip4.js';
 import { execBatch, listRoutes, type NetlinkOp } from '../../kernel/netlink.js';
 import { PeerProgrammer, type Entry } from '../peer-programmer.js';
+import { peerRouteEntries } from '../peer-routes.js';
 import type { Backend, BackendContext, BackendDescription } from '../types.js';
 import { deviceCheck } from '../health.js';
 
@@ -54,22 +55,9 @@ export class HostGwBackend implements Backend {
     ];
   }
 
-  /** Routes that look like host-gw's: a gateway, on our interface, a SubnetLen-sized subnet of Network. */
+  /** Routes that look like host-gw's: peer routes (peer-routes.ts) on our interface. */
   private async currentEntries(): Promise<Entry<NetlinkOp>[]> {
-    const dev = this.ctx.ext.iface.index;
     const { network, subnetLen } = this.ctx.cfg;
-    const out: Entry<NetlinkOp>[] = [];
-    for (const r of await listRoutes(undefined, { dev })) {
-      const ip = parseIp4(r.dst);
-      if (!r.gateway || ip === undefined || r.dstLen !== subnetLen || !contains(network, ip)) continue;
-      if (this.own && overlaps(this.own, { ip, len: r.dstLen })) continue;
-      out.push({
-        key: `route ${r.dst}/${r.dstLen}`,
-        value: `via ${r.gateway} dev ${r.dev}`,
-        add: { type: 'route', action: 'replace', dst: r.dst, dstLen: r.dstLen },
-        del: { type: 'route', action: 'delete', dst: r.dst, dstLen: r.dstLen, dev },
-      });
-    }
-    return out;
+    return peerRouteEntries(await listRoutes(undefined, { dev: this.ctx.ext.iface.index }), network, subnetLen, this.own, 'route');
   }
 }

@@ -16,9 +16,10 @@
 // run or a DirectRouting run of the past left behind, which would otherwise bypass the tunnel.
 import type { Logger } from '../../log.js';
 import { execBatch, listRoutes, routeGet, type NetlinkOp } from '../../kernel/netlink.js';
-import { contains, formatCidr, formatIp4, parseIp4, type Subnet } from '../../subnet/ip4.js';
+import { formatCidr, formatIp4, type Subnet } from '../../subnet/ip4.js';
 import type { Lease } from '../../subnet/lease.js';
 import type { Entry, PeerDriver } from '../peer-programmer.js';
+import { peerRouteEntries } from '../peer-routes.js';
 
 export type DirectOp<Op> = { route: NetlinkOp } | { inner: Op };
 
@@ -99,22 +100,15 @@ export class DirectRoutingDriver<Op> implements PeerDriver<DirectOp<Op>> {
 
   async currentEntries(): Promise<Entry<DirectOp<Op>>[]> {
     const [inner, routes] = await Promise.all([this.inner.currentEntries(), listRoutes()]);
-    const { network, subnetLen } = this.o;
-    const own = this.o.own();
     const vx = this.o.vxlanDev();
-    const out = inner.map(wrap);
-    for (const r of routes) {
-      const ip = parseIp4(r.dst);
-      if (!r.gateway || r.dev === vx || ip === undefined || r.dstLen !== subnetLen || !contains(network, ip)) continue;
-      if (own && own.ip === ip) continue;
-      out.push({
-        key: `direct-route ${r.dst}/${r.dstLen}`,
-        value: `via ${r.gateway} dev ${r.dev}`,
-        add: { route: { type: 'route', action: 'replace', dst: r.dst, dstLen: r.dstLen } },
-        del: { route: { type: 'route', action: 'delete', dst: r.dst, dstLen: r.dstLen, dev: r.dev } },
-      });
-    }
-    return out;
+    const plain = peerRouteEntries(
+      routes.filter((r) => r.dev !== vx),
+      this.o.network,
+      this.o.subnetLen,
+      this.o.own(),
+      'direct-route',
+    );
+    return [...inner.map(wrap), ...plain.map((e) => ({ key: e.key, value: e.value, add: { route: e.add }, del: { route: e.del } }))];
   }
 
   /** The inner driver's operations in its own order, then the routes: one result per operation, in order. */
