@@ -195,6 +195,7 @@ std::vector<LinkInfo> nlDumpLinks() {
         l.isVxlan = true;
         if (vx[IFLA_VXLAN_ID]) { l.vni = mnl_attr_get_u32(vx[IFLA_VXLAN_ID]); l.hasVni = true; }
         if (vx[IFLA_VXLAN_LOCAL]) l.vxLocal = ntop(AF_INET, mnl_attr_get_payload(vx[IFLA_VXLAN_LOCAL]));
+        if (vx[IFLA_VXLAN_LOCAL6]) l.vxLocal = ntop(AF_INET6, mnl_attr_get_payload(vx[IFLA_VXLAN_LOCAL6]));
         if (vx[IFLA_VXLAN_LINK]) l.vxLink = mnl_attr_get_u32(vx[IFLA_VXLAN_LINK]);
         if (vx[IFLA_VXLAN_PORT]) l.vxPort = ntohs(mnl_attr_get_u16(vx[IFLA_VXLAN_PORT]));
         if (vx[IFLA_VXLAN_LEARNING]) l.vxLearning = mnl_attr_get_u8(vx[IFLA_VXLAN_LEARNING]) != 0;

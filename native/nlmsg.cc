@@ -267,8 +267,9 @@ NlRequest encodeLink(Napi::Env env, const Napi::Object& op, char* buf) {
       }
       if (has(vx, "local")) {
         Ip local = ip(env, str(vx, "local"), "local");
-        if (local.family != AF_INET) typeErr(env, "netlink op: vxlan local must be IPv4");
-        mnl_attr_put(nlh, IFLA_VXLAN_LOCAL, 4, local.bytes);
+        // flannel-v6.1 is VXLAN over an IPv6 underlay: its local address is IFLA_VXLAN_LOCAL6
+        if (local.family == AF_INET) mnl_attr_put(nlh, IFLA_VXLAN_LOCAL, 4, local.bytes);
+        else mnl_attr_put(nlh, IFLA_VXLAN_LOCAL6, 16, local.bytes);
       }
       if (has(vx, "link")) mnl_attr_put_u32(nlh, IFLA_VXLAN_LINK, u32(vx, "link"));
       uint32_t port = u32(vx, "port", 8472);

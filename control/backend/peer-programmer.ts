@@ -4,7 +4,7 @@
 // rolls a peer back when any of its entries fails, so a peer is either fully programmed or not at all.
 import type { Logger } from '../log.js';
 import { isNetlinkError } from '../kernel/netlink.js';
-import { formatCidr } from '../subnet/ip4.js';
+import { leaseName } from '../subnet/lease-key.js';
 import type { Lease } from '../subnet/lease.js';
 import type { LeaseEvent } from '../subnet/lease.js';
 import type { ReconcileResult } from './types.js';
@@ -69,7 +69,7 @@ export class PeerProgrammer<Op> {
       entries = this.driver.entriesFor(lease);
     } catch (e) {
       this.stats.rejected++;
-      this.log.warn({ subnet: formatCidr(lease.subnet), publicIP: lease.attrs.publicIP, reason: (e as Error).message }, 'ignoring a lease this backend cannot use');
+      this.log.warn({ subnet: leaseName(lease), publicIP: lease.attrs.publicIP, reason: (e as Error).message }, 'ignoring a lease this backend cannot use');
     }
     this.desiredCache.set(lease, { version, entries });
     return entries;
@@ -78,7 +78,7 @@ export class PeerProgrammer<Op> {
   async handle(events: LeaseEvent[]): Promise<void> {
     // coalesce: only the last state of each subnet in this batch matters
     const target = new Map<string, Lease | null>();
-    for (const e of events) target.set(formatCidr(e.lease.subnet), e.type === 'added' ? e.lease : null);
+    for (const e of events) target.set(leaseName(e.lease), e.type === 'added' ? e.lease : null);
     await this.driver.prepare?.(
       [...target.values()].filter((l) => l !== null),
       false,
@@ -104,7 +104,7 @@ export class PeerProgrammer<Op> {
     const want = new Map<string, { peer: string; entry: Entry<Op> }>();
     const next = new Map<string, Entry<Op>[]>();
     for (const lease of peers) {
-      const peer = formatCidr(lease.subnet);
+      const peer = leaseName(lease);
       const entries = this.desired(lease) ?? [];
       next.set(peer, entries);
       for (const entry of entries) want.set(entry.key, { peer, entry });

@@ -3,8 +3,7 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { connect as tlsConnect, rootCertificates } from 'node:tls';
 import { Etcd3, type IOptions, type Watcher } from 'etcd3';
-import type { Subnet } from './ip4.js';
-import { subnetKey } from './ip4.js';
+import { leaseKeyName, type LeaseSubnets } from './lease-key.js';
 
 export interface EtcdOptions {
   endpoints: string[];
@@ -37,7 +36,7 @@ export interface WatchHandlers {
 export interface LeaseStore {
   readonly subnetsPrefix: string;
   readonly configKey: string;
-  leaseKey(s: Subnet): string;
+  leaseKey(s: LeaseSubnets): string;
   listLeases(): Promise<{ leases: RawLease[]; revision: string }>;
   /** resolves once etcd confirmed the watch */
   watchLeases(fromRevision: string, h: WatchHandlers): Promise<{ cancel(): Promise<void> }>;
@@ -175,8 +174,8 @@ export class EtcdRegistry implements LeaseStore {
   get subnetsPrefix(): string {
     return `${this.prefix}/subnets/`;
   }
-  leaseKey(s: Subnet): string {
-    return this.subnetsPrefix + subnetKey(s);
+  leaseKey(s: LeaseSubnets): string {
+    return this.subnetsPrefix + leaseKeyName(s);
   }
 
   /** The config text, or undefined when the operator has not written it yet. */
@@ -209,7 +208,7 @@ export class EtcdRegistry implements LeaseStore {
   }
 
   /** Creates the key only if it does not exist (create revision 0). false: somebody else has it. */
-  async createLease(s: Subnet, value: string, ttlSeconds: number): Promise<{ created: boolean; lease: string }> {
+  async createLease(s: LeaseSubnets, value: string, ttlSeconds: number): Promise<{ created: boolean; lease: string }> {
     const key = this.leaseKey(s);
     // ttl 0: a reservation (re-created as it was after etcd lost its data)
     const lease = ttlSeconds > 0 ? await this.grant(ttlSeconds) : '0';
@@ -231,7 +230,7 @@ export class EtcdRegistry implements LeaseStore {
    * read it at (taking over our previous lease). Anything else on the key belongs to someone else now
    * (after a partition longer than the TTL another node may hold the subnet): undefined, nothing written.
    */
-  async updateLease(s: Subnet, value: string, ttlSeconds: number, expect: { value: string; lease: string } | { modRevision: string }): Promise<string | undefined> {
+  async updateLease(s: LeaseSubnets, value: string, ttlSeconds: number, expect: { value: string; lease: string } | { modRevision: string }): Promise<string | undefined> {
     const key = this.leaseKey(s);
     const lease = ttlSeconds > 0 ? await this.grant(ttlSeconds) : '0';
     const put = this.client.put(key).value(value);
@@ -244,7 +243,7 @@ export class EtcdRegistry implements LeaseStore {
     return lease;
   }
 
-  async deleteLease(s: Subnet): Promise<void> {
+  async deleteLease(s: LeaseSubnets): Promise<void> {
     await this.client.delete().key(this.leaseKey(s));
   }
 

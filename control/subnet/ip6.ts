@@ -80,3 +80,30 @@ export function parseCidr6(s: string): Subnet6 | undefined {
 }
 
 export const formatCidr6 = (s: Subnet6): string => `${formatIp6(s.ip)}/${s.len}`;
+
+export { mask6 };
+
+export const contains6 = (net: Subnet6, ip: bigint): boolean => (ip & mask6(net.len)) === net.ip;
+
+export function overlaps6(a: Subnet6, b: Subnet6): boolean {
+  const m = mask6(Math.min(a.len, b.len));
+  return (a.ip & m) === (b.ip & m);
+}
+
+export const sameSubnet6 = (a: Subnet6, b: Subnet6): boolean => a.ip === b.ip && a.len === b.len;
+
+export const size6 = (len: number): bigint => 1n << BigInt(128 - len);
+
+/**
+ * Why an IPv6 address cannot be a node's public IPv6 (undefined when it can): a tunnel aimed at the
+ * unspecified or loopback address, a multicast group, a link-local address (it needs a zone no lease
+ * carries) or an IPv4-mapped address (that node is reached over IPv4) goes nowhere or everywhere.
+ */
+export function notAHostAddress6(v: bigint): string | undefined {
+  if (v === 0n) return 'is the unspecified address';
+  if (v === 1n) return 'is the loopback address';
+  if (v >> 120n === 0xffn) return 'is a multicast address';
+  if (v >> 118n === 0x3fan) return 'is a link-local address';
+  if (v >> 32n === 0xffffn) return 'is an IPv4-mapped address';
+  return undefined;
+}

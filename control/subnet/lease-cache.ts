@@ -5,7 +5,9 @@
 // keeps its place) and the hold after a store loss live here, so they are unit-tested without etcd.
 import type { NetworkConfig } from './config.js';
 import type { RawEvent, RawLease } from './etcd-registry.js';
-import { contains, formatCidr, overlaps, parseSubnetKey, sameSubnet } from './ip4.js';
+import { contains, formatCidr, overlaps, sameSubnet } from './ip4.js';
+import { contains6, formatCidr6, overlaps6, sameSubnet6 } from './ip6.js';
+import { hasIPv4, leaseName, parseLeaseKey } from './lease-key.js';
 import { claimedVtepMAC, decodeAttrs, encodeAttrs, type Lease, type LeaseAttrs, type LeaseEvent } from './lease.js';
 
 /** What one listing, batch of events or expiry makes of the cache: events for the backend, and why our own lease is lost. */
@@ -29,9 +31,11 @@ export class LeaseCache {
   private readonly cache = new Map<string, Lease>();
   /** subnet address -> key of the cached lease holding it */
   private readonly byAddress = new Map<number, string>();
-  /** public IP -> key of the cached lease holding it: one node, one lease (flannel reuses by PublicIP) */
+  /** IPv6 subnet address -> key of the cached lease holding it */
+  private readonly byAddress6 = new Map<bigint, string>();
+  /** public IP (IPv4, or "6:" and the IPv6 one) -> key of the cached lease holding it: one node, one lease (flannel reuses by PublicIP) */
   private readonly byPublicIP = new Map<string, string>();
-  /** VTEP MAC -> key of the cached lease holding it: the VTEP map and the FDB are keyed by MAC */
+  /** VTEP MAC -> key of the cached lease holding it: the VTEP map and the FDB are keyed by MAC (the IPv6 VTEP's with "6:") */
   private readonly byVtepMAC = new Map<string, string>();
   /** leases rejected for a conflict with a cached one: retried when that one goes */
   private readonly conflicting = new Map<string, string>();
@@ -39,10 +43,12 @@ export class LeaseCache {
   private readonly held = new Map<string, number>();
   private readonly ownValue: string;
   private readonly ownMAC?: string;
+  private readonly ownMAC6?: string;
 
   constructor(private readonly o: LeaseCacheOptions) {
     this.ownValue = encodeAttrs(o.own.attrs);
     this.ownMAC = claimedVtepMAC(o.own.attrs);
+    this.ownMAC6 = claimedVtepMAC(o.own.attrs, 6);
   }
 
   peers(): Lease[] {
@@ -136,21 +142,35 @@ export class LeaseCache {
     return `another writer's value is on our lease ${this.o.ownKey}: the subnet is no longer ours`;
   }
 
+  /** The index names a lease holds: its public addresses and VTEP MACs (an IPv6-only node has no IPv4 ones). */
+  private static names(l: Lease): { ips: string[]; macs: string[] } {
+    const ips = l.attrs.publicIP !== '0.0.0.0' ? [l.attrs.publicIP] : [];
+    if (l.attrs.publicIPv6) ips.push(`6:${l.attrs.publicIPv6}`);
+    const macs: string[] = [];
+    const mac = claimedVtepMAC(l.attrs),
+      mac6 = claimedVtepMAC(l.attrs, 6);
+    if (mac) macs.push(mac);
+    if (mac6) macs.push(`6:${mac6}`);
+    return { ips, macs };
+  }
+
   private set(key: string, l: Lease): void {
     const old = this.cache.get(key);
     if (old) this.unindex(key, old);
     this.cache.set(key, l);
-    this.byAddress.set(l.subnet.ip, key);
-    this.byPublicIP.set(l.attrs.publicIP, key);
-    const mac = claimedVtepMAC(l.attrs);
-    if (mac) this.byVtepMAC.set(mac, key);
+    if (hasIPv4(l)) this.byAddress.set(l.subnet.ip, key);
+    if (l.ipv6Subnet) this.byAddress6.set(l.ipv6Subnet.ip, key);
+    const { ips, macs } = LeaseCache.names(l);
+    for (const ip of ips) this.byPublicIP.set(ip, key);
+    for (const mac of macs) this.byVtepMAC.set(mac, key);
   }
 
   private unindex(key: string, old: Lease): void {
     if (this.byAddress.get(old.subnet.ip) === key) this.byAddress.delete(old.subnet.ip);
-    if (this.byPublicIP.get(old.attrs.publicIP) === key) this.byPublicIP.delete(old.attrs.publicIP);
-    const mac = claimedVtepMAC(old.attrs);
-    if (mac && this.byVtepMAC.get(mac) === key) this.byVtepMAC.delete(mac);
+    if (old.ipv6Subnet && this.byAddress6.get(old.ipv6Subnet.ip) === key) this.byAddress6.delete(old.ipv6Subnet.ip);
+    const { ips, macs } = LeaseCache.names(old);
+    for (const ip of ips) if (this.byPublicIP.get(ip) === key) this.byPublicIP.delete(ip);
+    for (const mac of macs) if (this.byVtepMAC.get(mac) === key) this.byVtepMAC.delete(mac);
   }
 
   private remove(key: string): void {
@@ -161,37 +181,63 @@ export class LeaseCache {
 
   private validate(key: string, value: string): Lease | string {
     const { cfg, own } = this.o;
-    const subnet = parseSubnetKey(key.slice(this.o.subnetsPrefix.length));
-    if (!subnet) return 'key does not name a subnet';
+    const subnets = parseLeaseKey(key.slice(this.o.subnetsPrefix.length));
+    if (!subnets) return 'key does not name a subnet';
     let attrs: LeaseAttrs;
     try {
       attrs = decodeAttrs(value);
     } catch (e) {
       return (e as Error).message;
     }
+    const { subnet, ipv6Subnet } = subnets;
     // peers outside [SubnetMin, SubnetMax] are fine (operator reservations), outside Network or of another size are not
-    if (subnet.len !== cfg.subnetLen || !contains(cfg.network, subnet.ip)) return `subnet ${formatCidr(subnet)} is outside Network ${formatCidr(cfg.network)} or not a /${cfg.subnetLen}`;
-    if (overlaps(subnet, own.subnet)) return `subnet ${formatCidr(subnet)} overlaps our own ${formatCidr(own.subnet)}`;
-    if (attrs.publicIP === own.attrs.publicIP) return `lease claims our own public IP ${attrs.publicIP}`;
+    if (cfg.enableIPv4) {
+      if (subnet.len !== cfg.subnetLen || !contains(cfg.network, subnet.ip)) return `subnet ${formatCidr(subnet)} is outside Network ${formatCidr(cfg.network)} or not a /${cfg.subnetLen}`;
+      if (overlaps(subnet, own.subnet)) return `subnet ${formatCidr(subnet)} overlaps our own ${formatCidr(own.subnet)}`;
+      if (attrs.publicIP === own.attrs.publicIP) return `lease claims our own public IP ${attrs.publicIP}`;
+    } else if (hasIPv4(subnets)) return `subnet ${formatCidr(subnet)} is IPv4, and the network is IPv6-only`;
+    const c6 = cfg.ipv6;
+    // a peer without IPv6 in a dual-stack network is an IPv4-only node (flannel programs its IPv4 half);
+    // in an IPv6-only network it has nothing to route
+    if (c6 && ipv6Subnet) {
+      if (ipv6Subnet.len !== c6.subnetLen || !contains6(c6.network, ipv6Subnet.ip))
+        return `IPv6 subnet ${formatCidr6(ipv6Subnet)} is outside IPv6Network ${formatCidr6(c6.network)} or not a /${c6.subnetLen}`;
+      if (own.ipv6Subnet && overlaps6(ipv6Subnet, own.ipv6Subnet)) return `IPv6 subnet ${formatCidr6(ipv6Subnet)} overlaps our own ${formatCidr6(own.ipv6Subnet)}`;
+      if (!attrs.publicIPv6) return `lease has IPv6 subnet ${formatCidr6(ipv6Subnet)} but no PublicIPv6`;
+      if (attrs.publicIPv6 === own.attrs.publicIPv6) return `lease claims our own public IPv6 ${attrs.publicIPv6}`;
+      const mac6 = claimedVtepMAC(attrs, 6);
+      if (mac6 && mac6 === this.ownMAC6) return `lease claims our own IPv6 VTEP MAC ${mac6}`;
+    } else if (!cfg.enableIPv4) return 'lease has no IPv6 subnet, and the network is IPv6-only';
     const mac = claimedVtepMAC(attrs);
     if (mac && mac === this.ownMAC) return `lease claims our own VTEP MAC ${mac}`;
-    return { subnet, attrs };
+    return { ...subnets, attrs };
   }
 
   /** A valid lease can still clash with one we hold: the first one seen keeps its place. */
-  private conflict(key: string, { subnet, attrs }: Lease): string | undefined {
+  private conflict(key: string, l: Lease): string | undefined {
     // every cached subnet has the network's SubnetLen and is aligned (strict key parsing), so two
     // overlap exactly when they start at the same address: an index lookup, not a scan of all peers
-    const holder = this.byAddress.get(subnet.ip);
-    if (holder !== undefined && holder !== key) return `subnet ${formatCidr(subnet)} overlaps the lease of ${this.cache.get(holder)!.attrs.publicIP}`;
-    const ipHolder = this.byPublicIP.get(attrs.publicIP);
+    const holder = hasIPv4(l) ? this.byAddress.get(l.subnet.ip) : undefined;
+    if (holder !== undefined && holder !== key) return `subnet ${formatCidr(l.subnet)} overlaps the lease of ${this.holderName(holder)}`;
+    const holder6 = l.ipv6Subnet && this.byAddress6.get(l.ipv6Subnet.ip);
+    if (holder6 && holder6 !== key) return `IPv6 subnet ${formatCidr6(l.ipv6Subnet!)} overlaps the lease of ${this.holderName(holder6)}`;
+    const { ips, macs } = LeaseCache.names(l);
     // two subnets for one host: one of them is not what it claims (and a VTEP lookup would pick either)
-    if (ipHolder !== undefined && ipHolder !== key) return `public IP ${attrs.publicIP} already holds ${formatCidr(this.cache.get(ipHolder)!.subnet)}`;
+    for (const ip of ips) {
+      const h = this.byPublicIP.get(ip);
+      if (h !== undefined && h !== key) return `public IP ${ip.replace(/^6:/, '')} already holds ${leaseName(this.cache.get(h)!)}`;
+    }
     // one VTEP, one host: a second lease with a taken MAC would redirect the holder's traffic
-    const mac = claimedVtepMAC(attrs);
-    const macHolder = mac && this.byVtepMAC.get(mac);
-    if (macHolder && macHolder !== key) return `VTEP MAC ${mac} is already held by ${this.cache.get(macHolder)!.attrs.publicIP}`;
+    for (const mac of macs) {
+      const h = this.byVtepMAC.get(mac);
+      if (h !== undefined && h !== key) return `VTEP MAC ${mac.replace(/^6:/, '')} is already held by ${this.holderName(h)}`;
+    }
     return undefined;
+  }
+
+  private holderName(key: string): string {
+    const a = this.cache.get(key)!.attrs;
+    return a.publicIP !== '0.0.0.0' ? a.publicIP : (a.publicIPv6 ?? a.publicIP);
   }
 
   private put(key: string, value: string, out: LeaseEvent[], retry = false): void {
@@ -211,7 +257,8 @@ export class LeaseCache {
       }
       return;
     }
-    if (old && sameSubnet(old.subnet, res.subnet) && encodeAttrs(old.attrs) === encodeAttrs(res.attrs)) return; // a renewal
+    const same6 = old?.ipv6Subnet && res.ipv6Subnet ? sameSubnet6(old.ipv6Subnet, res.ipv6Subnet) : old?.ipv6Subnet === res.ipv6Subnet;
+    if (old && sameSubnet(old.subnet, res.subnet) && same6 && encodeAttrs(old.attrs) === encodeAttrs(res.attrs)) return; // a renewal
     this.set(key, res);
     out.push({ type: 'added', lease: res });
   }

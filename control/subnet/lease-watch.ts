@@ -7,7 +7,7 @@ import type { Logger } from '../log.js';
 import type { NetworkConfig } from './config.js';
 import type { LeaseStore, RawEvent, RawLease } from './etcd-registry.js';
 import { LeaseCache, type CacheOutcome } from './lease-cache.js';
-import { formatCidr } from './ip4.js';
+import { leaseName } from './lease-key.js';
 import type { Lease, LeaseEvent } from './lease.js';
 
 export const sleep = (ms: number, signal?: AbortSignal) =>
@@ -56,7 +56,7 @@ export class LeaseWatch {
     private readonly storeCheckMs = 5000,
     private readonly watchCreateMs = 10_000,
   ) {
-    this.ownKey = registry.leaseKey(own.subnet);
+    this.ownKey = registry.leaseKey(own);
     this.cache = new LeaseCache({
       subnetsPrefix: registry.subnetsPrefix,
       ownKey: this.ownKey,
@@ -245,7 +245,7 @@ export class LeaseWatch {
   /** Peers that did not re-register within holdMs after a store loss are removed like expired leases. */
   private expireHeld(): void {
     const out = this.cache.expireHeld();
-    for (const old of out.expired) this.log.warn({ publicIP: old.attrs.publicIP, subnet: formatCidr(old.subnet) }, 'a peer did not re-register after etcd lost its data; removing it');
+    for (const old of out.expired) this.log.warn({ publicIP: old.attrs.publicIP, subnet: leaseName(old) }, 'a peer did not re-register after etcd lost its data; removing it');
     if (!this.cache.heldCount) {
       clearInterval(this.holdTimer);
       this.holdTimer = undefined;

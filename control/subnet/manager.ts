@@ -2,11 +2,13 @@
 // stream of added/removed events. It talks to etcd only, never to the kernel.
 import { readFile } from 'node:fs/promises';
 import type { Logger } from '../log.js';
-import { pickFreeSubnet, NetworkExhaustedError } from './allocate.js';
+import { pickFreeSubnets, NetworkExhaustedError } from './allocate.js';
 import { ConfigError, isCompatible, parseConfig, type NetworkConfig } from './config.js';
 import type { EtcdRegistry } from './etcd-registry.js';
 import { LeaseWatch, sleep, type StoreRecovery } from './lease-watch.js';
-import { formatCidr, overlaps, parseSubnetKey, type Subnet } from './ip4.js';
+import { overlaps } from './ip4.js';
+import { overlaps6 } from './ip6.js';
+import { hasIPv4, leaseName, parseLeaseKey, type LeaseSubnets } from './lease-key.js';
 import { decodeAttrs, encodeAttrs, type Lease, type LeaseAttrs, type LeaseEvent } from './lease.js';
 
 export const DEFAULT_SUBNET_TTL_S = 24 * 3600;
@@ -130,7 +132,7 @@ export class SubnetManager {
    * Flannel's order: our PublicIP's existing lease, then the subnet of the previous run (subnet file),
    * then a random free one; created with create-if-absent so two nodes never share a subnet.
    */
-  async acquireLease(cfg: NetworkConfig, attrs: LeaseAttrs, previous?: Subnet, signal?: AbortSignal): Promise<Lease> {
+  async acquireLease(cfg: NetworkConfig, attrs: LeaseAttrs, previous?: LeaseSubnets, signal?: AbortSignal): Promise<Lease> {
     const value = encodeAttrs(attrs);
     for (let attempt = 1; ; attempt++) {
       signal?.throwIfAborted();
@@ -147,50 +149,56 @@ export class SubnetManager {
     }
   }
 
-  private async tryAcquire(cfg: NetworkConfig, attrs: LeaseAttrs, value: string, previous?: Subnet): Promise<Lease | undefined> {
+  private async tryAcquire(cfg: NetworkConfig, attrs: LeaseAttrs, value: string, previous?: LeaseSubnets): Promise<Lease | undefined> {
     const { leases } = await this.registry.listLeases();
-    const parsed = leases.map((l) => ({ raw: l, subnet: parseSubnetKey(l.key.slice(this.registry.subnetsPrefix.length)) }));
+    const parsed = leases.map((l) => ({ raw: l, subnets: parseLeaseKey(l.key.slice(this.registry.subnetsPrefix.length)) }));
+    // flannel finds a node's lease by its PublicIP; an IPv6-only node's PublicIP is 0.0.0.0 for every
+    // node, so there its PublicIPv6 is what names it
+    const ours = (a: LeaseAttrs) => (attrs.publicIP !== '0.0.0.0' ? a.publicIP === attrs.publicIP : a.publicIPv6 === attrs.publicIPv6);
 
-    for (const { raw, subnet } of parsed) {
-      if (!subnet) continue;
+    for (const { raw, subnets } of parsed) {
+      if (!subnets) continue;
       let a: LeaseAttrs;
       try {
         a = decodeAttrs(raw.value);
       } catch {
         continue;
       }
-      if (a.publicIP !== attrs.publicIP) continue;
-      if (isCompatible(cfg, subnet)) {
+      if (!ours(a)) continue;
+      if (isCompatible(cfg, subnets)) {
         const reservation = raw.lease === '0';
-        this.log.info({ subnet: formatCidr(subnet), reservation }, 'found a lease for our public IP, reusing it');
+        this.log.info({ subnet: leaseName(subnets), reservation }, 'found a lease for our public IP, reusing it');
         // conditioned on the revision we read: a change in between means we lost a race, start over
-        const etcdLease = await this.registry.updateLease(subnet, value, reservation ? 0 : this.ttl, { modRevision: raw.modRevision });
+        const etcdLease = await this.registry.updateLease(subnets, value, reservation ? 0 : this.ttl, { modRevision: raw.modRevision });
         if (etcdLease === undefined) return undefined;
         if (!reservation) await this.registry.revoke(raw.lease);
-        return this.lease(subnet, attrs, etcdLease);
+        return this.lease(subnets, attrs, etcdLease);
       }
-      this.log.info({ subnet: formatCidr(subnet) }, 'found a lease for our public IP that no longer fits the network config, deleting it');
-      await this.registry.deleteLease(subnet);
+      this.log.info({ subnet: leaseName(subnets) }, 'found a lease for our public IP that no longer fits the network config, deleting it');
+      await this.registry.deleteLease(subnets);
     }
 
-    const taken = parsed.flatMap((p) => (p.subnet ? [p.subnet] : []));
-    let chosen: Subnet | undefined;
+    const taken = parsed.flatMap((p) => (p.subnets ? [p.subnets] : []));
+    let chosen: LeaseSubnets | undefined;
     if (previous) {
-      if (!isCompatible(cfg, previous)) this.log.warn({ subnet: formatCidr(previous) }, 'the subnet of the previous run does not fit the network config, ignoring it');
-      else if (taken.some((t) => overlaps(t, previous))) this.log.warn({ subnet: formatCidr(previous) }, 'the subnet of the previous run is taken, ignoring it');
+      const clash = (t: LeaseSubnets) =>
+        (hasIPv4(t) && hasIPv4(previous) && overlaps(t.subnet, previous.subnet)) || (t.ipv6Subnet !== undefined && previous.ipv6Subnet !== undefined && overlaps6(t.ipv6Subnet, previous.ipv6Subnet));
+      if (!isCompatible(cfg, previous)) this.log.warn({ subnet: leaseName(previous) }, 'the subnet of the previous run does not fit the network config, ignoring it');
+      else if (taken.some(clash)) this.log.warn({ subnet: leaseName(previous) }, 'the subnet of the previous run is taken, ignoring it');
       else chosen = previous;
     }
-    chosen ??= pickFreeSubnet(cfg, taken, this.random);
+    chosen ??= pickFreeSubnets(cfg, taken, this.random);
 
     const res = await this.registry.createLease(chosen, value, this.ttl);
     if (!res.created) return undefined;
-    this.log.info({ subnet: formatCidr(chosen) }, 'acquired a new lease');
+    this.log.info({ subnet: leaseName(chosen) }, 'acquired a new lease');
     return this.lease(chosen, attrs, res.lease);
   }
 
-  private lease(subnet: Subnet, attrs: LeaseAttrs, etcdLease: string): Lease {
+  private lease(subnets: LeaseSubnets, attrs: LeaseAttrs, etcdLease: string): Lease {
     return {
-      subnet,
+      subnet: subnets.subnet,
+      ...(subnets.ipv6Subnet ? { ipv6Subnet: subnets.ipv6Subnet } : {}),
       attrs,
       etcdLease,
       ...(etcdLease === '0' ? {} : { expiration: new Date(Date.now() + this.ttl * 1000) }),
@@ -206,10 +214,10 @@ export class SubnetManager {
   async renewLease(l: Lease): Promise<Lease> {
     const old = l.etcdLease ?? '0';
     const value = encodeAttrs(l.attrs);
-    const etcdLease = await this.registry.updateLease(l.subnet, value, this.ttl, { value, lease: old });
-    if (etcdLease === undefined) throw new LeaseLostError(`our lease ${this.registry.leaseKey(l.subnet)} is no longer ours (gone, or another node's value is on it): not renewing`);
+    const etcdLease = await this.registry.updateLease(l, value, this.ttl, { value, lease: old });
+    if (etcdLease === undefined) throw new LeaseLostError(`our lease ${this.registry.leaseKey(l)} is no longer ours (gone, or another node's value is on it): not renewing`);
     await this.registry.revoke(old);
-    return this.lease(l.subnet, l.attrs, etcdLease);
+    return this.lease(l, l.attrs, etcdLease);
   }
 
   /** Keeps our lease alive until stopRenewal(); reservations never expire and are left alone. */
@@ -219,7 +227,7 @@ export class SubnetManager {
       const renew = async () => {
         try {
           const next = await this.renewLease(lease);
-          this.log.info({ subnet: formatCidr(next.subnet), expiration: next.expiration }, 'renewed our lease');
+          this.log.info({ subnet: leaseName(next), expiration: next.expiration }, 'renewed our lease');
           onRenewed?.(next);
           schedule(next, next.expiration!.getTime() - Date.now() - this.marginMs);
         } catch (e) {
@@ -243,7 +251,7 @@ export class SubnetManager {
       holdMs: this.storeLossHoldMs,
       // the same subnet, value and kind (lease or reservation) as before; create-if-absent, so a node
       // that grabbed our subnet in the meantime wins and we stop as if revoked
-      reRegister: async () => (await this.registry.createLease(own.subnet, encodeAttrs(own.attrs), own.etcdLease === '0' ? 0 : this.ttl)).created,
+      reRegister: async () => (await this.registry.createLease(own, encodeAttrs(own.attrs), own.etcdLease === '0' ? 0 : this.ttl)).created,
       restoreConfig: () => this.registry.restoreConfig(JSON.stringify(cfg.raw)),
     };
     const w = new LeaseWatch(this.registry, this.log, cfg, own, sink, onOwnLeaseLost, recovery, undefined, this.watchCreateMs);

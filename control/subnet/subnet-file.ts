@@ -3,17 +3,25 @@
 import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { formatCidr, formatIp4, parseCidr, type Subnet } from './ip4.js';
+import { formatCidr6, formatIp6, parseCidr6, type Subnet6 } from './ip6.js';
+import { NO_IPV4, type LeaseSubnets } from './lease-key.js';
 
 export interface SubnetFileContent {
-  network: Subnet;
-  subnet: Subnet;
+  /** absent on an IPv6-only network: no FLANNEL_NETWORK / FLANNEL_SUBNET lines, as flannel */
+  network?: Subnet;
+  subnet?: Subnet;
+  ipv6Network?: Subnet6;
+  ipv6Subnet?: Subnet6;
   mtu: number;
   ipMasq: boolean;
 }
 
 export function renderSubnetFile(c: SubnetFileContent): string {
+  let out = '';
   // FLANNEL_SUBNET is the first usable address (the bridge's), not the network address
-  return `FLANNEL_NETWORK=${formatCidr(c.network)}\n` + `FLANNEL_SUBNET=${formatIp4(c.subnet.ip + 1)}/${c.subnet.len}\n` + `FLANNEL_MTU=${c.mtu}\n` + `FLANNEL_IPMASQ=${c.ipMasq}\n`;
+  if (c.network && c.subnet) out += `FLANNEL_NETWORK=${formatCidr(c.network)}\n` + `FLANNEL_SUBNET=${formatIp4(c.subnet.ip + 1)}/${c.subnet.len}\n`;
+  if (c.ipv6Network && c.ipv6Subnet) out += `FLANNEL_IPV6_NETWORK=${formatCidr6(c.ipv6Network)}\n` + `FLANNEL_IPV6_SUBNET=${formatIp6(c.ipv6Subnet.ip + 1n)}/${c.ipv6Subnet.len}\n`;
+  return out + `FLANNEL_MTU=${c.mtu}\n` + `FLANNEL_IPMASQ=${c.ipMasq}\n`;
 }
 
 export async function writeSubnetFile(path: string, c: SubnetFileContent): Promise<void> {
@@ -43,14 +51,20 @@ export function parseSubnetFile(text: string): Record<string, string> {
   return vars;
 }
 
-/** The subnet a previous run of this node held, from FLANNEL_SUBNET; undefined when absent or unreadable. */
-export async function readPreviousSubnet(path: string): Promise<Subnet | undefined> {
+/**
+ * The subnets a previous run of this node held, from FLANNEL_SUBNET and FLANNEL_IPV6_SUBNET (an
+ * IPv6-only run wrote no FLANNEL_SUBNET); undefined when absent or unreadable.
+ */
+export async function readPreviousSubnet(path: string): Promise<LeaseSubnets | undefined> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');
   } catch {
     return undefined;
   }
-  const v = parseSubnetFile(text).FLANNEL_SUBNET;
-  return v ? parseCidr(v) : undefined;
+  const vars = parseSubnetFile(text);
+  const subnet = vars.FLANNEL_SUBNET ? parseCidr(vars.FLANNEL_SUBNET) : undefined;
+  const ipv6Subnet = vars.FLANNEL_IPV6_SUBNET ? parseCidr6(vars.FLANNEL_IPV6_SUBNET) : undefined;
+  if (!subnet && !ipv6Subnet) return undefined;
+  return { subnet: subnet ?? NO_IPV4, ...(ipv6Subnet ? { ipv6Subnet } : {}) };
 }

@@ -2,7 +2,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startEtcd, startProxy, type EtcdServer } from '../helpers/etcd.ts';
@@ -12,6 +12,7 @@ import { parseConfig } from '../../control/subnet/config.ts';
 import { formatCidr, parseCidr, type Subnet } from '../../control/subnet/ip4.ts';
 import { readPreviousSubnet, writeSubnetFile } from '../../control/subnet/subnet-file.ts';
 import { silentLogger } from '../../control/log.ts';
+import { formatCidr6, formatIp6 } from '../../control/subnet/ip6.ts';
 import type { LeaseAttrs } from '../../control/subnet/lease.ts';
 
 let etcd: EtcdServer;
@@ -89,7 +90,7 @@ test('the subnet of the previous run (subnet file) is reused when free', async (
   const file = join(tmp, 'prev.env');
   await writeSubnetFile(file, { network: cfg.network, subnet: parseCidr('10.244.77.0/24')!, mtu: 1450, ipMasq: false });
   const prev = await readPreviousSubnet(file);
-  assert.equal(formatCidr(prev!), '10.244.77.0/24');
+  assert.equal(formatCidr(prev!.subnet), '10.244.77.0/24');
   const l = await mk().acquireLease(cfg, attrs('10.0.0.2'), prev);
   assert.equal(formatCidr(l.subnet), '10.244.77.0/24');
   // and a taken previous subnet is not stolen
@@ -195,7 +196,7 @@ test('watch: peers added and removed, malformed leases skipped, own-key deletion
   await etcd.client.put(`${prefix}/subnets/${g2}-24`).value('{"PublicIP":"10.0.2.1","PublicIPv6":null}');
   await until(() => w.stats.rejected >= 4, 10_000, 'rejections');
   assert.equal(c.peers.size, 1);
-  await mk().registry.deleteLease(peer.subnet);
+  await mk().registry.deleteLease(peer);
   await until(() => c.peers.size === 0, 10_000, 'peer removed');
   await etcd.client.delete().key(`${prefix}/subnets/${formatCidr(own.subnet).replace('/', '-')}`);
   await until(() => lost !== '', 10_000, 'own lease lost');
@@ -321,7 +322,7 @@ test('compaction of the revision the watch needs: re-list, resume, nothing lost 
     await until(() => c.peers.size === 1);
     // the watcher is cut off while leases change and history is compacted away
     proxy.cut();
-    await direct().registry.deleteLease(gone.subnet);
+    await direct().registry.deleteLease(gone);
     for (let i = 0; i < 5; i++) await direct().acquireLease(cfg, attrs(`10.0.6.${i + 1}`, `aa:bb:cc:dd:e6:0${i + 1}`));
     const rev = (await etcd.client.getAll().prefix(prefix).exec()).header.revision;
     await etcd.client.kv.compact({ revision: rev, physical: true });
@@ -370,7 +371,7 @@ test('a lease reusing a VTEP MAC that another lease (or we) hold is rejected; it
   await new Promise((r) => setTimeout(r, 200));
   assert.deepEqual([...c.peers.entries()], [[formatCidr(x.subnet), '10.0.8.2']], 'node X keeps its VTEP');
   assert.ok(!c.events.some((e) => e.lease.attrs.publicIP.startsWith('203.')), 'nothing of the thieves reached the backend');
-  await mk().registry.deleteLease(x.subnet);
+  await mk().registry.deleteLease(x);
   await until(() => c.peers.has(`${k1}/24`) && c.peers.size === 1, 5000, 'the MAC is free again: the waiting lease is taken');
   await w.stop();
 });
@@ -433,4 +434,52 @@ test('a lease watch that etcd never confirms is abandoned: a new client lists an
     registries.push(r);
     return new SubnetManager({ registry: r, log: silentLogger });
   }
+});
+
+test('dual-stack: the lease is flannel\'s key "<v4>-<len>&<v6>-<len>" and JSON; a restart reuses both subnets; the subnet file round-trips', async () => {
+  const config = '{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{"Type":"vxlan"}}';
+  const { prefix, mk, cfg } = await setup(config);
+  const a: LeaseAttrs = { ...attrs('10.0.0.2'), publicIPv6: 'fd00::2', backendV6Data: { VNI: 1, VtepMAC: 'aa:bb:cc:dd:ee:61' } };
+  const l = await mk().acquireLease(cfg, a);
+  assert.ok(l.ipv6Subnet, 'an IPv6 subnet was allocated');
+  const key = `${prefix}/subnets/${formatCidr(l.subnet).replace('/', '-')}&${formatIp6(l.ipv6Subnet.ip)}-64`;
+  const kv = await etcd.client.get(key).string();
+  assert.equal(
+    kv,
+    '{"PublicIP":"10.0.0.2","PublicIPv6":"fd00::2","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:01"},"BackendV6Data":{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:61"}}',
+  );
+  assert.equal(l.ipv6Subnet.len, 64);
+  assert.ok(l.ipv6Subnet.ip >= cfg.ipv6!.subnetMin && l.ipv6Subnet.ip <= cfg.ipv6!.subnetMax);
+  // the same node again: the same key, not a second lease
+  const again = await mk().acquireLease(cfg, a);
+  assert.equal(formatCidr6(again.ipv6Subnet!), formatCidr6(l.ipv6Subnet));
+  assert.equal((await etcd.client.getAll().prefix(`${prefix}/subnets/`).keys()).length, 1);
+  // subnet.env as flannel writes it, and read back as the previous run's subnets
+  const file = join(tmp, 'dual.env');
+  await writeSubnetFile(file, { network: cfg.network, subnet: l.subnet, ipv6Network: cfg.ipv6!.network, ipv6Subnet: l.ipv6Subnet, mtu: 1450, ipMasq: true });
+  const text = readFileSync(file, 'utf8');
+  assert.match(
+    text,
+    /^FLANNEL_NETWORK=10\.244\.0\.0\/16\nFLANNEL_SUBNET=10\.244\.\d+\.1\/24\nFLANNEL_IPV6_NETWORK=fd00:10:244::\/56\nFLANNEL_IPV6_SUBNET=fd00:10:244:[0-9a-f]+::1\/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n$/,
+  );
+  const prev = await readPreviousSubnet(file);
+  assert.equal(formatCidr6(prev!.ipv6Subnet!), formatCidr6(l.ipv6Subnet));
+});
+
+test('IPv6-only: key "0.0.0.0-0&<v6>-<len>", PublicIP 0.0.0.0; nodes are told apart by PublicIPv6', async () => {
+  const config = '{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{"Type":"vxlan"}}';
+  const { prefix, mk, cfg } = await setup(config);
+  const a = (n: number): LeaseAttrs => ({ publicIP: '0.0.0.0', publicIPv6: `fd00::${n}`, backendType: 'vxlan', backendV6Data: { VNI: 1, VtepMAC: `aa:bb:cc:dd:ee:7${n}` } });
+  const l1 = await mk().acquireLease(cfg, a(1));
+  const l2 = await mk().acquireLease(cfg, a(2));
+  assert.notEqual(formatCidr6(l1.ipv6Subnet!), formatCidr6(l2.ipv6Subnet!));
+  const keys = (await etcd.client.getAll().prefix(`${prefix}/subnets/`).keys()).map((k) => k.slice(`${prefix}/subnets/`.length)).sort();
+  assert.equal(keys.length, 2);
+  for (const k of keys) assert.match(k, /^0\.0\.0\.0-0&fd00:10:244:[0-9a-f]+::-64$/);
+  assert.equal(
+    await etcd.client.get(`${prefix}/subnets/0.0.0.0-0&${formatIp6(l1.ipv6Subnet!.ip)}-64`).string(),
+    '{"PublicIP":"0.0.0.0","PublicIPv6":"fd00::1","BackendType":"vxlan","BackendV6Data":{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:71"}}',
+  );
+  const again = await mk().acquireLease(cfg, a(1));
+  assert.equal(formatCidr6(again.ipv6Subnet!), formatCidr6(l1.ipv6Subnet!), 'node 1 found its lease by its PublicIPv6');
 });

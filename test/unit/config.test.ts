@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseConfig, ConfigError, isCompatible } from '../../control/subnet/config.ts';
 import { formatCidr, formatIp4, parseCidr } from '../../control/subnet/ip4.ts';
+import { formatIp6, parseCidr6 } from '../../control/subnet/ip6.ts';
 
 test('flannel defaults for a /16: SubnetLen 24, SubnetMin skips the first subnet, SubnetMax is the last', () => {
   const c = parseConfig('{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}');
@@ -31,9 +32,9 @@ test('explicit SubnetLen, SubnetMin and SubnetMax are honoured', () => {
   assert.equal(c.subnetLen, 26);
   assert.equal(formatIp4(c.subnetMin), '10.5.1.0');
   assert.equal(formatIp4(c.subnetMax), '10.5.2.192');
-  assert.ok(isCompatible(c, parseCidr('10.5.1.64/26')!));
-  assert.ok(!isCompatible(c, parseCidr('10.5.0.0/26')!), 'below SubnetMin');
-  assert.ok(!isCompatible(c, parseCidr('10.5.1.0/24')!), 'wrong length');
+  assert.ok(isCompatible(c, { subnet: parseCidr('10.5.1.64/26')! }));
+  assert.ok(!isCompatible(c, { subnet: parseCidr('10.5.0.0/26')! }), 'below SubnetMin');
+  assert.ok(!isCompatible(c, { subnet: parseCidr('10.5.1.0/24')! }), 'wrong length');
 });
 
 const bad: [string, string, RegExp][] = [
@@ -51,7 +52,15 @@ const bad: [string, string, RegExp][] = [
   ['{"Network":"10.0.0.0/16","SubnetMin":"10.0.9.0","SubnetMax":"10.0.3.0"}', 'SubnetMin', /above SubnetMax/],
   ['{"Network":"10.0.0.0/16","Backend":"vxlan"}', 'Backend', /must be an object/],
   ['{"Network":"10.0.0.0/16","Backend":{}}', 'Backend.Type', /required/],
-  ['{"Network":"10.0.0.0/16","EnableIPv6":true}', 'EnableIPv6', /not supported/],
+  ['{"Network":"10.0.0.0/16","EnableIPv6":true}', 'IPv6Network', /required when EnableIPv6/],
+  ['{"Network":"10.0.0.0/16","EnableIPv6":true,"IPv6Network":"10.1.0.0/16"}', 'IPv6Network', /not an IPv6 CIDR/],
+  ['{"EnableIPv4":false,"EnableIPv6":false}', 'EnableIPv4', /no address family/],
+  ['{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/125"}', 'IPv6Network', /minimum useful IPv6 network is a \/124/],
+  ['{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/56","IPv6SubnetLen":127}', 'IPv6SubnetLen', /at most 126/],
+  ['{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/56","IPv6SubnetLen":57}', 'IPv6SubnetLen', /at least \/58/],
+  ['{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/56","IPv6SubnetMin":"fd01::"}', 'IPv6SubnetMin', /not in IPv6Network/],
+  ['{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/56","IPv6SubnetMax":"fd00:0:0:7::1"}', 'IPv6SubnetMax', /boundary/],
+  ['{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/56","IPv6SubnetMin":"fd00:0:0:9::","IPv6SubnetMax":"fd00:0:0:3::"}', 'IPv6SubnetMin', /above IPv6SubnetMax/],
 ];
 for (const [text, field, msg] of bad) {
   test(`bad config ${text} is a ConfigError naming ${field}`, () => {
@@ -107,4 +116,26 @@ test('EnableNFTables: off by default, a boolean in any spelling, anything else a
   assert.equal(parseConfig('{"Network":"10.244.0.0/16"}').enableNFTables, false);
   assert.equal(parseConfig('{"Network":"10.244.0.0/16","enableNFTables":true}').enableNFTables, true);
   assert.throws(() => parseConfig('{"Network":"10.244.0.0/16","EnableNFTables":"yes"}'), /EnableNFTables: must be true or false/);
+});
+
+test("IPv6: flannel's defaults (a /64 per node from a /62 or wider, else prefix+2; the first subnet skipped) and IPv6-only", () => {
+  const d = parseConfig('{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{"Type":"vxlan"}}');
+  assert.ok(d.enableIPv4 && d.enableIPv6);
+  assert.equal(d.ipv6!.subnetLen, 64);
+  assert.equal(formatIp6(d.ipv6!.subnetMin), 'fd00:10:244:1::');
+  assert.equal(formatIp6(d.ipv6!.subnetMax), 'fd00:10:244:ff::');
+  assert.ok(isCompatible(d, { subnet: parseCidr('10.244.3.0/24')!, ipv6Subnet: parseCidr6('fd00:10:244:3::/64')! }));
+  assert.ok(!isCompatible(d, { subnet: parseCidr('10.244.3.0/24')! }), 'a dual-stack node needs both subnets');
+  assert.ok(!isCompatible(d, { subnet: parseCidr('10.244.3.0/24')!, ipv6Subnet: parseCidr6('fd00:10:244::/64')! }), 'the first IPv6 subnet is never handed out');
+  const small = parseConfig('{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/120"}');
+  assert.equal(small.ipv6!.subnetLen, 122);
+  assert.equal(formatIp6(small.ipv6!.subnetMax), 'fd00::c0');
+  assert.equal(parseConfig('{"EnableIPv6":true,"IPv6Network":"fd00::/62","Network":"10.0.0.0/8"}').ipv6!.subnetLen, 64);
+  assert.equal(parseConfig('{"EnableIPv6":true,"IPv6Network":"fd00::/63","Network":"10.0.0.0/8"}').ipv6!.subnetLen, 65);
+  const only = parseConfig('{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","IPv6SubnetLen":80,"Backend":{"Type":"vxlan"}}');
+  assert.equal(only.enableIPv4, false);
+  assert.equal(formatCidr(only.network), '0.0.0.0/0', "no IPv4 network, as flannel's zero IP4Net");
+  assert.equal(only.ipv6!.subnetLen, 80);
+  assert.ok(isCompatible(only, { subnet: { ip: 0, len: 0 }, ipv6Subnet: parseCidr6('fd00:10:244:0:1::/80')! }));
+  assert.ok(!isCompatible(only, { subnet: parseCidr('10.0.0.0/24')!, ipv6Subnet: parseCidr6('fd00:10:244:0:1::/80')! }), 'no IPv4 subnet on an IPv6-only network');
 });

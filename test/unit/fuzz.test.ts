@@ -9,6 +9,8 @@ import { ConfigError, parseConfig } from '../../control/subnet/config.ts';
 import { LeaseFormatError, decodeAttrs, decodeVxlanData, encodeAttrs } from '../../control/subnet/lease.ts';
 import { contains, formatCidr, formatIp4, mask, parseIp4, parseSubnetKey, subnetKey } from '../../control/subnet/ip4.ts';
 import { parseSubnetFile, readPreviousSubnet, renderSubnetFile } from '../../control/subnet/subnet-file.ts';
+import { formatIp6, mask6, notAHostAddress6, parseCidr6, parseIp6 } from '../../control/subnet/ip6.ts';
+import { leaseKeyName, parseLeaseKey } from '../../control/subnet/lease-key.ts';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -106,9 +108,10 @@ test('lease parser: any value gives usable attributes or a LeaseFormatError; acc
   // flannel-shaped leases too, so the accepting path is exercised, not only the rejections
   const plausible = fc.record({
     PublicIP: fc.oneof(fc.ipV4(), fc.constantFrom('0.0.0.0', '255.255.255.255', '127.0.0.1', '224.0.0.1', '239.1.2.3', '240.0.0.1', '0.1.2.3')),
-    PublicIPv6: fc.constant(null),
+    PublicIPv6: fc.oneof(fc.constant(null), fc.ipV6(), fc.constantFrom('::', '::1', 'ff02::1', 'fe80::1', '::ffff:10.0.0.1', 'FD00::0:1')),
     BackendType: fc.constantFrom('vxlan', 'host-gw'),
     BackendData: fc.record({ VNI: fc.integer({ min: 0, max: 0xffffff }), VtepMAC: mac }),
+    BackendV6Data: fc.oneof(fc.constant(undefined), fc.record({ VNI: fc.integer({ min: 0, max: 0xffffff }), VtepMAC: mac })),
   });
   const text = fc.oneof(
     leaseObject.map((o) => JSON.stringify(o)),
@@ -125,7 +128,14 @@ test('lease parser: any value gives usable attributes or a LeaseFormatError; acc
         accepted++;
         assert.notEqual(parseIp4(a.publicIP), undefined);
         const first = Number(a.publicIP.split('.')[0]);
-        assert.ok(first !== 0 && first !== 127 && first < 224, `PublicIP ${a.publicIP} cannot be a node (this network, loopback, multicast, reserved or broadcast)`);
+        // 0.0.0.0 is an IPv6-only node's (flannel writes Go's zero IP4), and only with an IPv6 address
+        const v6only = a.publicIP === '0.0.0.0' && a.publicIPv6 !== null;
+        assert.ok(v6only || (first !== 0 && first !== 127 && first < 224), `PublicIP ${a.publicIP} cannot be a node (this network, loopback, multicast, reserved or broadcast)`);
+        if (a.publicIPv6 !== null) {
+          const v6 = parseIp6(a.publicIPv6);
+          assert.ok(v6 !== undefined && formatIp6(v6) === a.publicIPv6, "PublicIPv6 is kept in Go's canonical form");
+          assert.equal(notAHostAddress6(v6), undefined);
+        }
         assert.deepEqual(decodeAttrs(encodeAttrs(a)), a, 'what we accept we can write back unchanged');
         try {
           const v = decodeVxlanData(a);
@@ -172,6 +182,37 @@ test('subnet-key parser: only canonical <ip>-<len> keys with zero host bits are 
   );
 });
 
+test('lease-key parser (dual-stack and IPv6-only keys): only canonical keys are accepted, and they round-trip', () => {
+  const v6Like = fc.oneof(fc.ipV6(), fc.bigInt({ min: 0n, max: (1n << 128n) - 1n }).map(formatIp6), fc.constantFrom('fd00::', 'FD00::', 'fd00:0::', 'fd00::1', '::', 'fd00:10:244:1::'));
+  const keyLike = fc.oneof(
+    fc.tuple(fc.oneof(fc.ipV4(), fc.constant('0.0.0.0')), fc.nat(32), v6Like, fc.oneof(fc.nat(130), fc.string({ maxLength: 4 }))).map(([a, l, b, m]) => `${a}-${l}&${b}-${m}`),
+    fc.tuple(fc.constant('0.0.0.0-0'), v6Like, fc.nat(128)).map(([a, b, m]) => `${a}&${b}-${m}`),
+    fc.string(),
+  );
+  let accepted = 0;
+  fc.assert(
+    fc.property(keyLike, (k) => {
+      const s = parseLeaseKey(k);
+      if (!s) return true;
+      accepted++;
+      assert.equal(leaseKeyName(s), k, 'an accepted key is the canonical name of its subnets');
+      if (s.ipv6Subnet) assert.equal(s.ipv6Subnet.ip & mask6(s.ipv6Subnet.len), s.ipv6Subnet.ip, 'no host bits');
+      else assert.ok(s.subnet.len > 0, '"0.0.0.0-0" alone names nothing');
+      return true;
+    }),
+    params,
+  );
+  assert.ok(accepted > 0);
+  fc.assert(
+    fc.property(fc.integer({ min: 0, max: 0xffffffff }), fc.integer({ min: 0, max: 32 }), fc.bigInt({ min: 0n, max: (1n << 128n) - 1n }), fc.nat(128), (ip, len, ip6, len6) => {
+      const s = { subnet: { ip: (ip & mask(len)) >>> 0, len }, ipv6Subnet: { ip: ip6 & mask6(len6), len: len6 } };
+      assert.deepEqual(parseLeaseKey(leaseKeyName(s)), s);
+    }),
+    params,
+  );
+  assert.equal(leaseKeyName({ subnet: { ip: 0, len: 0 }, ipv6Subnet: parseCidr6('fd00:10:244:1::/64')! }), '0.0.0.0-0&fd00:10:244:1::-64', "an IPv6-only node's key, as flannel writes it");
+});
+
 test('subnet-file parser: any file content yields a subnet or nothing, never an exception; our own files round-trip', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'flannel-test-fuzz-'));
   try {
@@ -189,7 +230,7 @@ test('subnet-file parser: any file content yields a subnet or nothing, never an 
         assert.equal(typeof parseSubnetFile(text), 'object');
         writeFileSync(path, text);
         const s = await readPreviousSubnet(path);
-        if (s) assert.equal((s.ip & mask(s.len)) >>> 0, s.ip);
+        if (s) assert.equal((s.subnet.ip & mask(s.subnet.len)) >>> 0, s.subnet.ip);
       }),
       { numRuns: Math.min(RUNS, 2000) },
     );

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { LeaseCache, type CacheOutcome } from '../../control/subnet/lease-cache.ts';
 import { parseConfig } from '../../control/subnet/config.ts';
 import { parseCidr, formatCidr } from '../../control/subnet/ip4.ts';
+import { formatCidr6, parseCidr6 } from '../../control/subnet/ip6.ts';
 import type { RawEvent, RawLease } from '../../control/subnet/etcd-registry.ts';
 
 const PREFIX = '/coreos.com/network/subnets/';
@@ -116,5 +117,89 @@ test('after a store loss, peers missing from the store keep their entries until 
       .map((p) => p.attrs.publicIP)
       .sort(),
     ['10.0.0.3', '10.0.0.4'],
+  );
+});
+
+// flannel's dual-stack lease: key "<v4>-<len>&<v6>-<len>", PublicIPv6 and BackendV6Data
+const cfg6 = parseConfig('{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{"Type":"vxlan"}}');
+const cfg6only = parseConfig('{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{"Type":"vxlan"}}');
+const v6value = (ip: string, ip6: string | null, mac: string, mac6: string) =>
+  JSON.stringify({ PublicIP: ip, PublicIPv6: ip6, BackendType: 'vxlan', BackendData: ip === '0.0.0.0' ? undefined : { VNI: 1, VtepMAC: mac }, BackendV6Data: { VNI: 1, VtepMAC: mac6 } });
+const own6 = {
+  subnet: parseCidr('10.244.1.0/24')!,
+  ipv6Subnet: parseCidr6('fd00:10:244:1::/64')!,
+  attrs: { publicIP: '10.0.0.1', publicIPv6: 'fd00::1', backendType: 'vxlan', backendData: { VNI: 1, VtepMAC: 'aa:00:00:00:00:01' }, backendV6Data: { VNI: 1, VtepMAC: 'bb:00:00:00:00:01' } },
+  etcdLease: '1',
+};
+const OWN6_KEY = `${PREFIX}10.244.1.0-24&fd00:10:244:1::-64`;
+const dual = (n: number, o: { ip?: string; ip6?: string | null; mac6?: string; sub6?: string } = {}): RawLease => ({
+  key: `${PREFIX}10.244.${n}.0-24&${o.sub6 ?? `fd00:10:244:${n}::`}-64`,
+  value: v6value(o.ip ?? `10.0.0.${n}`, o.ip6 === undefined ? `fd00::${n}` : o.ip6, `aa:00:00:00:00:0${n}`, o.mac6 ?? `bb:00:00:00:00:0${n}`),
+  lease: '7',
+  modRevision: '1',
+});
+
+test('dual-stack: peers carry their IPv6 subnet; the hostile-lease rules hold for IPv6 (outside, overlapping, our public IPv6 or MAC, a taken one)', () => {
+  const rejected: [string, string][] = [];
+  const c = new LeaseCache({ subnetsPrefix: PREFIX, ownKey: OWN6_KEY, cfg: cfg6, own: own6, onReject: (k, r) => rejected.push([k, r]) });
+  const ownRaw: RawLease = { key: OWN6_KEY, value: v6value('10.0.0.1', 'fd00::1', 'aa:00:00:00:00:01', 'bb:00:00:00:00:01'), lease: '1', modRevision: '1' };
+  const v4only = lease(9);
+  const out = c.list([
+    ownRaw,
+    dual(2),
+    v4only, // an IPv4-only node in a dual-stack network: flannel programs its IPv4 half
+    dual(3, { sub6: 'fd00:10:245:3::' }), // outside IPv6Network
+    dual(4, { sub6: 'fd00:10:244:1::' }), // our IPv6 subnet
+    dual(5, { ip6: 'fd00::1' }), // our public IPv6
+    dual(6, { mac6: 'bb:00:00:00:00:01' }), // our IPv6 VTEP MAC
+    dual(7, { sub6: 'fd00:10:244:2::' }), // peer 2's IPv6 subnet
+    dual(8, { ip6: 'fd00::2' }), // peer 2's public IPv6
+    dual(10, { ip6: 'fe80::10' }), // link-local: no zone in a lease
+    dual(11, { ip6: null }), // an IPv6 subnet but no address to reach it
+  ]);
+  assert.deepEqual(
+    out.events.map((e) => `${formatCidr(e.lease.subnet)} ${e.lease.ipv6Subnet ? formatCidr6(e.lease.ipv6Subnet) : '-'}`),
+    ['10.244.2.0/24 fd00:10:244:2::/64', '10.244.9.0/24 -'],
+  );
+  const why = Object.fromEntries(rejected.map(([k, r]) => [k.slice(PREFIX.length).split('.')[2], r]));
+  assert.match(why['3']!, /outside IPv6Network/);
+  assert.match(why['4']!, /overlaps our own fd00:10:244:1::\/64/);
+  assert.match(why['5']!, /our own public IPv6/);
+  assert.match(why['6']!, /our own IPv6 VTEP MAC/);
+  assert.match(why['7']!, /IPv6 subnet fd00:10:244:2::\/64 overlaps the lease of 10.0.0.2/);
+  assert.match(why['8']!, /public IP fd00::2 already holds/);
+  assert.match(why['10']!, /link-local/);
+  assert.match(why['11']!, /no PublicIPv6/);
+  // the holder goes: the lease that clashed with it over the IPv6 subnet takes its place
+  assert.deepEqual(
+    c.apply([{ type: 'delete', key: dual(2).key }]).events.map((e) => `${e.type} ${e.lease.ipv6Subnet ? formatCidr6(e.lease.ipv6Subnet) : ''}`),
+    ['removed fd00:10:244:2::/64', 'added fd00:10:244:2::/64', 'added fd00:10:244:8::/64'],
+    'peer 7 (its IPv6 subnet) and peer 8 (its public IPv6) clashed with peer 2',
+  );
+});
+
+test('IPv6-only: keys "0.0.0.0-0&<v6>-<len>", PublicIP 0.0.0.0 for everyone; IPv4 keys and leases without IPv6 are refused', () => {
+  const ownOnly = {
+    subnet: { ip: 0, len: 0 },
+    ipv6Subnet: parseCidr6('fd00:10:244:1::/64')!,
+    attrs: { publicIP: '0.0.0.0', publicIPv6: 'fd00::1', backendType: 'vxlan', backendV6Data: { VNI: 1, VtepMAC: 'bb:00:00:00:00:01' } },
+    etcdLease: '1',
+  };
+  const ownKey = `${PREFIX}0.0.0.0-0&fd00:10:244:1::-64`;
+  const rejected: string[] = [];
+  const c = new LeaseCache({ subnetsPrefix: PREFIX, ownKey, cfg: cfg6only, own: ownOnly, onReject: (_k, r) => rejected.push(r) });
+  const only = (n: number): RawLease => ({ key: `${PREFIX}0.0.0.0-0&fd00:10:244:${n}::-64`, value: v6value('0.0.0.0', `fd00::${n}`, '', `bb:00:00:00:00:0${n}`), lease: '7', modRevision: '1' });
+  const ownRaw: RawLease = { key: ownKey, value: v6value('0.0.0.0', 'fd00::1', '', 'bb:00:00:00:00:01'), lease: '1', modRevision: '1' };
+  const out = c.list([ownRaw, only(2), only(3), lease(4), dual(5)]);
+  assert.deepEqual(
+    out.events.map((e) => formatCidr6(e.lease.ipv6Subnet!)),
+    ['fd00:10:244:2::/64', 'fd00:10:244:3::/64'],
+    'two nodes with PublicIP 0.0.0.0 are two nodes',
+  );
+  assert.deepEqual(out.ownLost, []);
+  assert.equal(rejected.length, 2, rejected.join('; '));
+  assert.ok(
+    rejected.every((r) => /is IPv4, and the network is IPv6-only/.test(r)),
+    'an IPv4 lease and a dual-stack lease',
   );
 });

@@ -6,10 +6,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { LeaseWatch } from '../../control/subnet/lease-watch.ts';
 import { parseConfig } from '../../control/subnet/config.ts';
-import { formatCidr, parseCidr, type Subnet } from '../../control/subnet/ip4.ts';
+import { formatCidr, parseCidr } from '../../control/subnet/ip4.ts';
 import type { LeaseStore, RawEvent, RawLease, WatchHandlers } from '../../control/subnet/etcd-registry.ts';
 import type { LeaseEvent } from '../../control/subnet/lease.ts';
 import { silentLogger } from '../../control/log.ts';
+import { leaseKeyName, type LeaseSubnets } from '../../control/subnet/lease-key.ts';
 
 const PREFIX = '/coreos.com/network/subnets/';
 const value = (ip: string, mac: string) => JSON.stringify({ PublicIP: ip, PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: mac } });
@@ -27,8 +28,8 @@ class FakeStore implements LeaseStore {
   /** false: watchLeases never resolves (etcd lost the confirmation) */
   confirm = true;
   readonly watches: { from: string; h: WatchHandlers; cancelled: boolean }[] = [];
-  leaseKey(s: Subnet) {
-    return `${PREFIX}${formatCidr(s).replace('/', '-')}`;
+  leaseKey(s: LeaseSubnets) {
+    return `${PREFIX}${leaseKeyName(s)}`;
   }
   listLeases() {
     this.lists++;
@@ -143,7 +144,7 @@ test('our own lease deleted in a watch event is reported lost', async () => {
   const { w, lost } = start(store);
   await w.synced;
   await until(() => store.watches.length === 1, 'a watch is opened');
-  store.send([{ type: 'delete', key: store.leaseKey(own.subnet) }]);
+  store.send([{ type: 'delete', key: store.leaseKey(own) }]);
   await w.drain();
   assert.match(lost[0] ?? '', /deleted or expired/);
   await w.stop();
