@@ -8,12 +8,14 @@ import { leaveBpfMode, type VxlanModeOptions } from '../backend/vxlan/index.js';
 import { lookupExternalInterface, type IfaceOptions } from '../iface/select.js';
 import { EtcdRegistry, type EtcdOptions } from '../subnet/etcd-registry.js';
 import { formatCidr } from '../subnet/ip4.js';
+import { formatCidr6 } from '../subnet/ip6.js';
+import { hasIPv4, leaseName } from '../subnet/lease-key.js';
 import { SubnetManager, type LeaseWatch } from '../subnet/manager.js';
 import { readPreviousSubnet, writeSubnetFile } from '../subnet/subnet-file.js';
 import type { NetworkConfig } from '../subnet/config.js';
 import type { Lease } from '../subnet/lease.js';
 import type { ExternalInterface } from '../iface/select.js';
-import { ensureRules, forwardRules, masqRules, removeRules, supportsRandomFully, type Rule } from '../firewall/iptables.js';
+import { ensureRules, forwardRules, forwardRules6, masqRules, masqRules6, removeRules, supportsRandomFully, type Rule } from '../firewall/iptables.js';
 import { NftTables, nftSupportsRandomFully, removeNftTables } from '../firewall/nftables.js';
 import { RulesKeeper } from '../firewall/keeper.js';
 import { BlackholeRoute } from './blackhole.js';
@@ -79,24 +81,29 @@ export class Agent {
     this.registry = new EtcdRegistry(this.o.etcd);
     this.manager = new SubnetManager({ registry: this.registry, log, renewMarginMs: this.o.renewMarginMinutes * 60_000, subnetTTLSeconds: this.o.leaseTtlSeconds, configFile: this.o.netConfigPath });
     const cfg = await this.manager.waitForConfig(this.abort.signal);
-    log.info({ network: formatCidr(cfg.network), subnetLen: cfg.subnetLen, backend: cfg.backend.Type }, 'network config');
+    const c6 = cfg.ipv6 ? { ipv6Network: formatCidr6(cfg.ipv6.network), ipv6SubnetLen: cfg.ipv6.subnetLen } : {};
+    log.info({ ...(cfg.enableIPv4 ? { network: formatCidr(cfg.network), subnetLen: cfg.subnetLen } : {}), ...c6, backend: cfg.backend.Type }, 'network config');
     this.cfg = cfg;
     const missing = missingCapabilities({ backend: cfg.backend.Type, bpf: this.o.bpf.enabled });
     if (missing.length) throw new MissingCapabilityError(missing);
 
-    const ext = await lookupExternalInterface(this.o.iface);
-    log.info({ iface: ext.iface.name, ifaceAddr: ext.ifaceAddr, publicIP: ext.publicIP, mtu: ext.iface.mtu }, 'using interface');
+    const stack = !cfg.enableIPv6 ? 'ipv4' : cfg.enableIPv4 ? 'dual' : 'ipv6';
+    const ext = await lookupExternalInterface({ ...this.o.iface, stack });
+    log.info(
+      { iface: ext.iface.name, ifaceAddr: ext.ifaceAddr, publicIP: ext.publicIP, ...(ext.publicIPv6 ? { ifaceAddr6: ext.ifaceAddr6, publicIPv6: ext.publicIPv6 } : {}), mtu: ext.iface.mtu },
+      'using interface',
+    );
     this.ext = ext;
 
     const backend = createBackend({ cfg, ext, log }, this.o.bpf);
     this.backend = backend;
     // the vxlan backend decides for itself; the others never run BPF, so whatever a BPF run left goes
-    if (cfg.backend.Type !== 'vxlan') await leaveBpfMode(this.o.bpf.pinRoot, log);
+    if (cfg.backend.Type !== 'vxlan' || !cfg.enableIPv4) await leaveBpfMode(this.o.bpf.pinRoot, log);
     const { attrs, mtu } = await backend.prepare();
 
     const previous = await readPreviousSubnet(this.o.subnetFile);
     const lease = await this.manager.acquireLease(cfg, attrs, previous, this.abort.signal);
-    log.info({ subnet: formatCidr(lease.subnet), expiration: lease.expiration ?? 'never (reservation)' }, 'lease acquired');
+    log.info({ subnet: leaseName(lease), expiration: lease.expiration ?? 'never (reservation)' }, 'lease acquired');
     this.lease = lease;
     await backend.start(lease);
 
@@ -124,13 +131,18 @@ export class Agent {
     this.startup.programMs = performance.now() - t0;
 
     await this.startFirewall(cfg, lease);
-    if (this.o.blackholeRoute) {
+    if (this.o.blackholeRoute && hasIPv4(lease)) {
       this.blackhole = new BlackholeRoute(lease.subnet, this.o.iptablesResyncMs, log);
       await this.blackhole.ensure();
       this.blackhole.start();
     }
-    await writeSubnetFile(this.o.subnetFile, { network: cfg.network, subnet: lease.subnet, mtu, ipMasq: this.o.ipMasq });
-    log.info({ file: this.o.subnetFile, subnet: formatCidr(lease.subnet), mtu }, 'wrote the subnet file');
+    await writeSubnetFile(this.o.subnetFile, {
+      ...(cfg.enableIPv4 ? { network: cfg.network, subnet: lease.subnet } : {}),
+      ...(cfg.ipv6 && lease.ipv6Subnet ? { ipv6Network: cfg.ipv6.network, ipv6Subnet: lease.ipv6Subnet } : {}),
+      mtu,
+      ipMasq: this.o.ipMasq,
+    });
+    log.info({ file: this.o.subnetFile, subnet: leaseName(lease), mtu }, 'wrote the subnet file');
     this.manager.startRenewal(lease, (l) => (this.lease = l), leaseLost);
     this.reconcileTimer = setInterval(() => {
       void this.exclusive(async () => {
@@ -164,11 +176,17 @@ export class Agent {
     let ensure: () => Promise<string[]>;
     if (cfg.enableNFTables) {
       const randomFully = !this.o.ipMasqRandomFullyDisable && (await nftSupportsRandomFully());
-      const tables = new NftTables({ network: cfg.network, subnet: lease.subnet, masq: this.o.ipMasq, forward: this.o.forwardRules, randomFully });
+      const v6 = cfg.ipv6 && lease.ipv6Subnet ? { ipv6Network: cfg.ipv6.network, ipv6Subnet: lease.ipv6Subnet } : {};
+      const v4 = cfg.enableIPv4 ? { network: cfg.network, subnet: lease.subnet } : {};
+      const tables = new NftTables({ ...v4, ...v6, masq: this.o.ipMasq, forward: this.o.forwardRules, randomFully });
       ensure = () => tables.ensure();
     } else {
       const randomFully = !this.o.ipMasqRandomFullyDisable && (await supportsRandomFully());
-      const rules: Rule[] = [...(this.o.forwardRules ? forwardRules(cfg.network) : []), ...(this.o.ipMasq ? masqRules(cfg.network, lease.subnet, randomFully) : [])];
+      // flannel writes each family's rules only when the family is on: iptables for IPv4, ip6tables for IPv6
+      const rules: Rule[] = [];
+      if (cfg.enableIPv4) rules.push(...(this.o.forwardRules ? forwardRules(cfg.network) : []), ...(this.o.ipMasq ? masqRules(cfg.network, lease.subnet, randomFully) : []));
+      if (cfg.ipv6 && lease.ipv6Subnet)
+        rules.push(...(this.o.forwardRules ? forwardRules6(cfg.ipv6.network) : []), ...(this.o.ipMasq ? masqRules6(cfg.ipv6.network, lease.ipv6Subnet, randomFully) : []));
       ensure = () => ensureRules(rules);
     }
     this.firewall = new RulesKeeper(ensure, this.o.iptablesResyncMs, log);
@@ -205,11 +223,15 @@ export class Agent {
       pid: process.pid,
       memory: { ...process.memoryUsage() },
       startedAt: this.startedAt.toISOString(),
-      node: this.ext ? { iface: this.ext.iface.name, ifaceAddr: this.ext.ifaceAddr, publicIP: this.ext.publicIP } : null,
-      network: this.cfg ? formatCidr(this.cfg.network) : null,
-      lease: this.lease ? { subnet: formatCidr(this.lease.subnet), expiration: exp?.toISOString() ?? null, expiresInSeconds: exp ? Math.round((exp.getTime() - Date.now()) / 1000) : null } : null,
+      node: this.ext ? { iface: this.ext.iface.name, ifaceAddr: this.ext.ifaceAddr, publicIP: this.ext.publicIP, ...(this.ext.publicIPv6 ? { publicIPv6: this.ext.publicIPv6 } : {}) } : null,
+      network: this.cfg ? [...(this.cfg.enableIPv4 ? [formatCidr(this.cfg.network)] : []), ...(this.cfg.ipv6 ? [formatCidr6(this.cfg.ipv6.network)] : [])].join(' ') : null,
+      lease: this.lease ? { subnet: leaseName(this.lease), expiration: exp?.toISOString() ?? null, expiresInSeconds: exp ? Math.round((exp.getTime() - Date.now()) / 1000) : null } : null,
       backend: d ?? null,
-      peers: (this.watch?.peers() ?? []).map((p) => ({ subnet: formatCidr(p.subnet), publicIP: p.attrs.publicIP })),
+      peers: (this.watch?.peers() ?? []).map((p) => ({
+        subnet: hasIPv4(p) ? formatCidr(p.subnet) : formatCidr6(p.ipv6Subnet!),
+        publicIP: p.attrs.publicIP,
+        ...(p.ipv6Subnet ? { ipv6Subnet: formatCidr6(p.ipv6Subnet), publicIPv6: p.attrs.publicIPv6 } : {}),
+      })),
       watch: {
         events: ws?.events ?? 0,
         relists: ws?.relists ?? 0,

@@ -14,7 +14,7 @@ export interface AgentStatus {
   lease: { subnet: string; expiration: string | null; expiresInSeconds: number | null } | null;
   /** the backend's own description: type, mode, device, and fallbackReason when BPF could not be used */
   backend: BackendDescription | null;
-  peers: { subnet: string; publicIP: string }[];
+  peers: { subnet: string; publicIP: string; ipv6Subnet?: string; publicIPv6?: string | null }[];
   watch: { events: number; relists: number; rejected: number; reconnects: number; storeLosses: number; watchStalls: number; lastEventAgeSeconds: number | null };
   /** the first programming of every known peer, and the whole start, in ms (null until ready) */
   startup: { programMs: number | null; readyMs: number | null };

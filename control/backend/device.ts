@@ -1,8 +1,9 @@
 // What every backend with a device of its own does to it (flannel.<VNI> for vxlan, flannel0 for udp):
 // the subnet's address, and no IPv6 on an IPv4-only network.
 import { writeFileSync } from 'node:fs';
-import { AF_INET, exec, listAddrs, type Link } from '../kernel/netlink.js';
+import { AF_INET, AF_INET6, exec, listAddrs, type Link } from '../kernel/netlink.js';
 import { formatIp4, type Subnet } from '../subnet/ip4.js';
+import { formatIp6, type Subnet6 } from '../subnet/ip6.js';
 
 /** Our subnet's network address as <ip>/32 on the device, and no other IPv4 address, as flannel does. */
 export async function ensureDeviceAddress(link: Pick<Link, 'index'>, subnet: Subnet): Promise<void> {
@@ -21,4 +22,14 @@ export function disableIpv6(device: string): void {
   } catch {
     /* IPv6 disabled in this kernel: nothing to do */
   }
+}
+
+/** flannel's ConfigureIPv6: our IPv6 subnet's first address as <ip>/128 on the device, no other global IPv6. */
+export async function ensureDeviceAddress6(link: Pick<Link, 'index'>, subnet: Subnet6): Promise<void> {
+  const want = formatIp6(subnet.ip);
+  const addrs = (await listAddrs(AF_INET6, link.index)).filter((a) => a.scope === 0);
+  for (const a of addrs) {
+    if (a.address !== want || a.prefixLen !== 128) await exec({ type: 'addr', action: 'delete', dev: link.index, address: a.address, prefixLen: a.prefixLen });
+  }
+  if (!addrs.some((a) => a.address === want && a.prefixLen === 128)) await exec({ type: 'addr', action: 'replace', dev: link.index, address: want, prefixLen: 128 });
 }

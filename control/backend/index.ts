@@ -1,9 +1,14 @@
+// Which backend a network config asks for. With IPv6 on, each backend runs an IPv6 half beside its
+// IPv4 half (dual-stack.ts), or alone on an IPv6-only network.
 import type { Backend, BackendContext } from './types.js';
 import { VxlanBackend, type VxlanModeOptions } from './vxlan/index.js';
+import { ClassicVxlan6Backend } from './vxlan/classic6.js';
 import { HostGwBackend } from './hostgw/hostgw.js';
+import { HostGw6Backend } from './hostgw/hostgw6.js';
 import { UdpBackend } from './udp/udp.js';
+import { DualStackBackend } from './dual-stack.js';
 
-export function createBackend(ctx: BackendContext, bpf: VxlanModeOptions): Backend {
+function ipv4Backend(ctx: BackendContext, bpf: VxlanModeOptions): Backend {
   const type = ctx.cfg.backend.Type;
   switch (type) {
     case 'vxlan':
@@ -15,4 +20,30 @@ export function createBackend(ctx: BackendContext, bpf: VxlanModeOptions): Backe
     default:
       throw new Error(`unknown backend type ${JSON.stringify(type)} in the network config: use "vxlan", "host-gw" or "udp"`);
   }
+}
+
+function ipv6Backend(ctx: BackendContext): Backend {
+  const type = ctx.cfg.backend.Type;
+  switch (type) {
+    case 'vxlan':
+      return new ClassicVxlan6Backend(ctx);
+    case 'host-gw':
+      return new HostGw6Backend(ctx);
+    case 'udp':
+      // flannel's udp backend is IPv4 only too
+      throw new Error('the udp backend carries IPv4 only (as in flannel): with EnableIPv6 use "vxlan" or "host-gw"');
+    default:
+      throw new Error(`unknown backend type ${JSON.stringify(type)} in the network config: use "vxlan", "host-gw" or "udp"`);
+  }
+}
+
+// BPF mode's flannel.1 is a collect-metadata VXLAN device: the kernel opens its UDP port for IPv4 and
+// IPv6 alike, so flannel-v6.1 cannot bind the same port beside it (EADDRINUSE), and the BPF programs
+// carry IPv4 only. A network with IPv6 therefore runs classic vxlan for both families, as flannel does.
+const BPF_NEEDS_IPV4_ONLY = 'the network config enables IPv6: the BPF data plane carries IPv4 only, and its flannel.1 would hold the VXLAN port flannel-v6.1 needs';
+
+export function createBackend(ctx: BackendContext, bpf: VxlanModeOptions): Backend {
+  if (!ctx.cfg.enableIPv6) return ipv4Backend(ctx, bpf);
+  const v6 = ipv6Backend(ctx);
+  return new DualStackBackend(ctx.cfg.enableIPv4 ? ipv4Backend(ctx, { ...bpf, impossible: BPF_NEEDS_IPV4_ONLY }) : undefined, v6);
 }

@@ -98,6 +98,8 @@ export interface BackendDescription extends ProgrammerStats {
   /** bypass on, but its receive side off (the guard runs in XDP) */
   vxlanBypassReceive?: string;
   localPods?: number;
+  /** a network with IPv6: the IPv6 half (flannel-v6.1 or host-gw's IPv6 routes) */
+  ipv6?: { device?: string; peers: number };
   attached?: number;
   detached?: number;
   stalePods?: number;

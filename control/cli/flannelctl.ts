@@ -98,6 +98,11 @@ export function buildCtl(): Command {
           .choices(['veth', 'nic'])
           .default('veth'),
       )
+      .addOption(
+        new Option('--ipv6 <stack>', 'IPv6 in the network config: off (IPv4 only), dual (dual-stack, fd00:10:244::/56 beside 10.244.0.0/16) or only (IPv6-only); the underlay runs IPv6 too')
+          .choices(['off', 'dual', 'only'])
+          .default('off'),
+      )
       .option('--no-measure', 'skip the iperf3/ping figure'),
   ).action(async (o: LabUpOptions, c: Command) => {
     checkLab(c, o);

@@ -11,6 +11,7 @@ import { HealthServer } from '../health/server.js';
 import { createLogger } from '../log.js';
 import { ConfigError } from '../subnet/config.js';
 import { parseIp4 } from '../subnet/ip4.js';
+import { formatIp6, notAHostAddress6, parseIp6 } from '../subnet/ip6.js';
 import { projectRoot } from '../paths.js';
 
 /**
@@ -52,6 +53,15 @@ const bool = (v: string) => {
 const ipv4 = (v: string) => {
   if (parseIp4(v) === undefined) throw new InvalidArgumentError('not an IPv4 address');
   return v;
+};
+
+// canonical (Go's) form: the lease JSON must carry the address as flannel prints it
+const ipv6 = (v: string) => {
+  const ip = parseIp6(v);
+  if (ip === undefined) throw new InvalidArgumentError('not an IPv6 address');
+  const why = notAHostAddress6(ip);
+  if (why) throw new InvalidArgumentError(`${v} ${why}: other nodes cannot reach this one there`);
+  return formatIp6(ip);
 };
 
 const opt = (flags: string, desc: string, env: string) => new Option(flags, desc).env(env);
@@ -107,7 +117,7 @@ export function buildCommand(): Command {
   cmd.version((JSON.parse(readFileSync(join(projectRoot(), 'package.json'), 'utf8')) as { version: string }).version, '--version', 'print the version and exit');
   for (const o of etcdFlagOptions()) cmd.addOption(o);
   return cmd
-    .addOption(opt('--iface <name-or-ip>', 'interface (name or IPv4) for inter-host traffic; repeatable, first match wins', 'FLANNELD_IFACE').argParser(collect).default([]))
+    .addOption(opt('--iface <name-or-ip>', 'interface (name, IPv4 or IPv6 address) for inter-host traffic; repeatable, first match wins', 'FLANNELD_IFACE').argParser(collect).default([]))
     .addOption(opt('--iface-regex <regex>', 'regex matched against interface IPs, then names; repeatable; used when no --iface matches', 'FLANNELD_IFACE_REGEX').argParser(collect).default([]))
     .addOption(
       opt(
@@ -117,6 +127,11 @@ export function buildCommand(): Command {
       ).argParser(ipv4),
     )
     .addOption(opt('--public-ip <ip>', 'IPv4 address other nodes use to reach this one (default: the interface address)', 'FLANNELD_PUBLIC_IP').argParser(ipv4))
+    .addOption(
+      opt('--public-ipv6 <ip>', "IPv6 address other nodes use to reach this one when the network config enables IPv6 (default: the interface's first global IPv6)", 'FLANNELD_PUBLIC_IPV6').argParser(
+        ipv6,
+      ),
+    )
     .addOption(opt('--subnet-file <file>', 'where to write the subnet environment for the CNI plugin', 'FLANNELD_SUBNET_FILE').default('/run/flannel/subnet.env'))
     .addOption(
       opt('--subnet-lease-renew-margin <minutes>', 'renew the 24 h lease this many minutes before it expires (1-1439)', 'FLANNELD_SUBNET_LEASE_RENEW_MARGIN')
@@ -235,6 +250,7 @@ export interface FlanneldFlags {
   iface: string[];
   ifaceRegex: string[];
   publicIp?: string;
+  publicIpv6?: string;
   ifaceCanReach?: string;
   ipMasqFullyRandomDisable: boolean;
   ipBlackholeRoute: boolean;
@@ -317,7 +333,7 @@ async function main(): Promise<void> {
   }
   const agent = new Agent({
     etcd: etcdOptions(f),
-    iface: { iface: f.iface, ifaceRegex: f.ifaceRegex, publicIP: f.publicIp, ifaceCanReach: f.ifaceCanReach },
+    iface: { iface: f.iface, ifaceRegex: f.ifaceRegex, publicIP: f.publicIp, ...(f.publicIpv6 ? { publicIPv6: f.publicIpv6 } : {}), ifaceCanReach: f.ifaceCanReach },
     subnetFile: f.subnetFile,
     renewMarginMinutes: f.subnetLeaseRenewMargin,
     leaseTtlSeconds: f.subnetLeaseTtl,

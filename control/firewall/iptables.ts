@@ -7,6 +7,7 @@
 // and established flows keep their conntrack NAT mappings either way.
 import { execFile } from 'node:child_process';
 import { formatCidr, type Subnet } from '../subnet/ip4.js';
+import { formatCidr6, type Subnet6 } from '../subnet/ip6.js';
 
 export type Table = 'nat' | 'filter';
 
@@ -15,6 +16,8 @@ export interface Rule {
   table: Table;
   chain: string;
   spec: string;
+  /** 6: an ip6tables rule (flannel's IPv6 rules: the same chains and text with IPv6 networks) */
+  family?: 6;
 }
 
 export const MASQ_CHAIN = 'FLANNEL-POSTRTG';
@@ -28,8 +31,15 @@ const masq = (match: string, target: string): Rule => ({ table: 'nat', chain: MA
 
 /** flannel's masquerade rules for its network and this node's subnet, in flannel's order. */
 export function masqRules(network: Subnet, subnet: Subnet, randomFully: boolean): Rule[] {
-  const net = formatCidr(network);
-  const pod = formatCidr(subnet);
+  return masqRulesFor(formatCidr(network), formatCidr(subnet), '224.0.0.0/4', randomFully);
+}
+
+/** flannel's masqIP6Rules: the same rules for the IPv6 network, multicast being ff00::/8. */
+export function masqRules6(network: Subnet6, subnet: Subnet6, randomFully: boolean): Rule[] {
+  return masqRulesFor(formatCidr6(network), formatCidr6(subnet), 'ff00::/8', randomFully).map((r) => ({ ...r, family: 6 as const }));
+}
+
+function masqRulesFor(net: string, pod: string, multicast: string, randomFully: boolean): Rule[] {
   const masquerade = randomFully ? 'MASQUERADE --random-fully' : 'MASQUERADE';
   return [
     { table: 'nat', chain: 'POSTROUTING', spec: `-m comment --comment "flanneld masq" -j ${MASQ_CHAIN}` },
@@ -40,7 +50,7 @@ export function masqRules(network: Subnet, subnet: Subnet, randomFully: boolean)
     // external traffic arriving for a pod of this node keeps its source too
     masq(`! -s ${net} -d ${pod}`, 'RETURN'),
     // pods leaving the overlay (but not to multicast) take the node's address
-    masq(`-s ${net} ! -d 224.0.0.0/4`, masquerade),
+    masq(`-s ${net} ! -d ${multicast}`, masquerade),
     // and the host reaching into the overlay takes an address the overlay can answer
     masq(`! -s ${net} -d ${net}`, masquerade),
   ];
@@ -48,7 +58,15 @@ export function masqRules(network: Subnet, subnet: Subnet, randomFully: boolean)
 
 /** flannel's --iptables-forward-rules: accept forwarding from and to the network. */
 export function forwardRules(network: Subnet): Rule[] {
-  const net = formatCidr(network);
+  return forwardRulesFor(formatCidr(network));
+}
+
+/** The same for the IPv6 network, in ip6tables. */
+export function forwardRules6(network: Subnet6): Rule[] {
+  return forwardRulesFor(formatCidr6(network)).map((r) => ({ ...r, family: 6 as const }));
+}
+
+function forwardRulesFor(net: string): Rule[] {
   const fwd = (spec: string): Rule => ({ table: 'filter', chain: FWD_CHAIN, spec: `${spec} -m comment --comment "flanneld forward" -j ACCEPT` });
   return [{ table: 'filter', chain: 'FORWARD', spec: `-m comment --comment "flanneld forward" -j ${FWD_CHAIN}` }, fwd(`-s ${net}`), fwd(`-d ${net}`)];
 }
@@ -110,10 +128,22 @@ function parseSave(text: string): Saved {
  */
 export async function ensureRules(rules: Rule[]): Promise<string[]> {
   const changed: string[] = [];
+  for (const family of [4, 6] as const) {
+    const mine = rules.filter((r) => (r.family ?? 4) === family);
+    if (mine.length) changed.push(...(await ensureFamily(mine, family)));
+  }
+  return changed;
+}
+
+const bin = (family: 4 | 6, tool: 'save' | 'restore') => `${family === 6 ? 'ip6tables' : 'iptables'}-${tool}`;
+
+async function ensureFamily(rules: Rule[], family: 4 | 6): Promise<string[]> {
+  const changed: string[] = [];
+  const v = family === 6 ? 'ip6tables ' : '';
   for (const table of ['filter', 'nat'] as const) {
     const want = rules.filter((r) => r.table === table);
     if (!want.length) continue;
-    const have = parseSave(await run('iptables-save', ['-t', table]));
+    const have = parseSave(await run(bin(family, 'save'), ['-t', table]));
     // our chains first: a jump may only name a chain that exists
     const chains = [...new Set(want.map((r) => r.chain))].sort((a, b) => Number(!OWNED[a]) - Number(!OWNED[b]));
     const lines: string[] = [];
@@ -124,16 +154,16 @@ export async function ensureRules(rules: Rule[]): Promise<string[]> {
         if (have.chains.has(chain) && cur.join('\n') === specs.join('\n')) continue;
         // declaring a chain under --noflush creates it or empties it, inside this one transaction
         lines.push(`:${chain} - [0:0]`, ...specs.map((s) => `-A ${chain} ${s}`));
-        changed.push(`${table} ${chain}`);
+        changed.push(`${v}${table} ${chain}`);
       } else {
         for (const s of specs) {
           if (cur.includes(s)) continue;
           lines.push(`-A ${chain} ${s}`);
-          changed.push(`${table} ${chain} jump`);
+          changed.push(`${v}${table} ${chain} jump`);
         }
       }
     }
-    if (lines.length) await run('iptables-restore', ['-w', '5', '--noflush'], `*${table}\n${lines.join('\n')}\nCOMMIT\n`);
+    if (lines.length) await run(bin(family, 'restore'), ['-w', '5', '--noflush'], `*${table}\n${lines.join('\n')}\nCOMMIT\n`);
   }
   return changed;
 }
@@ -141,14 +171,31 @@ export async function ensureRules(rules: Rule[]): Promise<string[]> {
 /** Removes our jumps and chains (the explicit cleanup; the agent itself never does this). */
 export async function removeRules(): Promise<string[]> {
   const removed: string[] = [];
+  for (const family of [4, 6] as const) {
+    // no ip6tables, or IPv6 off in this kernel: there cannot be IPv6 rules of ours either
+    if (
+      family === 6 &&
+      !(await run(bin(6, 'save'), ['-t', 'filter']).then(
+        () => true,
+        () => false,
+      ))
+    )
+      continue;
+    removed.push(...(await removeFamily(family)));
+  }
+  return removed;
+}
+
+async function removeFamily(family: 4 | 6): Promise<string[]> {
+  const removed: string[] = [];
   for (const [chain, table] of Object.entries(OWNED)) {
-    const have = parseSave(await run('iptables-save', ['-t', table]));
+    const have = parseSave(await run(bin(family, 'save'), ['-t', table]));
     if (!have.chains.has(chain)) continue;
     const lines: string[] = [];
     for (const [from, specs] of have.rules) for (const s of specs) if (from !== chain && s.endsWith(`-j ${chain}`)) lines.push(`-D ${from} ${s}`);
     lines.push(`:${chain} - [0:0]`, `-X ${chain}`);
-    await run('iptables-restore', ['-w', '5', '--noflush'], `*${table}\n${lines.join('\n')}\nCOMMIT\n`);
-    removed.push(`${table} ${chain}`);
+    await run(bin(family, 'restore'), ['-w', '5', '--noflush'], `*${table}\n${lines.join('\n')}\nCOMMIT\n`);
+    removed.push(`${family === 6 ? 'ip6tables ' : ''}${table} ${chain}`);
   }
   return removed;
 }

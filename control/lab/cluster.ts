@@ -15,22 +15,31 @@ import { inNs, ip, until } from './netns.js';
 import { startEtcd, type EtcdServer } from './etcd.js';
 import { parseSubnetFile } from '../subnet/subnet-file.js';
 import { parseCidr, type Subnet } from '../subnet/ip4.js';
+import { parseCidr6, type Subnet6 } from '../subnet/ip6.js';
+import { NO_IPV4 } from '../subnet/lease-key.js';
 
 export const ROOT = projectRoot();
 export const FLANNELD = join(ROOT, 'dist', 'control', 'cli', 'flanneld.js');
 export const CNI_BIN = join(ROOT, 'bin');
 export const UNDERLAY_GW = '172.20.0.1';
+/** the underlay's IPv6 (LabOptions.ipv6): the gateway, and node i at ::1<i> */
+export const UNDERLAY_GW6 = 'fd00:172:20::1';
 export const PREFIX = '/coreos.com/network';
 
 export interface Pod {
   ns: string;
+  /** the pod's IPv4 address (its IPv6 one on an IPv6-only network) */
   ip: string;
+  /** on a network with IPv6: the pod's IPv6 address */
+  ip6?: string;
 }
 
 export interface LabNode {
   index: number;
   ns: string;
   ip: string;
+  /** the node's underlay IPv6 address (LabOptions.ipv6) */
+  ip6?: string;
   dir: string;
   subnetFile: string;
   pinRoot: string;
@@ -60,6 +69,8 @@ export interface LabOptions {
    * merges on receive (GRO on), as a real NIC and its driver do.
    */
   underlay?: Underlay;
+  /** the underlay also runs IPv6 (fd00:172:20::/64): for dual-stack and IPv6-only network configs */
+  ipv6?: boolean;
 }
 
 export type Underlay = 'veth' | 'nic';
@@ -92,6 +103,7 @@ export class Lab {
   readonly detached: boolean;
   agentArgs: string[] = [];
   readonly underlayKind: Underlay;
+  readonly ipv6: boolean;
   etcd!: EtcdServer;
 
   /** use create(): a lab that is not built is of no use */
@@ -105,6 +117,7 @@ export class Lab {
     this.bpffs = join(this.tmp, 'bpf');
     this.agentArgs = o.agentArgs ?? [];
     this.underlayKind = o.underlay ?? 'veth';
+    this.ipv6 = o.ipv6 === true;
   }
 
   /** Builds the lab; on failure everything built so far is removed before the error propagates. */
@@ -140,6 +153,8 @@ export class Lab {
     await inNs(this.underlay, 'ip', 'link', 'set', 'lo', 'up');
     await inNs(this.underlay, 'ip', 'link', 'add', 'br0', 'type', 'bridge');
     await inNs(this.underlay, 'ip', 'addr', 'add', `${UNDERLAY_GW}/24`, 'dev', 'br0');
+    // nodad: an address in DAD is "tentative", and nothing can bind to it for a second or two
+    if (this.ipv6) await inNs(this.underlay, 'ip', 'addr', 'add', `${UNDERLAY_GW6}/64`, 'dev', 'br0', 'nodad');
     await inNs(this.underlay, 'ip', 'link', 'set', 'br0', 'up');
     this.etcd = await startEtcd({ netns: this.underlay, host: UNDERLAY_GW, clientPort: 2379, dataDir: join(this.tmp, 'etcd'), detached: this.detached });
     this.saveState();
@@ -165,10 +180,17 @@ export class Lab {
     }
     await ip('-n', ns, 'route', 'add', 'default', 'via', UNDERLAY_GW);
     await inNs(ns, 'sysctl', '-qw', 'net.ipv4.ip_forward=1');
+    const ip6 = this.ipv6 ? `fd00:172:20::${10 + i}` : undefined;
+    if (ip6) {
+      await ip('-n', ns, 'addr', 'add', `${ip6}/64`, 'dev', 'eth0', 'nodad');
+      await ip('-n', ns, '-6', 'route', 'add', 'default', 'via', UNDERLAY_GW6);
+      await inNs(ns, 'sysctl', '-qw', 'net.ipv6.conf.all.forwarding=1');
+    }
     this.nodes.push({
       index: i,
       ns,
       ip: nodeIp,
+      ...(ip6 ? { ip6 } : {}),
       dir,
       subnetFile: join(dir, 'subnet.env'),
       logFile: join(dir, 'flanneld.log'),
@@ -223,14 +245,16 @@ export class Lab {
   }
 
   /** Waits for the agent's subnet file and returns its lease subnet. */
-  async waitReady(node: LabNode, ms = 20_000): Promise<{ subnet: Subnet; mtu: number; env: Record<string, string> }> {
+  async waitReady(node: LabNode, ms = 20_000): Promise<{ subnet: Subnet; ipv6Subnet?: Subnet6; mtu: number; env: Record<string, string> }> {
     return until(
       `subnet file of ${node.ns}`,
       () => {
         if (node.agent && (node.agent.exitCode !== null || node.agent.signalCode !== null)) throw new Error(`agent exited (${node.agent.exitCode ?? node.agent.signalCode})`);
         if (!existsSync(node.subnetFile) || statSync(node.subnetFile).mtimeMs < (node.startedAt ?? 0)) return undefined;
         const env = parseSubnetFile(readFileSync(node.subnetFile, 'utf8'));
-        return { subnet: parseCidr(env.FLANNEL_SUBNET!)!, mtu: Number(env.FLANNEL_MTU), env };
+        // an IPv6-only node writes no FLANNEL_SUBNET
+        const ipv6Subnet = env.FLANNEL_IPV6_SUBNET ? parseCidr6(env.FLANNEL_IPV6_SUBNET) : undefined;
+        return { subnet: env.FLANNEL_SUBNET ? parseCidr(env.FLANNEL_SUBNET)! : NO_IPV4, ...(ipv6Subnet ? { ipv6Subnet } : {}), mtu: Number(env.FLANNEL_MTU), env };
       },
       ms,
     ).catch((e: Error) => {
@@ -250,7 +274,9 @@ export class Lab {
     if (r.status !== 0) throw new Error(`CNI ADD for ${ns} failed: ${out || r.stderr.toString()}`);
     await ip('-n', ns, 'link', 'set', 'lo', 'up');
     const result = JSON.parse(out) as { ips: { address: string }[] };
-    const pod: Pod = { ns, ip: result.ips[0]!.address.split('/')[0]! };
+    const addrs = result.ips.map((x) => x.address.split('/')[0]!);
+    const v6 = addrs.find((a) => a.includes(':'));
+    const pod: Pod = { ns, ip: addrs.find((a) => !a.includes(':')) ?? v6!, ...(v6 ? { ip6: v6 } : {}) };
     node.pods.push(pod);
     return pod;
   }
@@ -283,11 +309,11 @@ export class Lab {
     }
   }
 
-  /** Every pod pings every pod on other nodes; returns the pairs that failed. */
+  /** Every pod pings every pod on other nodes (each of its addresses, IPv4 and IPv6); returns the pairs that failed. */
   async pingAll(): Promise<string[]> {
     const pods = this.nodes.flatMap((n) => n.pods.map((p) => ({ node: n, p })));
-    const checks = pods.flatMap((a) => pods.filter((b) => b.node !== a.node).map((b) => ({ a, b })));
-    const res = await Promise.all(checks.map(async ({ a, b }) => ((await this.ping(a.p, b.p.ip)) ? undefined : `${a.p.ns} -> ${b.p.ns} (${b.p.ip})`)));
+    const checks = pods.flatMap((a) => pods.filter((b) => b.node !== a.node).flatMap((b) => [...new Set([b.p.ip, ...(b.p.ip6 ? [b.p.ip6] : [])])].map((to) => ({ a, b, to }))));
+    const res = await Promise.all(checks.map(async ({ a, b, to }) => ((await this.ping(a.p, to)) ? undefined : `${a.p.ns} -> ${b.p.ns} (${to})`)));
     return res.filter((x): x is string => x !== undefined);
   }
 

@@ -10,7 +10,7 @@ import { inNs, until } from './netns.js';
 import { readDataPlane } from '../datapath/inspect.js';
 import * as L from '../datapath/layout.js';
 import { MAP } from '../datapath/objects.js';
-import { formatCidr } from '../subnet/ip4.js';
+import { leaseName } from '../subnet/lease-key.js';
 import { table as textTable } from '../text.js';
 
 export interface LabUpOptions {
@@ -21,6 +21,15 @@ export interface LabUpOptions {
   stateDir: string;
   measure: boolean;
   underlay: Underlay;
+  /** IPv6 in the network config (default off) */
+  ipv6?: 'off' | 'dual' | 'only';
+}
+
+/** The lab's network config: flannel's usual IPv4 network, and an IPv6 one beside it or instead. */
+export function labConfig(backend: string, ipv6: 'off' | 'dual' | 'only' = 'off'): string {
+  const v6 = { EnableIPv6: true, IPv6Network: 'fd00:10:244::/56' };
+  if (ipv6 === 'only') return JSON.stringify({ EnableIPv4: false, ...v6, Backend: { Type: backend } });
+  return JSON.stringify({ Network: '10.244.0.0/16', ...(ipv6 === 'dual' ? v6 : {}), Backend: { Type: backend } });
 }
 
 type Out = (s: string) => void;
@@ -54,7 +63,7 @@ export async function labUp(o: LabUpOptions, out: Out): Promise<number> {
       `starting etcd and ${o.nodes} node namespaces on an underlay bridge (${o.underlay === 'nic' ? 'NIC-like links: segmented before the wire, GRO on receive' : 'veth links: GSO super-packets cross intact'})`,
     );
     const backend = o.backend === 'vxlan-classic' ? 'vxlan' : o.backend;
-    const config = JSON.stringify({ Network: '10.244.0.0/16', Backend: { Type: backend } });
+    const config = labConfig(backend, o.ipv6);
     lab = await Lab.create({
       nodes: o.nodes,
       config,
@@ -62,6 +71,7 @@ export async function labUp(o: LabUpOptions, out: Out): Promise<number> {
       stateDir: o.stateDir,
       detached: true,
       underlay: o.underlay,
+      ipv6: (o.ipv6 ?? 'off') !== 'off',
       agentArgs: ['--ip-masq', ...(o.backend === 'vxlan-classic' ? ['--no-bpf'] : [])],
     });
     out(`    etcd at ${lab.etcd.endpoint} (namespace ${lab.underlay}), config ${config}`);
@@ -69,14 +79,15 @@ export async function labUp(o: LabUpOptions, out: Out): Promise<number> {
     begin('starting flanneld on every node');
     for (const n of lab.nodes) lab.startAgent(n);
     const subnets = new Map<LabNode, string>();
-    for (const n of lab.nodes) subnets.set(n, formatCidr((await lab.waitReady(n)).subnet));
+    for (const n of lab.nodes) subnets.set(n, leaseName(await lab.waitReady(n)));
     for (const n of lab.nodes) out(`    ${n.ns}: subnet ${subnets.get(n)}, ${modeOf(lab, n)}`);
 
     begin(`creating ${o.pods} pods per node through the flannel CNI plugin (CNI ADD)`);
     for (const n of lab.nodes) for (let i = 0; i < o.pods; i++) await lab.addPodCni(n);
 
     begin('checking that every pod reaches every pod on the other nodes');
-    const pairs = lab.nodes.reduce((s, n) => s + n.pods.length * (lab!.nodes.length - 1) * o.pods, 0);
+    const families = o.ipv6 === 'dual' ? 2 : 1;
+    const pairs = lab.nodes.reduce((s, n) => s + n.pods.length * (lab!.nodes.length - 1) * o.pods * families, 0);
     await until('connectivity', async () => (await lab!.pingAll()).length === 0 || undefined, 15_000, 500).catch(() => undefined);
     const failed = await lab.pingAll();
     out(`    ${pairs - failed.length}/${pairs} pod pairs answered`);
@@ -84,7 +95,8 @@ export async function labUp(o: LabUpOptions, out: Out): Promise<number> {
 
     out('\nnodes and pods:');
     const rows = [['NODE', 'UNDERLAY IP', 'SUBNET', 'DATA PLANE', 'PODS']];
-    for (const n of lab.nodes) rows.push([n.ns, n.ip, subnets.get(n)!, modeOf(lab, n), n.pods.map((p) => p.ip).join(' ')]);
+    for (const n of lab.nodes)
+      rows.push([n.ns, [n.ip, n.ip6].filter(Boolean).join(' '), subnets.get(n)!, modeOf(lab, n), n.pods.map((p) => [...new Set([p.ip, p.ip6].filter(Boolean))].join(' ')).join(' ')]);
     out(table(rows));
     out('\nleases in etcd:');
     out(table([['KEY', 'VALUE'], ...[...(await lab.leases())].map(([k, v]) => [`${'/coreos.com/network/subnets/'}${k}`, JSON.stringify(v)])]));
@@ -106,13 +118,15 @@ export async function labUp(o: LabUpOptions, out: Out): Promise<number> {
     if (o.measure && lab.nodes.length > 1) {
       begin('measuring pod to pod across nodes (iperf3 2 s, 20 pings)');
       const [a, b] = [lab.node(1).pods[0]!, lab.node(2).pods[0]!];
-      const server = spawn('ip', ['netns', 'exec', b.ns, 'iperf3', '-s', '-1'], { stdio: 'ignore' });
+      const server = spawn('ip', ['netns', 'exec', b.ns, 'iperf3', '-s'], { stdio: 'ignore' });
       await new Promise((r) => setTimeout(r, 300));
       try {
-        const r = JSON.parse(await inNs(a.ns, 'iperf3', '-c', b.ip, '-t', '2', '-J')) as { end: { sum_received: { bits_per_second: number } } };
-        const ping = await inNs(a.ns, 'ping', '-q', '-c', '20', '-i', '0.05', b.ip);
-        const rtt = /= ([\d.]+)\/([\d.]+)\/([\d.]+)/.exec(ping);
-        out(`    ${a.ip} -> ${b.ip}: ${(r.end.sum_received.bits_per_second / 1e9).toFixed(2)} Gbit/s TCP (one stream), ping RTT min/avg/max ${rtt?.slice(1, 4).join('/')} ms`);
+        for (const [from, to] of [[a.ip, b.ip], ...(b.ip6 && b.ip6 !== b.ip ? [[a.ip6!, b.ip6]] : [])] as [string, string][]) {
+          const r = JSON.parse(await inNs(a.ns, 'iperf3', '-c', to, '-t', '2', '-J')) as { end: { sum_received: { bits_per_second: number } } };
+          const ping = await inNs(a.ns, 'ping', '-q', '-c', '20', '-i', '0.05', to);
+          const rtt = /= ([\d.]+)\/([\d.]+)\/([\d.]+)/.exec(ping);
+          out(`    ${from} -> ${to}: ${(r.end.sum_received.bits_per_second / 1e9).toFixed(2)} Gbit/s TCP (one stream), ping RTT min/avg/max ${rtt?.slice(1, 4).join('/')} ms`);
+        }
         const fast = existsSync(join(lab.node(1).pinRoot, MAP.fastStats)) ? readDataPlane(lab.node(1).pinRoot).fastPath : null;
         if (fast?.on) out(`    pod fast path on ${lab.node(1).ns}: ${L.FAST_RESULTS.map((k) => `${k}=${fast.counters[k].packets}`).join('  ')} (pings take the stack: pass_other)`);
       } finally {

@@ -14,6 +14,8 @@ import type { Logger } from '../../log.js';
 
 export interface VxlanModeOptions extends BpfModeOptions {
   enabled: boolean;
+  /** why BPF mode cannot run with this network config (the reason shown as the fallback's) */
+  impossible?: string;
 }
 
 export class VxlanBackend implements Backend {
@@ -29,6 +31,9 @@ export class VxlanBackend implements Backend {
   async prepare() {
     if (!this.bpf.enabled) {
       this.fallbackReason = 'disabled with --no-bpf';
+    } else if (this.bpf.impossible) {
+      this.fallbackReason = this.bpf.impossible;
+      this.ctx.log.warn({ reason: this.fallbackReason }, 'BPF data plane unavailable, falling back to classic vxlan (routes, neighbours, FDB)');
     } else {
       const b = new BpfVxlanBackend(this.ctx, this.bpf);
       try {

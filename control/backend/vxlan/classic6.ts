@@ -1,0 +1,146 @@
+// The IPv6 half of the vxlan backend, as flannel programs it for a node with IPv6: a second device,
+// flannel-v6.<VNI>, VXLAN over the IPv6 underlay (its local address is the node's IPv6, same VNI and
+// port as flannel.<VNI>: the kernel keeps one socket per family), and per peer a permanent neighbour
+// (peer IPv6 subnet's first address -> the peer's BackendV6Data VtepMAC), an FDB entry (that MAC ->
+// PublicIPv6) and an onlink route (peer IPv6 subnet via that address). Runs beside either IPv4 mode:
+// the BPF data plane carries IPv4 only (README, "IPv6").
+import { LeaseFormatError, decodeVxlanData, encodeVxlanData, type Lease } from '../../subnet/lease.js';
+import { formatCidr6, formatIp6 } from '../../subnet/ip6.js';
+import { AF_INET6, NUD_PERMANENT, RTNH_F_ONLINK, exec, execBatch, getLink, listFdb, listNeighs, listRoutes, type Link, type NetlinkOp } from '../../kernel/netlink.js';
+import { PeerProgrammer, type Entry } from '../peer-programmer.js';
+import type { Backend, BackendContext, BackendDescription } from '../types.js';
+import { deviceCheck } from '../health.js';
+import { ensureVxlanDevice, repairVxlanDevice, type VxlanDeviceSpec } from './device.js';
+import { ensureDeviceAddress6 } from '../device.js';
+import { vxlanDeviceMtu, vxlanOptions, type VxlanOptions } from './options.js';
+
+const RTPROT_KERNEL = 2;
+/** outer IPv6 (40) + UDP (8) + VXLAN (8) + inner Ethernet (14): the kernel's VXLAN6_HEADROOM */
+export const VXLAN6_OVERHEAD = 70;
+
+export class ClassicVxlan6Backend implements Backend {
+  readonly leaseType = 'vxlan';
+  private dev!: Link;
+  private readonly programmer: PeerProgrammer<NetlinkOp>;
+  private readonly opts: VxlanOptions;
+  private devSpec!: VxlanDeviceSpec;
+  private own?: Lease;
+  private repairedDevice = 0;
+
+  constructor(private readonly ctx: BackendContext) {
+    this.opts = vxlanOptions(ctx.cfg.backend);
+    if (this.opts.directRouting) ctx.log.warn('Backend.DirectRouting applies to IPv4 peers only here: IPv6 peers are always reached through flannel-v6.1');
+    this.programmer = new PeerProgrammer({ entriesFor: (l) => this.entriesFor(l), currentEntries: () => this.currentEntries(), apply: execBatch }, ctx.log);
+  }
+
+  async prepare() {
+    const { ext } = this.ctx;
+    if (!ext.ifaceAddr6 || !ext.publicIPv6) throw new Error(`IPv6 is enabled but interface ${ext.iface.name} has no IPv6 address`);
+    this.devSpec = {
+      name: `flannel-v6.${this.opts.vni}`,
+      vni: this.opts.vni,
+      local: ext.ifaceAddr6,
+      link: ext.iface.index,
+      port: this.opts.port,
+      learning: this.opts.learning,
+      external: false,
+      // the kernel caps an IPv6-underlay VXLAN device at the underlay's MTU less 70; flannel asks for
+      // 50 less and gets the cap, so asking for the cap gives the same device
+      mtu: (this.opts.mtu ?? ext.iface.mtu) - VXLAN6_OVERHEAD,
+    };
+    // a BPF run's flannel.<VNI> (collect-metadata) holds the VXLAN port for IPv6 too: on an IPv6-only
+    // network nothing else removes it, and flannel-v6.1 could not come up beside it
+    const bpfDev = await getLink(`flannel.${this.opts.vni}`);
+    if (!this.ctx.cfg.enableIPv4 && bpfDev?.vxlan?.external) {
+      this.ctx.log.info({ device: bpfDev.name }, "removing the BPF data plane's VXLAN device of an earlier IPv4 run: it holds the port flannel-v6.1 needs");
+      await exec({ type: 'link', action: 'delete', index: bpfDev.index });
+    }
+    this.dev = await ensureVxlanDevice(this.devSpec, this.ctx.log);
+    return {
+      attrs: { publicIP: '0.0.0.0', publicIPv6: ext.publicIPv6, backendType: 'vxlan', backendV6Data: encodeVxlanData({ vni: this.opts.vni, vtepMAC: this.dev.mac }) },
+      // FLANNEL_MTU: flannel's network MTU is the underlay's less 50 whatever the family
+      mtu: vxlanDeviceMtu(this.opts, ext.iface.mtu),
+    };
+  }
+
+  async start(own: Lease) {
+    this.own = own;
+    if (!own.ipv6Subnet) throw new Error('IPv6 is enabled but our lease has no IPv6 subnet');
+    await ensureDeviceAddress6(this.dev, own.ipv6Subnet);
+  }
+
+  handle = (events: Parameters<Backend['handle']>[0]) => this.programmer.handle(events);
+
+  async reconcile(peers: Lease[]) {
+    const dev = this.own ? await repairVxlanDevice(this.dev, this.devSpec, this.ctx.log) : undefined;
+    if (dev) {
+      this.dev = dev;
+      await this.start(this.own!);
+      this.repairedDevice++;
+    }
+    return this.programmer.reconcile(peers);
+  }
+
+  checks = async () => [await deviceCheck(this.dev.name)];
+
+  describe(): BackendDescription {
+    return {
+      backend: 'vxlan',
+      mode: 'classic',
+      device: this.dev?.name,
+      vni: this.opts.vni,
+      port: this.opts.port,
+      peers: this.programmer.peerCount(),
+      ...this.programmer.stats,
+      repairedDevice: this.repairedDevice,
+    };
+  }
+
+  private entriesFor(lease: Lease): Entry<NetlinkOp>[] {
+    // an IPv4-only node in a dual-stack network: nothing to program on this side
+    if (!lease.ipv6Subnet) return [];
+    if (lease.attrs.backendType !== 'vxlan') throw new LeaseFormatError(`peer runs backend ${JSON.stringify(lease.attrs.backendType)}, not vxlan`);
+    const { vni, vtepMAC } = decodeVxlanData(lease.attrs, 6);
+    if (vni !== this.opts.vni) throw new LeaseFormatError(`peer's IPv6 VTEP uses VNI ${vni}, this network uses ${this.opts.vni}`);
+    const dst = lease.attrs.publicIPv6;
+    if (!dst) throw new LeaseFormatError('peer has an IPv6 subnet but no PublicIPv6');
+    const dev = this.dev.index;
+    const gw = formatIp6(lease.ipv6Subnet.ip);
+    const len = lease.ipv6Subnet.len;
+    return [
+      { key: `neigh ${gw}`, value: vtepMAC, add: { type: 'neigh', action: 'replace', dev, dst: gw, lladdr: vtepMAC }, del: { type: 'neigh', action: 'delete', dev, dst: gw } },
+      { key: `fdb ${vtepMAC}`, value: dst, add: { type: 'fdb', action: 'replace', dev, lladdr: vtepMAC, dst }, del: { type: 'fdb', action: 'delete', dev, lladdr: vtepMAC, dst } },
+      {
+        key: `route ${formatCidr6(lease.ipv6Subnet)}`,
+        value: `via ${gw} dev ${dev} onlink`,
+        add: { type: 'route', action: 'replace', dst: gw, dstLen: len, gateway: gw, dev, onlink: true },
+        del: { type: 'route', action: 'delete', dst: gw, dstLen: len, dev },
+      },
+    ];
+  }
+
+  private async currentEntries(): Promise<Entry<NetlinkOp>[]> {
+    const dev = this.dev.index;
+    const [routes, neighs, fdb] = await Promise.all([listRoutes(AF_INET6, { dev }), listNeighs(dev, AF_INET6), listFdb(dev)]);
+    const out: Entry<NetlinkOp>[] = [];
+    for (const r of routes) {
+      // the kernel's own (fe80::/64, our address's prefix) are not ours to manage
+      if (r.protocol === RTPROT_KERNEL || !r.gateway) continue;
+      out.push({
+        key: `route ${r.dst}/${r.dstLen}`,
+        value: `via ${r.gateway} dev ${r.dev}${r.flags & RTNH_F_ONLINK ? ' onlink' : ''}`,
+        add: { type: 'route', action: 'replace', dst: r.dst, dstLen: r.dstLen },
+        del: { type: 'route', action: 'delete', dst: r.dst, dstLen: r.dstLen, dev },
+      });
+    }
+    for (const n of neighs) {
+      if (!(n.state & NUD_PERMANENT) || !n.dst) continue;
+      out.push({ key: `neigh ${n.dst}`, value: n.lladdr ?? '', add: { type: 'neigh', action: 'replace', dev, dst: n.dst }, del: { type: 'neigh', action: 'delete', dev, dst: n.dst } });
+    }
+    for (const f of fdb) {
+      if (!f.lladdr || !f.dst) continue;
+      out.push({ key: `fdb ${f.lladdr}`, value: f.dst, add: { type: 'fdb', action: 'replace', dev, lladdr: f.lladdr }, del: { type: 'fdb', action: 'delete', dev, lladdr: f.lladdr, dst: f.dst } });
+    }
+    return out;
+  }
+}
