@@ -9,7 +9,7 @@ export interface AgentStatus {
   /** process.memoryUsage(): rss, heapTotal, heapUsed, external, arrayBuffers (bytes) */
   memory: Record<string, number>;
   startedAt: string;
-  node: { iface: string; ifaceAddr: string; publicIP: string } | null;
+  node: { iface: string; ifaceAddr: string; publicIP: string; publicIPv6?: string } | null;
   network: string | null;
   lease: { subnet: string; expiration: string | null; expiresInSeconds: number | null } | null;
   /** the backend's own description: type, mode, device, and fallbackReason when BPF could not be used */
@@ -40,7 +40,9 @@ export function renderStatus(s: AgentStatus): string {
   const b = s.backend;
   out.push(`ready:     ${isReady(s) ? 'yes' : s.ready ? 'no (a data plane check fails)' : 'no (starting: subnet file not written yet)'}`);
   if (s.node)
-    out.push(`node:      ${s.node.publicIP} on ${s.node.iface}${s.node.ifaceAddr !== s.node.publicIP ? ` (interface address ${s.node.ifaceAddr})` : ''}, agent pid ${s.pid} since ${s.startedAt}`);
+    out.push(
+      `node:      ${[s.node.publicIP !== '0.0.0.0' ? s.node.publicIP : '', s.node.publicIPv6 ?? ''].filter(Boolean).join(' ')} on ${s.node.iface}${s.node.ifaceAddr && s.node.ifaceAddr !== s.node.publicIP ? ` (interface address ${s.node.ifaceAddr})` : ''}, agent pid ${s.pid} since ${s.startedAt}`,
+    );
   if (s.network) out.push(`network:   ${s.network}`);
   if (s.lease) out.push(`lease:     ${s.lease.subnet}, ${s.lease.expiresInSeconds === null ? 'reservation (no expiry)' : `expires in ${dur(s.lease.expiresInSeconds)} unless renewed`}`);
   if (b) {
@@ -64,10 +66,13 @@ export function renderStatus(s: AgentStatus): string {
     `iptables:  ip-masq ${s.firewall.ipMasq ? 'on' : 'off'}, forward rules ${s.firewall.forwardRules ? 'on' : 'off'}, ${s.firewall.repairs} repairs${s.firewall.lastError ? `, last error: ${s.firewall.lastError}` : ''}`,
   );
   const traffic = new Map((s.traffic?.peers ?? []).map((p) => [p.subnet, p]));
-  const rows = [['PEER SUBNET', 'PUBLIC IP', 'TX PKTS', 'TX BYTES', 'RX PKTS', 'RX BYTES']];
+  // a network with IPv6 adds each peer's IPv6 subnet and public IPv6
+  const v6 = s.peers.some((p) => p.ipv6Subnet);
+  const rows = [['PEER SUBNET', 'PUBLIC IP', ...(v6 ? ['IPV6 SUBNET', 'PUBLIC IPV6'] : []), 'TX PKTS', 'TX BYTES', 'RX PKTS', 'RX BYTES']];
   for (const p of s.peers) {
     const t = traffic.get(p.subnet);
-    rows.push([p.subnet, p.publicIP, ...(t ? [t.txPackets, t.txBytes, t.rxPackets, t.rxBytes].map(String) : ['-', '-', '-', '-'])]);
+    const six = v6 ? [p.ipv6Subnet ?? '-', p.publicIPv6 ?? '-'] : [];
+    rows.push([p.subnet, p.publicIP, ...six, ...(t ? [t.txPackets, t.txBytes, t.rxPackets, t.rxBytes].map(String) : ['-', '-', '-', '-'])]);
   }
   out.push('', s.peers.length ? table(rows) : 'no peers');
   if (s.traffic)

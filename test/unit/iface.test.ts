@@ -67,3 +67,21 @@ test("--iface-can-reach: the interface and source address of the kernel's route 
     /--iface-can-reach 198\.51\.100\.1: no route: .*ENETUNREACH/,
   );
 });
+
+test('IPv6 (flannel LookupExtIface with its IP stack): the global IPv6 of the chosen interface, --public-ipv6, --iface by IPv6, IPv6-only default route', () => {
+  const a6 = (index: number, address: string, scope = 0): Addr => ({ index, family: 10, address, prefixLen: 64, scope });
+  const all = [...addrs, a6(2, 'fe80::1', 253), a6(2, 'fd00::5'), a6(3, 'fd00:56::12')];
+  const r6: Route[] = [{ family: 10, dst: '::', dstLen: 0, gateway: 'fd00:56::1', dev: 3, table: 254, protocol: 3, scope: 0, type: 1, flags: 0, priority: 0 }];
+  const dual = chooseInterface(links, all, routes, { iface: [], ifaceRegex: [], stack: 'dual' });
+  assert.deepEqual([dual.iface.name, dual.ifaceAddr, dual.ifaceAddr6, dual.publicIPv6], ['eth0', '10.0.0.5', 'fd00::5', 'fd00::5'], 'the global address, never the link-local one');
+  assert.equal(chooseInterface(links, all, routes, { iface: [], ifaceRegex: [], stack: 'dual', publicIPv6: '2001:db8::9' }).publicIPv6, '2001:db8::9');
+  const byV6 = chooseInterface(links, all, routes, { iface: ['fd00:56::12'], ifaceRegex: [], stack: 'dual' });
+  assert.deepEqual([byV6.iface.name, byV6.ifaceAddr, byV6.ifaceAddr6], ['eth1', '192.168.56.12', 'fd00:56::12']);
+  const only = chooseInterface(links, all, r6, { iface: [], ifaceRegex: [], stack: 'ipv6' });
+  assert.deepEqual(
+    [only.iface.name, only.ifaceAddr, only.publicIP, only.ifaceAddr6],
+    ['eth1', '', '0.0.0.0', 'fd00:56::12'],
+    "IPv6-only: the IPv6 default route's interface; PublicIP is Go's zero IP4",
+  );
+  assert.throws(() => chooseInterface(links, all, routes, { iface: ['bond0'], ifaceRegex: [], stack: 'dual' }), /bond0 has no global IPv6 address/);
+});

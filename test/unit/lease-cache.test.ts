@@ -161,7 +161,7 @@ test('dual-stack: peers carry their IPv6 subnet; the hostile-lease rules hold fo
     out.events.map((e) => `${formatCidr(e.lease.subnet)} ${e.lease.ipv6Subnet ? formatCidr6(e.lease.ipv6Subnet) : '-'}`),
     ['10.244.2.0/24 fd00:10:244:2::/64', '10.244.9.0/24 -'],
   );
-  const why = Object.fromEntries(rejected.map(([k, r]) => [k.slice(PREFIX.length).split('.')[2], r]));
+  const why: Record<string, string> = Object.fromEntries(rejected.map(([k, r]) => [k.slice(PREFIX.length).split('.')[2]!, r]));
   assert.match(why['3']!, /outside IPv6Network/);
   assert.match(why['4']!, /overlaps our own fd00:10:244:1::\/64/);
   assert.match(why['5']!, /our own public IPv6/);

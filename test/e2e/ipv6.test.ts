@@ -1,0 +1,232 @@
+// IPv6 as flannel runs it, in the lab over an IPv6 underlay: a dual-stack vxlan cluster (BPF asked
+// for, classic because IPv6 is on), an IPv6-only vxlan cluster, host-gw dual-stack, and a node
+// programmed by hand exactly as flannel programs a dual-stack node (flannel.1 and flannel-v6.1, flannel's
+// lease JSON) in one cluster with ours. What a user checks: pods reach pods over both families, the
+// leases in etcd are flannel's keys and JSON, subnet.env carries flannel's IPv6 lines, the kernel holds
+// flannel's entries, ip6tables holds flannel's rules.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { TestLab, type LabNode, type Pod } from '../helpers/lab.ts';
+import { inNs, ip, until } from '../helpers/netns.ts';
+import { labConfig } from '../../control/lab/commands.ts';
+import { formatCidr6, formatIp6, parseCidr6 } from '../../control/subnet/ip6.ts';
+import { parseLeaseKey } from '../../control/subnet/lease-key.ts';
+
+interface LeaseJson {
+  PublicIP: string;
+  PublicIPv6: string | null;
+  BackendType?: string;
+  BackendData?: { VNI: number; VtepMAC: string };
+  BackendV6Data?: { VNI: number; VtepMAC: string };
+}
+
+const leases = async (lab: TestLab) => (await lab.leases()) as unknown as Map<string, LeaseJson>;
+const mac = async (n: LabNode, dev: string) => (JSON.parse(await inNs(n.ns, 'ip', '-j', 'link', 'show', dev)) as { address: string }[])[0]!.address;
+
+async function connected(lab: TestLab): Promise<void> {
+  await until('every pod reaches every pod', async () => (await lab.pingAll()).length === 0 || undefined, 20_000, 500).catch(() => undefined);
+  assert.deepEqual(await lab.pingAll(), [], 'unreachable pod pairs');
+}
+
+/** One short iperf3 TCP run between two pods: bits per second received. */
+async function iperf(from: Pod, to: Pod, addr: string): Promise<number> {
+  const server = spawn('ip', ['netns', 'exec', to.ns, 'iperf3', '-s', '-1'], { stdio: 'ignore' });
+  try {
+    await new Promise((r) => setTimeout(r, 300));
+    const r = JSON.parse(await inNs(from.ns, 'iperf3', '-c', addr, '-t', '1', '-J')) as { end: { sum_received: { bits_per_second: number } } };
+    return r.end.sum_received.bits_per_second;
+  } finally {
+    server.kill();
+  }
+}
+
+describe('dual-stack vxlan: flannel-v6.1 beside flannel.1, leases, subnet.env and ip6tables as flannel writes them', { timeout: 300_000 }, () => {
+  let lab: TestLab;
+  before(async () => {
+    lab = await TestLab.create({ nodes: 3, config: labConfig('vxlan', 'dual'), ipv6: true, agentArgs: ['--ip-masq'] });
+    await lab.bringUp({ cni: true });
+  });
+  after(() => lab?.destroy());
+
+  test('every pod reaches every pod over IPv4 and IPv6, and TCP runs over IPv6', async () => {
+    for (const n of lab.nodes) assert.ok(n.pods[0]!.ip6 && n.pods[0]!.ip6.startsWith('fd00:10:244:'), `${n.ns}'s pod has an IPv6 address from the CNI plugin`);
+    await connected(lab);
+    const [a, b] = [lab.node(1).pods[0]!, lab.node(2).pods[0]!];
+    assert.ok((await iperf(a, b, b.ip6!)) > 1e8, 'iperf3 over IPv6 moves data');
+  });
+
+  test('BPF mode was asked for and fell back to classic, saying why', () => {
+    for (const n of lab.nodes) assert.match(lab.logs(n), /"fallbackReason":"the network config enables IPv6: the BPF data plane carries IPv4 only/);
+  });
+
+  test("leases: flannel's dual key, PublicIPv6 and BackendV6Data naming each node's flannel-v6.1", async () => {
+    const all = await leases(lab);
+    assert.equal(all.size, 3);
+    for (const n of lab.nodes) {
+      const [key, v] = [...all].find(([, x]) => x.PublicIP === n.ip)!;
+      const s = parseLeaseKey(key);
+      assert.ok(s?.ipv6Subnet, `key ${key} is "<v4>-<len>&<v6>-<len>"`);
+      assert.equal(v.PublicIPv6, n.ip6);
+      assert.deepEqual(v.BackendV6Data, { VNI: 1, VtepMAC: await mac(n, 'flannel-v6.1') });
+      assert.deepEqual(v.BackendData, { VNI: 1, VtepMAC: await mac(n, 'flannel.1') });
+      assert.deepEqual(Object.keys(v), ['PublicIP', 'PublicIPv6', 'BackendType', 'BackendData', 'BackendV6Data'], "Go's field order");
+      const env = readFileSync(n.subnetFile, 'utf8');
+      assert.match(
+        env,
+        new RegExp(
+          `^FLANNEL_NETWORK=10\\.244\\.0\\.0/16\\nFLANNEL_SUBNET=[\\d.]+/24\\nFLANNEL_IPV6_NETWORK=fd00:10:244::/56\\nFLANNEL_IPV6_SUBNET=${formatIp6(s.ipv6Subnet.ip + 1n)}/64\\nFLANNEL_MTU=1450\\nFLANNEL_IPMASQ=true\\n$`,
+        ),
+      );
+    }
+  });
+
+  test("the kernel: flannel-v6.1 over the IPv6 underlay, and per peer flannel's neighbour, FDB entry and onlink route", async () => {
+    const n1 = lab.node(1);
+    const link = JSON.parse(await inNs(n1.ns, 'ip', '-d', '-j', 'link', 'show', 'flannel-v6.1')) as { linkinfo: { info_data: { id: number; local6: string; port: number } } }[];
+    assert.deepEqual([link[0]!.linkinfo.info_data.id, link[0]!.linkinfo.info_data.local6, link[0]!.linkinfo.info_data.port], [1, n1.ip6, 8472]);
+    const routes = await inNs(n1.ns, 'ip', '-6', 'route', 'show', 'dev', 'flannel-v6.1');
+    const fdb = await inNs(n1.ns, 'bridge', 'fdb', 'show', 'dev', 'flannel-v6.1');
+    const neigh = await inNs(n1.ns, 'ip', '-6', 'neigh', 'show', 'dev', 'flannel-v6.1');
+    for (const [key, v] of await leases(lab)) {
+      if (v.PublicIP === n1.ip) continue;
+      const s6 = parseLeaseKey(key)!.ipv6Subnet!;
+      const gw = formatIp6(s6.ip);
+      assert.match(routes, new RegExp(`^${formatCidr6(s6)} via ${gw} .*onlink`, 'm'));
+      assert.match(neigh, new RegExp(`^${gw} lladdr ${v.BackendV6Data!.VtepMAC} PERMANENT`, 'm'));
+      assert.match(fdb, new RegExp(`^${v.BackendV6Data!.VtepMAC} dst ${v.PublicIPv6} self permanent`, 'm'));
+    }
+  });
+
+  test("ip-masq: flannel's ip6tables rules for the IPv6 network (multicast is ff00::/8)", async () => {
+    const n1 = lab.node(1);
+    const s6 = parseCidr6(readFileSync(n1.subnetFile, 'utf8').match(/FLANNEL_IPV6_SUBNET=(\S+)/)![1]!)!;
+    const nat = await inNs(n1.ns, 'ip6tables-save', '-t', 'nat');
+    assert.match(nat, /^-A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG$/m);
+    assert.match(nat, new RegExp(`^-A FLANNEL-POSTRTG -s ${formatCidr6(s6).replace(/\//, '\\/')} -d fd00:10:244::/56 -m comment --comment "flanneld masq" -j RETURN$`, 'm'));
+    assert.match(nat, /^-A FLANNEL-POSTRTG -s fd00:10:244::\/56 ! -d ff00::\/8 -m comment --comment "flanneld masq" -j MASQUERADE/m);
+  });
+});
+
+describe('IPv6-only vxlan over an IPv6 underlay', { timeout: 300_000 }, () => {
+  let lab: TestLab;
+  before(async () => {
+    lab = await TestLab.create({ nodes: 2, config: labConfig('vxlan', 'only'), ipv6: true });
+    await lab.bringUp({ cni: true });
+  });
+  after(() => lab?.destroy());
+
+  test('pods reach each other over IPv6; keys "0.0.0.0-0&<v6>-<len>", PublicIP 0.0.0.0; no flannel.1, no IPv4 lines in subnet.env', async () => {
+    for (const n of lab.nodes) assert.ok(n.pods[0]!.ip.includes(':'), 'the pod has only an IPv6 address');
+    await connected(lab);
+    for (const [key, v] of await leases(lab)) {
+      assert.match(key, /^0\.0\.0\.0-0&fd00:10:244:[0-9a-f]+::-64$/);
+      assert.equal(v.PublicIP, '0.0.0.0');
+      assert.equal(v.BackendData, undefined);
+      assert.ok(v.BackendV6Data?.VtepMAC);
+    }
+    for (const n of lab.nodes) {
+      assert.equal(await ip('-n', n.ns, 'link', 'show', 'flannel.1').catch(() => 'none'), 'none');
+      assert.match(readFileSync(n.subnetFile, 'utf8'), /^FLANNEL_IPV6_NETWORK=fd00:10:244::\/56\nFLANNEL_IPV6_SUBNET=fd00:10:244:[0-9a-f]+::1\/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n$/);
+    }
+  });
+});
+
+describe('host-gw dual-stack: IPv6 routes via the peer public IPv6', { timeout: 300_000 }, () => {
+  let lab: TestLab;
+  before(async () => {
+    lab = await TestLab.create({ nodes: 2, config: labConfig('host-gw', 'dual'), ipv6: true });
+    await lab.bringUp({ cni: true });
+  });
+  after(() => lab?.destroy());
+
+  test('pods reach each other over both families; each node routes the peer IPv6 subnet via its PublicIPv6', async () => {
+    await connected(lab);
+    const [n1, n2] = [lab.node(1), lab.node(2)];
+    const s6 = parseCidr6(readFileSync(n2.subnetFile, 'utf8').match(/FLANNEL_IPV6_SUBNET=(\S+)/)![1]!)!;
+    assert.match(await inNs(n1.ns, 'ip', '-6', 'route', 'show', formatCidr6(s6)), new RegExp(`via ${n2.ip6} dev eth0`));
+  });
+
+  test('the udp backend refuses IPv6 with a clear error, as flannel has no IPv6 there', async () => {
+    const udp = await TestLab.create({ nodes: 1, config: labConfig('udp', 'dual'), ipv6: true });
+    try {
+      const n = udp.node(1);
+      udp.startAgent(n);
+      assert.equal(await n.exited, 1);
+      assert.match(udp.logs(n), /the udp backend carries IPv4 only \(as in flannel\): with EnableIPv6 use \\"vxlan\\" or \\"host-gw\\"/);
+    } finally {
+      await udp.destroy();
+    }
+  });
+});
+
+describe('interop: a node programmed by hand exactly as flannel programs a dual-stack node', { timeout: 300_000 }, () => {
+  let lab: TestLab;
+  let f: LabNode;
+  const V4 = '10.244.200.0';
+  const V6 = 'fd00:10:244:c8::';
+  before(async () => {
+    lab = await TestLab.create({ nodes: 3, config: labConfig('vxlan', 'dual'), ipv6: true });
+    f = lab.node(3);
+    const sh = (cmd: string, ...a: string[]) => inNs(f.ns, cmd, ...a);
+    // flannel's createVXLANDevice and configureDeviceIPv4IPv6
+    await sh('ip', 'link', 'add', 'flannel.1', 'type', 'vxlan', 'id', '1', 'local', f.ip, 'dev', 'eth0', 'dstport', '8472', 'nolearning');
+    await sh('ip', 'link', 'set', 'flannel.1', 'mtu', '1450', 'up');
+    await sh('ip', 'addr', 'add', `${V4}/32`, 'dev', 'flannel.1');
+    await sh('ip', 'link', 'add', 'flannel-v6.1', 'type', 'vxlan', 'id', '1', 'local', f.ip6!, 'dev', 'eth0', 'dstport', '8472', 'nolearning');
+    await sh('ip', 'link', 'set', 'flannel-v6.1', 'up');
+    await sh('ip', '-6', 'addr', 'add', `${V6}/128`, 'dev', 'flannel-v6.1', 'nodad');
+    // its lease, as flannel's etcd registry writes it
+    const value = JSON.stringify({
+      PublicIP: f.ip,
+      PublicIPv6: f.ip6,
+      BackendType: 'vxlan',
+      BackendData: { VNI: 1, VtepMAC: await mac(f, 'flannel.1') },
+      BackendV6Data: { VNI: 1, VtepMAC: await mac(f, 'flannel-v6.1') },
+    });
+    await lab.etcd.ctl('put', `/coreos.com/network/subnets/${V4}-24&${V6}-64`, value);
+    // its pod, as the bridge plugin makes one
+    await sh('ip', 'link', 'add', 'cni0', 'type', 'bridge');
+    await sh('ip', 'addr', 'add', '10.244.200.1/24', 'dev', 'cni0');
+    await sh('ip', '-6', 'addr', 'add', 'fd00:10:244:c8::1/64', 'dev', 'cni0', 'nodad');
+    await sh('ip', 'link', 'set', 'cni0', 'mtu', '1430', 'up');
+    const pod: Pod = { ns: `${lab.prefix}n3p0`, ip: '10.244.200.2', ip6: 'fd00:10:244:c8::2' };
+    await ip('netns', 'add', pod.ns);
+    await ip('-n', f.ns, 'link', 'add', 'veth0', 'mtu', '1430', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', pod.ns);
+    await ip('-n', f.ns, 'link', 'set', 'veth0', 'master', 'cni0', 'up');
+    await inNs(pod.ns, 'ip', 'link', 'set', 'lo', 'up');
+    await inNs(pod.ns, 'ip', 'link', 'set', 'eth0', 'mtu', '1430', 'up');
+    await inNs(pod.ns, 'ip', 'addr', 'add', `${pod.ip}/24`, 'dev', 'eth0');
+    await inNs(pod.ns, 'ip', '-6', 'addr', 'add', `${pod.ip6}/64`, 'dev', 'eth0', 'nodad');
+    await inNs(pod.ns, 'ip', 'route', 'add', 'default', 'via', '10.244.200.1');
+    await inNs(pod.ns, 'ip', '-6', 'route', 'add', 'default', 'via', 'fd00:10:244:c8::1');
+    f.pods.push(pod);
+    // our agents on nodes 1 and 2
+    for (const n of [lab.node(1), lab.node(2)]) lab.startAgent(n);
+    for (const n of [lab.node(1), lab.node(2)]) {
+      await lab.waitReady(n);
+      await lab.addPodCni(n);
+    }
+    // flannel's handleSubnetEvents on the hand node, for each of our leases
+    for (const [key, v] of await leases(lab)) {
+      if (v.PublicIP === f.ip) continue;
+      const s = parseLeaseKey(key)!;
+      const gw4 = key.split('-')[0]!;
+      const gw6 = formatIp6(s.ipv6Subnet!.ip);
+      await sh('ip', 'neigh', 'replace', gw4, 'lladdr', v.BackendData!.VtepMAC, 'dev', 'flannel.1', 'nud', 'permanent');
+      await sh('bridge', 'fdb', 'replace', v.BackendData!.VtepMAC, 'dev', 'flannel.1', 'dst', v.PublicIP, 'self', 'permanent');
+      await sh('ip', 'route', 'replace', `${gw4}/24`, 'via', gw4, 'dev', 'flannel.1', 'onlink');
+      await sh('ip', '-6', 'neigh', 'replace', gw6, 'lladdr', v.BackendV6Data!.VtepMAC, 'dev', 'flannel-v6.1', 'nud', 'permanent');
+      await sh('bridge', 'fdb', 'replace', v.BackendV6Data!.VtepMAC, 'dev', 'flannel-v6.1', 'dst', v.PublicIPv6!, 'self', 'permanent');
+      await sh('ip', '-6', 'route', 'replace', formatCidr6(s.ipv6Subnet!), 'via', gw6, 'dev', 'flannel-v6.1', 'onlink');
+    }
+  });
+  after(() => lab?.destroy());
+
+  test("our nodes take the flannel node's lease and program it; pods reach each other both ways over IPv4 and IPv6", async () => {
+    const n1 = lab.node(1);
+    await until('flannel node programmed', async () => (await inNs(n1.ns, 'ip', '-6', 'route', 'show', `${V6}/64`)).includes('flannel-v6.1') || undefined, 10_000, 200);
+    await connected(lab);
+  });
+});
