@@ -3,7 +3,7 @@
 // (peer subnet via its .0), added in that order so the kernel never has to ARP on flannel.1.
 import { LeaseFormatError, decodeVxlanData, encodeVxlanData, type Lease } from '../../subnet/lease.js';
 import { formatCidr, formatIp4 } from '../../subnet/ip4.js';
-import { RTNH_F_ONLINK, NUD_PERMANENT, execBatch, listFdb, listNeighs, listRoutes, type Link, type NetlinkOp } from '../../kernel/netlink.js';
+import { AF_INET, RTNH_F_ONLINK, NUD_PERMANENT, execBatch, listFdb, listNeighs, listRoutes, type Link, type NetlinkOp } from '../../kernel/netlink.js';
 import { PeerProgrammer, type Entry } from '../peer-programmer.js';
 import type { Backend, BackendContext, BackendDescription } from '../types.js';
 import { deviceCheck } from '../health.js';
@@ -116,27 +116,35 @@ export class ClassicVxlanBackend implements Backend {
     ];
   }
 
-  private async currentEntries(): Promise<Entry<NetlinkOp>[]> {
-    const dev = this.dev.index;
-    const [routes, neighs, fdb] = await Promise.all([listRoutes(undefined, { dev }), listNeighs(dev), listFdb(dev)]);
-    const out: Entry<NetlinkOp>[] = [];
-    for (const r of routes) {
-      if (r.protocol === RTPROT_KERNEL) continue;
-      out.push({
-        key: `route ${r.dst}/${r.dstLen}`,
-        value: `via ${r.gateway} dev ${r.dev}${r.flags & RTNH_F_ONLINK ? ' onlink' : ''}`,
-        add: { type: 'route', action: 'replace', dst: r.dst, dstLen: r.dstLen },
-        del: { type: 'route', action: 'delete', dst: r.dst, dstLen: r.dstLen, dev },
-      });
-    }
-    for (const n of neighs) {
-      if (!(n.state & NUD_PERMANENT) || !n.dst) continue;
-      out.push({ key: `neigh ${n.dst}`, value: n.lladdr ?? '', add: { type: 'neigh', action: 'replace', dev, dst: n.dst }, del: { type: 'neigh', action: 'delete', dev, dst: n.dst } });
-    }
-    for (const f of fdb) {
-      if (!f.lladdr || !f.dst) continue;
-      out.push({ key: `fdb ${f.lladdr}`, value: f.dst, add: { type: 'fdb', action: 'replace', dev, lladdr: f.lladdr }, del: { type: 'fdb', action: 'delete', dev, lladdr: f.lladdr, dst: f.dst } });
-    }
-    return out;
+  private currentEntries(): Promise<Entry<NetlinkOp>[]> {
+    return currentTunnelEntries(this.dev.index, AF_INET);
   }
+}
+
+/**
+ * What a classic VXLAN device holds that we manage: its routes (not the kernel's own), permanent
+ * neighbours and FDB entries, as peer-programmer entries. flannel.<VNI> (AF_INET) and flannel-v6.<VNI>
+ * (AF_INET6) alike.
+ */
+export async function currentTunnelEntries(dev: number, family: number): Promise<Entry<NetlinkOp>[]> {
+  const [routes, neighs, fdb] = await Promise.all([listRoutes(family, { dev }), listNeighs(dev, family), listFdb(dev)]);
+  const out: Entry<NetlinkOp>[] = [];
+  for (const r of routes) {
+    if (r.protocol === RTPROT_KERNEL) continue;
+    out.push({
+      key: `route ${r.dst}/${r.dstLen}`,
+      value: `via ${r.gateway} dev ${r.dev}${r.flags & RTNH_F_ONLINK ? ' onlink' : ''}`,
+      add: { type: 'route', action: 'replace', dst: r.dst, dstLen: r.dstLen },
+      del: { type: 'route', action: 'delete', dst: r.dst, dstLen: r.dstLen, dev },
+    });
+  }
+  for (const n of neighs) {
+    if (!(n.state & NUD_PERMANENT) || !n.dst) continue;
+    out.push({ key: `neigh ${n.dst}`, value: n.lladdr ?? '', add: { type: 'neigh', action: 'replace', dev, dst: n.dst }, del: { type: 'neigh', action: 'delete', dev, dst: n.dst } });
+  }
+  for (const f of fdb) {
+    if (!f.lladdr || !f.dst) continue;
+    out.push({ key: `fdb ${f.lladdr}`, value: f.dst, add: { type: 'fdb', action: 'replace', dev, lladdr: f.lladdr }, del: { type: 'fdb', action: 'delete', dev, lladdr: f.lladdr, dst: f.dst } });
+  }
+  return out;
 }

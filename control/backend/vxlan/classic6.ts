@@ -6,7 +6,8 @@
 // the BPF data plane carries IPv4 only (README, "IPv6").
 import { LeaseFormatError, decodeVxlanData, encodeVxlanData, type Lease } from '../../subnet/lease.js';
 import { formatCidr6, formatIp6 } from '../../subnet/ip6.js';
-import { AF_INET6, NUD_PERMANENT, RTNH_F_ONLINK, exec, execBatch, getLink, listFdb, listNeighs, listRoutes, type Link, type NetlinkOp } from '../../kernel/netlink.js';
+import { AF_INET6, exec, execBatch, getLink, type Link, type NetlinkOp } from '../../kernel/netlink.js';
+import { currentTunnelEntries } from './classic.js';
 import { PeerProgrammer, type Entry } from '../peer-programmer.js';
 import type { Backend, BackendContext, BackendDescription } from '../types.js';
 import { deviceCheck } from '../health.js';
@@ -14,7 +15,6 @@ import { ensureVxlanDevice, repairVxlanDevice, type VxlanDeviceSpec } from './de
 import { ensureDeviceAddress6 } from '../device.js';
 import { vxlanDeviceMtu, vxlanOptions, type VxlanOptions } from './options.js';
 
-const RTPROT_KERNEL = 2;
 /** outer IPv6 (40) + UDP (8) + VXLAN (8) + inner Ethernet (14): the kernel's VXLAN6_HEADROOM */
 export const VXLAN6_OVERHEAD = 70;
 
@@ -119,28 +119,7 @@ export class ClassicVxlan6Backend implements Backend {
     ];
   }
 
-  private async currentEntries(): Promise<Entry<NetlinkOp>[]> {
-    const dev = this.dev.index;
-    const [routes, neighs, fdb] = await Promise.all([listRoutes(AF_INET6, { dev }), listNeighs(dev, AF_INET6), listFdb(dev)]);
-    const out: Entry<NetlinkOp>[] = [];
-    for (const r of routes) {
-      // the kernel's own (fe80::/64, our address's prefix) are not ours to manage
-      if (r.protocol === RTPROT_KERNEL || !r.gateway) continue;
-      out.push({
-        key: `route ${r.dst}/${r.dstLen}`,
-        value: `via ${r.gateway} dev ${r.dev}${r.flags & RTNH_F_ONLINK ? ' onlink' : ''}`,
-        add: { type: 'route', action: 'replace', dst: r.dst, dstLen: r.dstLen },
-        del: { type: 'route', action: 'delete', dst: r.dst, dstLen: r.dstLen, dev },
-      });
-    }
-    for (const n of neighs) {
-      if (!(n.state & NUD_PERMANENT) || !n.dst) continue;
-      out.push({ key: `neigh ${n.dst}`, value: n.lladdr ?? '', add: { type: 'neigh', action: 'replace', dev, dst: n.dst }, del: { type: 'neigh', action: 'delete', dev, dst: n.dst } });
-    }
-    for (const f of fdb) {
-      if (!f.lladdr || !f.dst) continue;
-      out.push({ key: `fdb ${f.lladdr}`, value: f.dst, add: { type: 'fdb', action: 'replace', dev, lladdr: f.lladdr }, del: { type: 'fdb', action: 'delete', dev, lladdr: f.lladdr, dst: f.dst } });
-    }
-    return out;
+  private currentEntries(): Promise<Entry<NetlinkOp>[]> {
+    return currentTunnelEntries(this.dev.index, AF_INET6);
   }
 }
