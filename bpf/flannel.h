@@ -27,6 +27,24 @@ struct fl_route {
 	__u8 remote_ip[4];	/* outer destination: the peer's PublicIP */
 };
 
+/* IPv6 (a dual-stack network): pod IPv6 subnet -> the peer's IPv6 VTEP (BackendV6Data's MAC) and its
+ * PublicIPv6. flannel reaches a peer's IPv6 pods over the IPv6 underlay only, so the remote is IPv6. */
+struct fl_subnet6_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+struct fl_route6 {
+	__u8 vtep_mac[6];	/* inner destination MAC: the peer's IPv6 VTEP */
+	__u16 flags;
+	__u8 remote_ip[16];	/* outer destination: the peer's PublicIPv6 */
+};
+
+/* cluster members by public IPv6: who may send us VXLAN over the IPv6 underlay */
+struct fl_member6_key {
+	__u8 ip[16];
+};
+
 /* VTEP MAC -> host (the BPF twin of flannel's FDB entry) */
 struct fl_vtep_key {
 	__u8 mac[6];
@@ -65,7 +83,7 @@ enum fl_reason {
 	FL_SPOOFED,		/* VXLAN from an address that is not a cluster member */
 	FL_WRONG_VNI,		/* ingress: tunnel key with another VNI */
 	FL_MALFORMED,		/* truncated or unparsable headers */
-	FL_NOT_IPV4,		/* egress: not an IPv4 packet */
+	FL_NOT_IPV4,		/* egress: neither IPv4 nor IPv6 (the name predates IPv6) */
 	FL_RECEIVED,		/* ingress: accepted from a member */
 	FL_GUARD_PASSED,	/* underlay: VXLAN from a member */
 	FL_REASON_MAX,
@@ -131,6 +149,9 @@ enum fl_fast_result {
 _Static_assert(sizeof(struct fl_subnet_key) == 8, "fl_subnet_key: see STRUCTS in control/datapath/layout.ts");
 _Static_assert(sizeof(struct fl_subnet_val) == 8, "fl_subnet_val: see STRUCTS in control/datapath/layout.ts");
 _Static_assert(sizeof(struct fl_route) == 12, "fl_route: see STRUCTS in control/datapath/layout.ts");
+_Static_assert(sizeof(struct fl_subnet6_key) == 20, "fl_subnet6_key: see STRUCTS in control/datapath/layout.ts");
+_Static_assert(sizeof(struct fl_route6) == 24, "fl_route6: see STRUCTS in control/datapath/layout.ts");
+_Static_assert(sizeof(struct fl_member6_key) == 16, "fl_member6_key: see STRUCTS in control/datapath/layout.ts");
 _Static_assert(sizeof(struct fl_vtep_key) == 8, "fl_vtep_key: see STRUCTS in control/datapath/layout.ts");
 _Static_assert(sizeof(struct fl_vtep_val) == 8, "fl_vtep_val: see STRUCTS in control/datapath/layout.ts");
 _Static_assert(sizeof(struct fl_member_key) == 4, "fl_member_key: see STRUCTS in control/datapath/layout.ts");

@@ -70,6 +70,26 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } fl_peer_stats SEC(".maps");
 
+/* IPv6 twins of fl_routes and fl_peer_stats, for a dual-stack network: the egress program's table for
+ * IPv6 destinations, and the members (with their counters) that may send us VXLAN over IPv6. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, FL_MAX_PEERS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct fl_subnet6_key);
+	__type(value, struct fl_route6);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fl_routes6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, FL_MAX_PEERS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct fl_member6_key);
+	__type(value, struct fl_peer_stats);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fl_peer_stats6 SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, FL_MAX_LOCAL_PODS);
@@ -132,6 +152,15 @@ static __always_inline void fl_peer_tx(const __u8 ip[4], __u64 bytes)
 		s->tx_packets++;
 		s->tx_bytes += bytes;
 	}
+}
+
+/* IPv6 addresses as the kernel hands them (network byte order, 16 bytes) */
+static __always_inline struct fl_peer_stats *fl_peer6(const void *ip)
+{
+	struct fl_member6_key k;
+
+	__builtin_memcpy(k.ip, ip, 16);
+	return bpf_map_lookup_elem(&fl_peer_stats6, &k);
 }
 
 static __always_inline struct fl_config *fl_cfg(void)

@@ -8,17 +8,48 @@
 #include <linux/ip.h>
 #include <linux/in.h>
 #include <linux/udp.h>
+#include <linux/ipv6.h>
 #include <bpf/bpf_endian.h>
 #include "maps.h"
 
 /* MEMBER: VXLAN to our port from a member; PASS: anything else the guard lets through */
 enum verdict { PASS, DROP, MEMBER };
 
+/* VXLAN over the IPv6 underlay (a dual-stack network): the same rule, members by PublicIPv6. A member's
+ * packet is a PASS, not a MEMBER: bypass mode decapsulates IPv4 outer headers only, so the kernel's
+ * vxlan device takes it. Extension headers before UDP are left to the stack: flannel.1's ingress still
+ * checks the tunnel's source. */
+static __always_inline enum verdict guard6(struct ipv6hdr *ip6, void *data_end, __u64 len)
+{
+	if ((void *)(ip6 + 1) > data_end) {
+		fl_count(FL_MALFORMED, len);
+		return DROP;
+	}
+	if (ip6->nexthdr != IPPROTO_UDP)
+		return PASS;
+	struct udphdr *udp = (void *)(ip6 + 1);
+	if ((void *)(udp + 1) > data_end) {
+		fl_count(FL_MALFORMED, len);
+		return DROP;
+	}
+	struct fl_config *cfg = fl_cfg();
+	if (!cfg || udp->dest != bpf_htons(cfg->port))
+		return PASS;
+	if (!fl_peer6(&ip6->saddr)) {
+		fl_count(FL_SPOOFED, len);
+		return DROP;
+	}
+	fl_count(FL_GUARD_PASSED, len);
+	return PASS;
+}
+
 static __always_inline enum verdict guard(void *data, void *data_end, __u64 len)
 {
 	struct ethhdr *eth = data;
 	if ((void *)(eth + 1) > data_end)
 		return PASS;	/* not even Ethernet: none of our business, the stack drops it */
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
+		return guard6((void *)(eth + 1), data_end, len);
 	if (eth->h_proto != bpf_htons(ETH_P_IP))
 		return PASS;
 	struct iphdr *ip = (void *)(eth + 1);

@@ -16,19 +16,34 @@ static __always_inline int fl_vtep_accept(struct __sk_buff *skb)
 	struct fl_config *cfg = fl_cfg();
 	struct bpf_tunnel_key key = {};
 
-	if (!cfg || bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) < 0) {
+	if (!cfg) {
 		fl_count(FL_MALFORMED, skb->len);
 		return TC_ACT_SHOT;
+	}
+	/* the helper refuses (-EPROTO) to read an IPv6 tunnel without BPF_F_TUNINFO_IPV6 and an IPv4 one
+	 * with it: VXLAN over the IPv6 underlay (a dual-stack network) is the second try */
+	int six = 0;
+	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) < 0) {
+		if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), BPF_F_TUNINFO_IPV6) < 0) {
+			fl_count(FL_MALFORMED, skb->len);
+			return TC_ACT_SHOT;
+		}
+		six = 1;
 	}
 	if (key.tunnel_id != cfg->vni) {
 		fl_count(FL_WRONG_VNI, skb->len);
 		return TC_ACT_SHOT;
 	}
-	__u8 remote[4];
-	__u32 r = bpf_htonl(key.remote_ipv4);
-	__builtin_memcpy(remote, &r, 4);
 	/* one lookup: a member's counters exist exactly while it holds a lease */
-	struct fl_peer_stats *peer = fl_peer(remote);
+	struct fl_peer_stats *peer;
+	if (six) {
+		peer = fl_peer6(key.remote_ipv6);
+	} else {
+		__u8 remote[4];
+		__u32 r = bpf_htonl(key.remote_ipv4);
+		__builtin_memcpy(remote, &r, 4);
+		peer = fl_peer(remote);
+	}
 	if (!peer) {
 		fl_count(FL_SPOOFED, skb->len);
 		return TC_ACT_SHOT;

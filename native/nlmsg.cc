@@ -129,6 +129,14 @@ NlRequest encodeRoute(Napi::Env env, const Napi::Object& op, char* buf) {
     what += " dev #" + std::to_string(dev);
   }
   if (has(op, "priority")) mnl_attr_put_u32(nlh, RTA_PRIORITY, u32(op, "priority"));
+  if (has(op, "mtu")) {
+    // `ip route ... mtu N`: the path MTU of the route, for which the kernel sends ICMP "too big"
+    uint32_t mtu = u32(op, "mtu");
+    nlattr* metrics = mnl_attr_nest_start(nlh, RTA_METRICS);
+    mnl_attr_put_u32(nlh, RTAX_MTU, mtu);
+    mnl_attr_nest_end(nlh, metrics);
+    what += " mtu " + std::to_string(mtu);
+  }
   if (rtm->rtm_flags & RTNH_F_ONLINK) what += " onlink";
   return finish(nlh, what);
 }

@@ -33,3 +33,23 @@ export async function ensureDeviceAddress6(link: Pick<Link, 'index'>, subnet: Su
   }
   if (!addrs.some((a) => a.address === want && a.prefixLen === 128)) await exec({ type: 'addr', action: 'replace', dev: link.index, address: want, prefixLen: 128 });
 }
+
+/**
+ * IPv6 on a tunnel of a dual-stack network, without the chatter a normal interface makes: no link-local
+ * address (addr_gen_mode 1), no router solicitations. The BPF egress program would find no peer for
+ * those multicast packets and count each as no_route.
+ */
+export function enableIpv6Quietly(device: string): void {
+  const settings: [string, string][] = [
+    ['addr_gen_mode', '1'],
+    ['router_solicitations', '0'],
+    ['disable_ipv6', '0'],
+  ];
+  for (const [key, value] of settings) {
+    try {
+      writeFileSync(`/proc/sys/net/ipv6/conf/${device}/${key}`, value);
+    } catch {
+      /* IPv6 disabled in this kernel: the agent's IPv6 checks say so */
+    }
+  }
+}

@@ -37,13 +37,12 @@ function ipv6Backend(ctx: BackendContext): Backend {
   }
 }
 
-// BPF mode's flannel.1 is a collect-metadata VXLAN device: the kernel opens its UDP port for IPv4 and
-// IPv6 alike, so flannel-v6.1 cannot bind the same port beside it (EADDRINUSE), and the BPF programs
-// carry IPv4 only. A network with IPv6 therefore runs classic vxlan for both families, as flannel does.
-const BPF_NEEDS_IPV4_ONLY = 'the network config enables IPv6: the BPF data plane carries IPv4 only, and its flannel.1 would hold the VXLAN port flannel-v6.1 needs';
-
 export function createBackend(ctx: BackendContext, bpf: VxlanModeOptions): Backend {
   if (!ctx.cfg.enableIPv6) return ipv4Backend(ctx, bpf);
+  // vxlan chooses for both families at once: BPF mode carries IPv6 through its one external device
+  // (which holds the VXLAN port for both families, so flannel-v6.1 could not run beside it), classic
+  // mode runs flannel.1 and flannel-v6.1
+  if (ctx.cfg.backend.Type === 'vxlan' && ctx.cfg.enableIPv4) return ipv4Backend(ctx, bpf);
   const v6 = ipv6Backend(ctx);
-  return new DualStackBackend(ctx.cfg.enableIPv4 ? ipv4Backend(ctx, { ...bpf, impossible: BPF_NEEDS_IPV4_ONLY }) : undefined, v6);
+  return new DualStackBackend(ctx.cfg.enableIPv4 ? ipv4Backend(ctx, bpf) : undefined, v6);
 }

@@ -1,5 +1,6 @@
 // Byte-for-byte mirror of bpf/flannel.h: the one place the agent encodes and decodes map entries.
 import { formatIp4, parseIp4 } from '../subnet/ip4.js';
+import { formatIp6, parseIp6 } from '../subnet/ip6.js';
 
 export const REASONS = ['forwarded', 'no_route', 'unknown_vtep', 'spoofed', 'wrong_vni', 'malformed', 'not_ipv4', 'received', 'guard_passed'] as const;
 export type Reason = (typeof REASONS)[number];
@@ -15,6 +16,9 @@ export const STRUCTS = {
   fl_subnet_key: { size: 8, fields: { prefixlen: [0, 4], addr: [4, 4] } },
   fl_subnet_val: { size: 8, fields: { vtep_mac: [0, 6], flags: [6, 2] } },
   fl_route: { size: 12, fields: { vtep_mac: [0, 6], flags: [6, 2], remote_ip: [8, 4] } },
+  fl_subnet6_key: { size: 20, fields: { prefixlen: [0, 4], addr: [4, 16] } },
+  fl_route6: { size: 24, fields: { vtep_mac: [0, 6], flags: [6, 2], remote_ip: [8, 16] } },
+  fl_member6_key: { size: 16, fields: { ip: [0, 16] } },
   fl_vtep_key: { size: 8, fields: { mac: [0, 6], pad: [6, 2] } },
   fl_vtep_val: { size: 8, fields: { remote_ip: [0, 4], flags: [4, 4] } },
   fl_member_key: { size: 4, fields: { ip: [0, 4] } },
@@ -77,6 +81,43 @@ export function routeVal(mac: string, ip: string): Buffer {
   return b;
 }
 export const decodeRouteVal = (b: Buffer) => ({ vtepMAC: macAt(b, at('fl_route', 'vtep_mac')), remoteIP: formatIp4(b.readUInt32BE(at('fl_route', 'remote_ip'))) });
+
+function writeIp6(ip: string, b: Buffer, off: number): void {
+  const v = parseIp6(ip);
+  if (v === undefined) throw new Error(`not an IPv6 address: ${ip}`);
+  for (let i = 0; i < 16; i++) b[off + i] = Number((v >> BigInt(120 - 8 * i)) & 0xffn);
+}
+function readIp6(b: Buffer, off: number): string {
+  let v = 0n;
+  for (let i = 0; i < 16; i++) v = (v << 8n) | BigInt(b[off + i]!);
+  return formatIp6(v);
+}
+
+/** struct fl_subnet6_key { u32 prefixlen; u8 addr[16]; } */
+export function subnet6Key(ip: string, len: number): Buffer {
+  const b = Buffer.alloc(S.fl_subnet6_key.size);
+  b.writeUInt32LE(len, at('fl_subnet6_key', 'prefixlen'));
+  writeIp6(ip, b, at('fl_subnet6_key', 'addr'));
+  return b;
+}
+export const decodeSubnet6Key = (b: Buffer) => ({ len: b.readUInt32LE(at('fl_subnet6_key', 'prefixlen')), ip: readIp6(b, at('fl_subnet6_key', 'addr')) });
+
+/** struct fl_route6 { u8 vtep_mac[6]; u16 flags; u8 remote_ip[16]; }: fl_routes6, the egress program's IPv6 lookup */
+export function route6Val(mac: string, ip6: string): Buffer {
+  const b = Buffer.alloc(S.fl_route6.size);
+  writeMac(mac, b, at('fl_route6', 'vtep_mac'));
+  writeIp6(ip6, b, at('fl_route6', 'remote_ip'));
+  return b;
+}
+export const decodeRoute6Val = (b: Buffer) => ({ vtepMAC: macAt(b, at('fl_route6', 'vtep_mac')), remoteIP: readIp6(b, at('fl_route6', 'remote_ip')) });
+
+/** struct fl_member6_key { u8 ip[16]; }: fl_peer_stats6 */
+export function member6Key(ip6: string): Buffer {
+  const b = Buffer.alloc(S.fl_member6_key.size);
+  writeIp6(ip6, b, at('fl_member6_key', 'ip'));
+  return b;
+}
+export const decodeMember6Key = (b: Buffer) => readIp6(b, at('fl_member6_key', 'ip'));
 
 /** struct fl_vtep_key { u8 mac[6]; u16 pad; } */
 export function vtepKey(mac: string): Buffer {

@@ -22,6 +22,8 @@ export const MAP = {
   members: 'fl_members',
   routes: 'fl_routes',
   peerStats: 'fl_peer_stats',
+  routes6: 'fl_routes6',
+  peerStats6: 'fl_peer_stats6',
   config: 'fl_config',
   stats: 'fl_stats',
   localPods: 'fl_local_pods',

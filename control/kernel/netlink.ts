@@ -84,6 +84,8 @@ export type RouteOp = {
   priority?: number;
   /** blackhole: `ip route add blackhole dst` (no dev, no gateway) */
   kind?: 'unicast' | 'blackhole';
+  /** `mtu N`: the route's path MTU */
+  mtu?: number;
 };
 export type NeighOp = { type: 'neigh'; action: Action; dev: number; dst: string; lladdr?: string };
 export type FdbOp = { type: 'fdb'; action: Action; dev: number; lladdr: string; dst?: string };

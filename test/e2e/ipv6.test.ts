@@ -1,7 +1,7 @@
-// IPv6 as flannel runs it, in the lab over an IPv6 underlay: a dual-stack vxlan cluster (BPF asked
-// for, classic because IPv6 is on), an IPv6-only vxlan cluster, host-gw dual-stack, and a node
+// IPv6 as flannel runs it, in the lab over an IPv6 underlay: a dual-stack vxlan cluster in BPF mode and
+// one in classic mode, an IPv6-only vxlan cluster, host-gw dual-stack, and a node
 // programmed by hand exactly as flannel programs a dual-stack node (flannel.1 and flannel-v6.1, flannel's
-// lease JSON) in one cluster with ours. What a user checks: pods reach pods over both families, the
+// lease JSON) in one cluster with two of ours in BPF mode. What a user checks: pods reach pods over both families, the
 // leases in etcd are flannel's keys and JSON, subnet.env carries flannel's IPv6 lines, the kernel holds
 // flannel's entries, ip6tables holds flannel's rules.
 import { after, before, describe, test } from 'node:test';
@@ -13,6 +13,10 @@ import { inNs, ip, until } from '../helpers/netns.ts';
 import { labConfig } from '../../control/lab/commands.ts';
 import { formatCidr6, formatIp6, parseCidr6 } from '../../control/subnet/ip6.ts';
 import { parseLeaseKey } from '../../control/subnet/lease-key.ts';
+import { join } from 'node:path';
+import { BpfMap } from '../../control/kernel/bpf.ts';
+import * as L from '../../control/datapath/layout.ts';
+import { MAP } from '../../control/datapath/objects.ts';
 
 interface LeaseJson {
   PublicIP: string;
@@ -42,7 +46,46 @@ async function iperf(from: Pod, to: Pod, addr: string): Promise<number> {
   }
 }
 
-describe('dual-stack vxlan: flannel-v6.1 beside flannel.1, leases, subnet.env and ip6tables as flannel writes them', { timeout: 300_000 }, () => {
+/** fl_routes6 of a BPF node: "<subnet> <vtep mac> <public ipv6>" per peer */
+function routes6(n: LabNode): string[] {
+  const m = BpfMap.openPinned(join(n.pinRoot, MAP.routes6));
+  try {
+    return m
+      .entries()
+      .map(([k, v]) => {
+        const { ip, len } = L.decodeSubnet6Key(k);
+        const r = L.decodeRoute6Val(v);
+        return `${ip}/${len} ${r.vtepMAC} ${r.remoteIP}`;
+      })
+      .sort();
+  } finally {
+    m.close();
+  }
+}
+
+/** what every dual-stack node must show, whatever the data plane: flannel's lease JSON and subnet.env */
+async function checkLeasesAndSubnetFile(lab: TestLab, v6dev: string): Promise<void> {
+  const all = await leases(lab);
+  assert.equal(all.size, lab.nodes.length);
+  for (const n of lab.nodes) {
+    const [key, v] = [...all].find(([, x]) => x.PublicIP === n.ip)!;
+    const s = parseLeaseKey(key);
+    assert.ok(s?.ipv6Subnet, `key ${key} is "<v4>-<len>&<v6>-<len>"`);
+    assert.equal(v.PublicIPv6, n.ip6);
+    assert.deepEqual(v.BackendV6Data, { VNI: 1, VtepMAC: await mac(n, v6dev) });
+    assert.deepEqual(v.BackendData, { VNI: 1, VtepMAC: await mac(n, 'flannel.1') });
+    assert.deepEqual(Object.keys(v), ['PublicIP', 'PublicIPv6', 'BackendType', 'BackendData', 'BackendV6Data'], "Go's field order");
+    const env = readFileSync(n.subnetFile, 'utf8');
+    assert.match(
+      env,
+      new RegExp(
+        `^FLANNEL_NETWORK=10\\.244\\.0\\.0/16\\nFLANNEL_SUBNET=[\\d.]+/24\\nFLANNEL_IPV6_NETWORK=fd00:10:244::/56\\nFLANNEL_IPV6_SUBNET=${formatIp6(s.ipv6Subnet.ip + 1n)}/64\\nFLANNEL_MTU=1450\\nFLANNEL_IPMASQ=(true|false)\\n$`,
+      ),
+    );
+  }
+}
+
+describe('dual-stack vxlan in BPF mode: IPv6 pods through flannel.1 (fl_routes6), VXLAN over the IPv6 underlay', { timeout: 300_000 }, () => {
   let lab: TestLab;
   before(async () => {
     lab = await TestLab.create({ nodes: 3, config: labConfig('vxlan', 'dual'), ipv6: true, agentArgs: ['--ip-masq'] });
@@ -50,39 +93,68 @@ describe('dual-stack vxlan: flannel-v6.1 beside flannel.1, leases, subnet.env an
   });
   after(() => lab?.destroy());
 
-  test('every pod reaches every pod over IPv4 and IPv6, and TCP runs over IPv6', async () => {
+  test('every pod reaches every pod over IPv4 and IPv6, and TCP runs over IPv6 (past the IPv6 path MTU)', async () => {
     for (const n of lab.nodes) assert.ok(n.pods[0]!.ip6 && n.pods[0]!.ip6.startsWith('fd00:10:244:'), `${n.ns}'s pod has an IPv6 address from the CNI plugin`);
     await connected(lab);
     const [a, b] = [lab.node(1).pods[0]!, lab.node(2).pods[0]!];
     assert.ok((await iperf(a, b, b.ip6!)) > 1e8, 'iperf3 over IPv6 moves data');
   });
 
-  test('BPF mode was asked for and fell back to classic, saying why', () => {
-    for (const n of lab.nodes) assert.match(lab.logs(n), /"fallbackReason":"the network config enables IPv6: the BPF data plane carries IPv4 only/);
-  });
-
-  test("leases: flannel's dual key, PublicIPv6 and BackendV6Data naming each node's flannel-v6.1", async () => {
-    const all = await leases(lab);
-    assert.equal(all.size, 3);
+  test('the nodes run BPF mode, flannel.1 is the IPv6 VTEP too, and no flannel-v6.1 exists', async () => {
     for (const n of lab.nodes) {
-      const [key, v] = [...all].find(([, x]) => x.PublicIP === n.ip)!;
-      const s = parseLeaseKey(key);
-      assert.ok(s?.ipv6Subnet, `key ${key} is "<v4>-<len>&<v6>-<len>"`);
-      assert.equal(v.PublicIPv6, n.ip6);
-      assert.deepEqual(v.BackendV6Data, { VNI: 1, VtepMAC: await mac(n, 'flannel-v6.1') });
-      assert.deepEqual(v.BackendData, { VNI: 1, VtepMAC: await mac(n, 'flannel.1') });
-      assert.deepEqual(Object.keys(v), ['PublicIP', 'PublicIPv6', 'BackendType', 'BackendData', 'BackendV6Data'], "Go's field order");
-      const env = readFileSync(n.subnetFile, 'utf8');
-      assert.match(
-        env,
-        new RegExp(
-          `^FLANNEL_NETWORK=10\\.244\\.0\\.0/16\\nFLANNEL_SUBNET=[\\d.]+/24\\nFLANNEL_IPV6_NETWORK=fd00:10:244::/56\\nFLANNEL_IPV6_SUBNET=${formatIp6(s.ipv6Subnet.ip + 1n)}/64\\nFLANNEL_MTU=1450\\nFLANNEL_IPMASQ=true\\n$`,
-        ),
-      );
+      assert.match(lab.logs(n), /"mode":"bpf".*"msg":"ready"/);
+      assert.equal(await ip('-n', n.ns, 'link', 'show', 'flannel-v6.1').catch(() => 'none'), 'none');
     }
+    await checkLeasesAndSubnetFile(lab, 'flannel.1');
   });
 
-  test("the kernel: flannel-v6.1 over the IPv6 underlay, and per peer flannel's neighbour, FDB entry and onlink route", async () => {
+  test("the maps: per peer an IPv6 route to its BackendV6Data VTEP at its PublicIPv6; its IPv6 traffic is counted; the IPv6 route carries IPv6's path MTU", async () => {
+    const n1 = lab.node(1);
+    const want: string[] = [];
+    for (const [key, v] of await leases(lab)) if (v.PublicIP !== n1.ip) want.push(`${formatCidr6(parseLeaseKey(key)!.ipv6Subnet!)} ${v.BackendV6Data!.VtepMAC} ${v.PublicIPv6}`);
+    assert.deepEqual(routes6(n1), want.sort());
+    const stats = BpfMap.openPinned(join(n1.pinRoot, MAP.peerStats6));
+    try {
+      const tx = stats.entries().map(([k, v]) => ({ ip: L.decodeMember6Key(k), ...L.sumPeerStats(stats.perCpu(v)) }));
+      assert.deepEqual(
+        tx.map((t) => t.ip).sort(),
+        lab.nodes
+          .filter((n) => n !== n1)
+          .map((n) => n.ip6!)
+          .sort(),
+        'the IPv6 members',
+      );
+      assert.ok(
+        tx.every((t) => t.txPackets > 0 && t.rxPackets > 0),
+        'IPv6 traffic counted both ways with every peer',
+      );
+    } finally {
+      stats.close();
+    }
+    assert.match(await inNs(n1.ns, 'ip', '-6', 'route', 'show', 'fd00:10:244::/56'), /dev flannel\.1 .*mtu 1430/);
+  });
+
+  test("ip-masq: flannel's ip6tables rules for the IPv6 network (multicast is ff00::/8)", async () => {
+    const n1 = lab.node(1);
+    const s6 = parseCidr6(readFileSync(n1.subnetFile, 'utf8').match(/FLANNEL_IPV6_SUBNET=(\S+)/)![1]!)!;
+    const nat = await inNs(n1.ns, 'ip6tables-save', '-t', 'nat');
+    assert.match(nat, /^-A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG$/m);
+    assert.match(nat, new RegExp(`^-A FLANNEL-POSTRTG -s ${formatCidr6(s6).replace(/\//, '\\/')} -d fd00:10:244::/56 -m comment --comment "flanneld masq" -j RETURN$`, 'm'));
+    assert.match(nat, /^-A FLANNEL-POSTRTG -s fd00:10:244::\/56 ! -d ff00::\/8 -m comment --comment "flanneld masq" -j MASQUERADE/m);
+  });
+});
+
+describe('dual-stack vxlan, classic (--no-bpf): flannel-v6.1 beside flannel.1, as flannel programs them', { timeout: 300_000 }, () => {
+  let lab: TestLab;
+  before(async () => {
+    lab = await TestLab.create({ nodes: 2, config: labConfig('vxlan', 'dual'), ipv6: true, agentArgs: ['--no-bpf'] });
+    await lab.bringUp({ cni: true });
+  });
+  after(() => lab?.destroy());
+
+  test("pods reach each other over both families; leases and subnet.env are flannel's; flannel-v6.1 over the IPv6 underlay with per peer flannel's neighbour, FDB entry and onlink route", async () => {
+    await connected(lab);
+    await checkLeasesAndSubnetFile(lab, 'flannel-v6.1');
     const n1 = lab.node(1);
     const link = JSON.parse(await inNs(n1.ns, 'ip', '-d', '-j', 'link', 'show', 'flannel-v6.1')) as { linkinfo: { info_data: { id: number; local6: string; port: number } } }[];
     assert.deepEqual([link[0]!.linkinfo.info_data.id, link[0]!.linkinfo.info_data.local6, link[0]!.linkinfo.info_data.port], [1, n1.ip6, 8472]);
@@ -99,13 +171,16 @@ describe('dual-stack vxlan: flannel-v6.1 beside flannel.1, leases, subnet.env an
     }
   });
 
-  test("ip-masq: flannel's ip6tables rules for the IPv6 network (multicast is ff00::/8)", async () => {
+  test('a node switched to BPF mode (restarted without --no-bpf) drops flannel-v6.1 and still reaches the classic node over both families', async () => {
     const n1 = lab.node(1);
-    const s6 = parseCidr6(readFileSync(n1.subnetFile, 'utf8').match(/FLANNEL_IPV6_SUBNET=(\S+)/)![1]!)!;
-    const nat = await inNs(n1.ns, 'ip6tables-save', '-t', 'nat');
-    assert.match(nat, /^-A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG$/m);
-    assert.match(nat, new RegExp(`^-A FLANNEL-POSTRTG -s ${formatCidr6(s6).replace(/\//, '\\/')} -d fd00:10:244::/56 -m comment --comment "flanneld masq" -j RETURN$`, 'm'));
-    assert.match(nat, /^-A FLANNEL-POSTRTG -s fd00:10:244::\/56 ! -d ff00::\/8 -m comment --comment "flanneld masq" -j MASQUERADE/m);
+    await lab.stopAgent(n1);
+    lab.agentArgs = [];
+    lab.startAgent(n1);
+    await lab.waitReady(n1);
+    assert.match(lab.logs(n1), /removing the classic IPv6 VXLAN device of an earlier run/);
+    assert.equal(await ip('-n', n1.ns, 'link', 'show', 'flannel-v6.1').catch(() => 'none'), 'none');
+    assert.match(lab.logs(n1), /"mode":"bpf".*"msg":"ready"/);
+    await connected(lab);
   });
 });
 
@@ -226,7 +301,12 @@ describe('interop: a node programmed by hand exactly as flannel programs a dual-
 
   test("our nodes take the flannel node's lease and program it; pods reach each other both ways over IPv4 and IPv6", async () => {
     const n1 = lab.node(1);
-    await until('flannel node programmed', async () => (await inNs(n1.ns, 'ip', '-6', 'route', 'show', `${V6}/64`)).includes('flannel-v6.1') || undefined, 10_000, 200);
+    await until('flannel node programmed', () => routes6(n1).some((r) => r.startsWith(`${V6}/64 `)) || undefined, 10_000, 200);
+    assert.deepEqual(
+      routes6(n1).filter((r) => r.startsWith(`${V6}/64 `)),
+      [`${V6}/64 ${await mac(f, 'flannel-v6.1')} ${f.ip6}`],
+      "the flannel node's IPv6 subnet goes to its flannel-v6.1 at its PublicIPv6",
+    );
     await connected(lab);
   });
 });

@@ -14,7 +14,7 @@ import { addon } from '../../control/kernel/addon.ts';
 import * as L from '../../control/datapath/layout.ts';
 import { objectPath } from '../../control/datapath/objects.ts';
 import { countersByIndex } from '../../control/datapath/inspect.ts';
-import { eth, ipv4, udp, vxlan, icmpEcho, mac, ETH_P_IP, ETH_P_ARP, IPPROTO_ICMP, IPPROTO_UDP } from '../helpers/packets.ts';
+import { eth, ipv4, ipv6, udp, vxlan, icmpEcho, mac, ETH_P_IP, ETH_P_ARP, ETH_P_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_UDP } from '../helpers/packets.ts';
 import { inNs, ip } from '../helpers/netns.ts';
 
 // accepted or not ours: TC_ACT_UNSPEC lets the filters after ours run; TC_ACT_OK would end the chain
@@ -84,6 +84,31 @@ test('egress: a packet for a peer subnet leaves with the peer VtepMAC as destina
   assert.equal(L.sumPeerStats(ps.perCpu(ps.lookup(L.memberKey(PEER_IP))!)).txPackets >= 1, true);
 });
 
+test('egress, IPv6 (dual stack): a packet for a peer IPv6 subnet leaves with its IPv6 VTEP MAC and is counted for its PublicIPv6; an unknown IPv6 destination is no_route', async () => {
+  const PEER6_MAC = '02:00:00:00:00:06',
+    PEER_IP6 = 'fd00:172:20::12';
+  egress.map('fl_peer_stats6').update(L.member6Key(PEER_IP6), Buffer.alloc(egress.map('fl_peer_stats6').lookupSize));
+  egress.map('fl_routes6').update(L.subnet6Key('fd00:10:244:5::', 64), L.route6Val(PEER6_MAC, PEER_IP6));
+  const fd = egress.program('fl_vxlan_egress').fd;
+  const pkt = (dst: string) => eth(LOCAL_MAC, '02:00:00:00:00:99', ETH_P_IPV6, ipv6('fd00:10:244:3::2', dst, IPPROTO_ICMPV6, Buffer.from([128, 0, 0, 0, 0, 1, 0, 1])));
+  try {
+    const c0 = counters();
+    const r = await testRun(fd, pkt('fd00:10:244:5::7'));
+    assert.equal(r.retval, TC_ACT_UNSPEC);
+    assert.deepEqual(r.data.subarray(0, 6), mac(PEER6_MAC));
+    assert.deepEqual(r.data.subarray(6, 12), mac(LOCAL_MAC));
+    assert.deepEqual(r.data.subarray(12), pkt('fd00:10:244:5::7').subarray(12), 'nothing past the MACs changes');
+    assert.equal((await testRun(fd, pkt('fd00:10:244:9::7'))).retval, TC_ACT_SHOT);
+    const c1 = counters();
+    assert.deepEqual([c1.forwarded - c0.forwarded, c1.no_route - c0.no_route, c1.not_ipv4 - c0.not_ipv4], [1, 1, 0]);
+    const ps = egress.map('fl_peer_stats6');
+    assert.equal(L.sumPeerStats(ps.perCpu(ps.lookup(L.member6Key(PEER_IP6))!)).txPackets, 1);
+  } finally {
+    egress.map('fl_routes6').deleteMany([L.subnet6Key('fd00:10:244:5::', 64)]);
+    egress.map('fl_peer_stats6').deleteMany([L.member6Key(PEER_IP6)]);
+  }
+});
+
 test('egress: no route (no peer subnet, or a subnet whose VTEP is unknown), not IPv4, bad IP header: dropped and counted', async () => {
   const fd = egress.program('fl_vxlan_egress').fd;
   const c0 = counters();
@@ -135,6 +160,31 @@ for (const [hook, prog, PASS, DROP] of [
     assert.equal(c1.spoofed, c0.spoofed + 2);
     assert.equal(c1.guard_passed, c0.guard_passed + 1);
     assert.equal(c1.malformed, c0.malformed + 1);
+  });
+}
+
+for (const [hook, prog, PASS, DROP] of [
+  ['tc', 'fl_guard_tc', TC_ACT_UNSPEC, TC_ACT_SHOT],
+  ['xdp', 'fl_guard_xdp', XDP_PASS, XDP_DROP],
+] as const) {
+  test(`underlay guard (${hook}), VXLAN over IPv6: from a member (by PublicIPv6) passes, from a stranger is dropped and counted, the rest is untouched`, async () => {
+    const MEMBER6 = 'fd00:172:20::12';
+    const stats6 = guard.map('fl_peer_stats6');
+    stats6.updateMany([[L.member6Key(MEMBER6), Buffer.alloc(stats6.lookupSize)]]);
+    const from6 = (src: string, dport = 8472) =>
+      eth('02:00:00:00:00:aa', '02:00:00:00:00:bb', ETH_P_IPV6, ipv6(src, 'fd00:172:20::11', IPPROTO_UDP, udp(40000, dport, vxlan(1, podPacket('10.244.3.2')))));
+    try {
+      const fd = guard.program(prog).fd;
+      const c0 = counters();
+      assert.equal((await testRun(fd, from6(MEMBER6))).retval, PASS);
+      assert.equal((await testRun(fd, from6('fd00:172:20::66'))).retval, DROP);
+      assert.equal((await testRun(fd, from6('fd00:172:20::66', 4789))).retval, PASS, 'another UDP port is not ours to judge');
+      assert.equal((await testRun(fd, eth('02:00:00:00:00:aa', '02:00:00:00:00:bb', ETH_P_IPV6, ipv6('fd00:172:20::66', 'fd00:172:20::11', IPPROTO_ICMPV6, Buffer.alloc(8))))).retval, PASS);
+      const c1 = counters();
+      assert.deepEqual([c1.spoofed - c0.spoofed, c1.guard_passed - c0.guard_passed], [1, 1]);
+    } finally {
+      stats6.deleteMany([L.member6Key(MEMBER6)]);
+    }
   });
 }
 

@@ -4,6 +4,7 @@
 // where a lease event becomes a map entry.
 import { LeaseFormatError, decodeVxlanData, type Lease } from '../../subnet/lease.js';
 import { formatCidr, formatIp4 } from '../../subnet/ip4.js';
+import { formatCidr6, formatIp6 } from '../../subnet/ip6.js';
 import { errnoName } from '../../kernel/addon.js';
 import type { BpfMap } from '../../kernel/bpf.js';
 import * as L from '../../datapath/layout.js';
@@ -11,15 +12,16 @@ import type { MAP } from '../../datapath/objects.js';
 import type { Entry, PeerDriver } from '../peer-programmer.js';
 
 /** the maps a peer has entries in (their names are checked against MAP by the compiler) */
-export type PeerMapName = (typeof MAP)['subnets' | 'vteps' | 'members' | 'routes' | 'peerStats'];
+export type PeerMapName = (typeof MAP)['subnets' | 'vteps' | 'members' | 'routes' | 'peerStats' | 'routes6' | 'peerStats6'];
 export type PeerMaps = Record<PeerMapName, BpfMap>;
 export type MapOp = { map: PeerMapName; action: 'update' | 'delete'; key: Buffer; value?: Buffer; what: string };
 
 // A peer's counters first (their presence is what flannel.1's ingress accepts), then the guard's
 // member entry, the VTEP and the subnet, and last the route the egress program reads; deletes the
-// other way round. So no program ever finds a half-programmed peer.
-const UPDATE_ORDER: PeerMapName[] = ['fl_peer_stats', 'fl_members', 'fl_vteps', 'fl_subnets', 'fl_routes'];
-const DELETE_ORDER: PeerMapName[] = ['fl_routes', 'fl_subnets', 'fl_vteps', 'fl_members', 'fl_peer_stats'];
+// other way round. So no program ever finds a half-programmed peer. A peer's IPv6 half (a dual-stack
+// network) follows the same rule: its counters (its membership over IPv6) before its IPv6 route.
+const UPDATE_ORDER: PeerMapName[] = ['fl_peer_stats', 'fl_peer_stats6', 'fl_members', 'fl_vteps', 'fl_subnets', 'fl_routes', 'fl_routes6'];
+const DELETE_ORDER: PeerMapName[] = ['fl_routes6', 'fl_routes', 'fl_subnets', 'fl_vteps', 'fl_members', 'fl_peer_stats6', 'fl_peer_stats'];
 
 /** One map entry as the peer programmer sees it: identity, comparable value, and how to write or remove it. */
 function mapEntry(map: PeerMapName, id: string, value: string, key: Buffer, val: Buffer): Entry<MapOp> {
@@ -30,6 +32,8 @@ export class BpfMapDriver implements PeerDriver<MapOp> {
   constructor(
     private readonly maps: PeerMaps,
     private readonly vni: number,
+    /** the network runs IPv6 too: peers' IPv6 halves go into fl_routes6 and fl_peer_stats6 */
+    private readonly ipv6 = false,
   ) {}
 
   entriesFor(lease: Lease): Entry<MapOp>[] {
@@ -46,6 +50,22 @@ export class BpfMapDriver implements PeerDriver<MapOp> {
       mapEntry('fl_vteps', `vtep ${vtepMAC}`, ip, L.vtepKey(vtepMAC), L.vtepVal(ip)),
       mapEntry('fl_subnets', `subnet ${formatCidr(lease.subnet)}`, vtepMAC, subnetKey, L.subnetVal(vtepMAC)),
       mapEntry('fl_routes', `route ${formatCidr(lease.subnet)}`, `${vtepMAC} ${ip}`, subnetKey, L.routeVal(vtepMAC, ip)),
+      ...this.entries6For(lease),
+    ];
+  }
+
+  /** A peer's IPv6 half, as flannel-v6.1 would reach it: its IPv6 VTEP (BackendV6Data) at its PublicIPv6. */
+  private entries6For(lease: Lease): Entry<MapOp>[] {
+    // an IPv4-only peer in a dual-stack network has no IPv6 half, as in flannel
+    if (!this.ipv6 || !lease.ipv6Subnet) return [];
+    const { vni, vtepMAC } = decodeVxlanData(lease.attrs, 6);
+    if (vni !== this.vni) throw new LeaseFormatError(`peer's IPv6 VTEP uses VNI ${vni}, this network uses ${this.vni}`);
+    const ip6 = lease.attrs.publicIPv6;
+    if (!ip6) throw new LeaseFormatError('peer has an IPv6 subnet but no PublicIPv6');
+    const s6 = formatCidr6(lease.ipv6Subnet);
+    return [
+      mapEntry('fl_peer_stats6', `counters ${ip6}`, '', L.member6Key(ip6), Buffer.alloc(this.maps.fl_peer_stats6.lookupSize)),
+      mapEntry('fl_routes6', `route ${s6}`, `${vtepMAC} ${ip6}`, L.subnet6Key(formatIp6(lease.ipv6Subnet.ip), lease.ipv6Subnet.len), L.route6Val(vtepMAC, ip6)),
     ];
   }
 
@@ -71,6 +91,13 @@ export class BpfMapDriver implements PeerDriver<MapOp> {
     // the value is not read: a peer's counters are only ever created or removed here
     const zero = Buffer.alloc(m.fl_peer_stats.lookupSize);
     for (const [k] of m.fl_peer_stats.entries()) out.push(mapEntry('fl_peer_stats', `counters ${L.decodeMemberKey(k)}`, '', k, zero));
+    // read even when IPv6 is off: what a dual-stack run left there is stale now
+    for (const [k, v] of m.fl_routes6.entries()) {
+      const { ip, len } = L.decodeSubnet6Key(k);
+      const r = L.decodeRoute6Val(v);
+      out.push(mapEntry('fl_routes6', `route ${ip}/${len}`, `${r.vtepMAC} ${r.remoteIP}`, k, v));
+    }
+    for (const [k] of m.fl_peer_stats6.entries()) out.push(mapEntry('fl_peer_stats6', `counters ${L.decodeMember6Key(k)}`, '', k, zero));
     return out;
   }
 

@@ -6,7 +6,7 @@
 // checks), fast-path.ts (the pod fast path and bypass mode); this file loads and wires them.
 import { encodeVxlanData, type Lease } from '../../subnet/lease.js';
 import { formatIp4 } from '../../subnet/ip4.js';
-import { exec, type Link } from '../../kernel/netlink.js';
+import { exec, getLink, type Link } from '../../kernel/netlink.js';
 import { BpfMap, BpfObject, ensureBpffs, untrustedPins } from '../../kernel/bpf.js';
 import * as L from '../../datapath/layout.js';
 import { MAP, PROGRAM, mapFlags, objectPath } from '../../datapath/objects.js';
@@ -15,7 +15,9 @@ import { PeerProgrammer } from '../peer-programmer.js';
 import type { Backend, BackendContext, BackendDescription, HealthCheck, TrafficView } from '../types.js';
 import { decodeDataPlane, type DataPlaneMaps } from '../../datapath/inspect.js';
 import { ensureVxlanDevice, repairVxlanDevice, type VxlanDeviceSpec } from './device.js';
-import { disableIpv6, ensureDeviceAddress } from '../device.js';
+import { disableIpv6, enableIpv6Quietly, ensureDeviceAddress, ensureDeviceAddress6 } from '../device.js';
+import { formatIp6 } from '../../subnet/ip6.js';
+import { VXLAN6_OVERHEAD } from './classic6.js';
 import { vxlanDeviceMtu, vxlanOptions, type VxlanOptions } from './options.js';
 import { FastPath, type BypassMode, type FastPathMaps, type FastPathMode } from './fast-path.js';
 import { BpfMapDriver, type MapOp } from './bpf-maps.js';
@@ -41,6 +43,8 @@ export class BpfVxlanBackend implements Backend {
   private maps!: DataPlaneMaps;
   /** the egress program's table, derived from fl_subnets and fl_vteps */
   private routes!: BpfMap;
+  /** a dual-stack network's IPv6 halves: the egress program's IPv6 table and the IPv6 members */
+  private maps6!: { fl_routes6: BpfMap; fl_peer_stats6: BpfMap };
   private fastMaps!: FastPathMaps;
   private fast!: FastPath;
   private hooks!: BpfHooks;
@@ -74,8 +78,9 @@ export class BpfVxlanBackend implements Backend {
       fl_peer_stats: egress.map(MAP.peerStats),
     };
     this.routes = egress.map(MAP.routes);
+    this.maps6 = { fl_routes6: egress.map(MAP.routes6), fl_peer_stats6: egress.map(MAP.peerStats6) };
     this.seedPeerStats();
-    const driver = new BpfMapDriver({ ...this.maps, fl_routes: this.routes }, this.opts.vni);
+    const driver = new BpfMapDriver({ ...this.maps, fl_routes: this.routes, ...this.maps6 }, this.opts.vni, this.ctx.cfg.ipv6 !== undefined);
     const { network, subnetLen } = this.ctx.cfg;
     this.direct = new DirectRoutingDriver<MapOp>(driver, {
       enabled: this.opts.directRouting,
@@ -83,8 +88,9 @@ export class BpfVxlanBackend implements Backend {
       subnetLen,
       vxlanDev: () => this.dev.index,
       own: () => this.own?.subnet,
-      // a direct peer stays a member: VXLAN it sends us (it may not see us as direct) passes the guard
-      keepWhenDirect: (e) => e.add.map === MAP.members || e.add.map === MAP.peerStats,
+      // a direct peer stays a member: VXLAN it sends us (it may not see us as direct) passes the guard;
+      // DirectRouting is for IPv4 peers, so its IPv6 half stays on the tunnel
+      keepWhenDirect: (e) => e.add.map === MAP.members || e.add.map === MAP.peerStats || e.add.map === MAP.routes6 || e.add.map === MAP.peerStats6,
       log,
     });
     this.programmer = new PeerProgrammer(this.direct, log);
@@ -105,12 +111,21 @@ export class BpfVxlanBackend implements Backend {
       log,
     );
 
+    // a classic dual-stack run's flannel-v6.<VNI> holds the VXLAN port over IPv6, which our external
+    // device opens too: it must go before flannel.<VNI> comes up (EADDRINUSE otherwise)
+    const v6dev = await getLink(`flannel-v6.${this.opts.vni}`);
+    if (v6dev) {
+      log.info({ device: v6dev.name }, 'removing the classic IPv6 VXLAN device of an earlier run: the BPF data plane carries IPv6 through flannel.1');
+      await exec({ type: 'link', action: 'delete', index: v6dev.index });
+    }
     this.devSpec = { name: `flannel.${this.opts.vni}`, vni: this.opts.vni, local: '', link: 0, port: this.opts.port, learning: false, external: true, mtu: vxlanDeviceMtu(this.opts, ext.iface.mtu) };
     await this.setupDevice(await ensureVxlanDevice(this.devSpec, log));
-    return {
-      attrs: { publicIP: ext.publicIP, publicIPv6: null, backendType: 'vxlan', backendData: encodeVxlanData({ vni: this.opts.vni, vtepMAC: this.dev.mac }) },
-      mtu: this.dev.mtu,
-    };
+    const vtep = encodeVxlanData({ vni: this.opts.vni, vtepMAC: this.dev.mac });
+    // a dual-stack node: flannel.1 is our IPv6 VTEP as well (the external device receives VXLAN over
+    // IPv6 too), so BackendV6Data names its MAC; flannel nodes reach it from their flannel-v6.1
+    const six = this.ctx.cfg.ipv6 ? { publicIPv6: ext.publicIPv6!, backendV6Data: vtep } : { publicIPv6: null };
+    if (this.ctx.cfg.ipv6 && !ext.publicIPv6) throw new Error(`IPv6 is enabled but interface ${ext.iface.name} has no IPv6 address`);
+    return { attrs: { publicIP: ext.publicIP, backendType: 'vxlan', backendData: vtep, ...six }, mtu: this.dev.mtu };
   }
 
   /**
@@ -133,8 +148,10 @@ export class BpfVxlanBackend implements Backend {
     this.dev = dev;
     // ARP off: the egress program writes the peer's MAC itself; the kernel must not try to resolve it
     await exec({ type: 'link', action: 'set', index: this.dev.index, noarp: true });
-    // no IPv6 on the tunnel: router solicitations would only be dropped and counted as not_ipv4
-    disableIpv6(this.dev.name);
+    // no IPv6 on the tunnel of an IPv4-only network: router solicitations would only be dropped and
+    // counted as no_route; a dual-stack network carries IPv6, without the chatter
+    if (this.ctx.cfg.ipv6) enableIpv6Quietly(this.dev.name);
+    else disableIpv6(this.dev.name);
     this.maps.fl_config.update(L.u32Key(0), L.configVal({ vni: this.opts.vni, port: this.opts.port, ttl: 64, flags: 0, localMAC: this.dev.mac }));
     this.fast.configure(this.dev.index, this.ctx.ext.ifaceAddr);
     // replaced in place on a restart, so a running data plane never sees an empty hook
@@ -147,6 +164,15 @@ export class BpfVxlanBackend implements Backend {
     const { network } = this.ctx.cfg;
     // one route for the whole cluster network; our own subnet's more specific route (cni0) wins locally
     await exec({ type: 'route', action: 'replace', dst: formatIp4(network.ip), dstLen: network.len, dev: this.dev.index });
+    const c6 = this.ctx.cfg.ipv6;
+    if (c6 && own.ipv6Subnet) {
+      // flannel's ConfigureIPv6 (the /128 is the source of host-to-pod traffic), and one route for the IPv6 network
+      await ensureDeviceAddress6(this.dev, own.ipv6Subnet);
+      // flannel.1's MTU leaves room for IPv4's 50 bytes of VXLAN; over IPv6 they are 70 (as flannel-v6.1's
+      // MTU is). The route carries that MTU, so the node answers bigger IPv6 packets with "packet too
+      // big" (the external device's own PMTU reply would arrive untunnelled, and its ingress drops it)
+      await exec({ type: 'route', action: 'replace', dst: formatIp6(c6.network.ip), dstLen: c6.network.len, dev: this.dev.index, mtu: (this.opts.mtu ?? this.ctx.ext.iface.mtu) - VXLAN6_OVERHEAD });
+    }
   }
 
   handle = (events: Parameters<Backend['handle']>[0]) => this.programmer.handle(events);
@@ -172,7 +198,7 @@ export class BpfVxlanBackend implements Backend {
   }
 
   private pinnedMaps(): Record<string, BpfMap> {
-    return { ...this.maps, fl_routes: this.routes, ...this.fastMaps };
+    return { ...this.maps, fl_routes: this.routes, ...this.maps6, ...this.fastMaps };
   }
 
   traffic(): TrafficView {

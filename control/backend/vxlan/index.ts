@@ -1,4 +1,5 @@
-// The vxlan backend: BPF mode unless disabled or impossible here, else classic flannel.1.
+// The vxlan backend: BPF mode unless disabled or impossible here, else classic flannel.1 (and, on a
+// dual-stack network, flannel-v6.1). BPF mode carries both families through its one external device.
 // A failure at any step of BPF set-up is logged once with its reason, the partial BPF state is removed,
 // and the node runs classic vxlan: still wire-compatible, just without the BPF data plane.
 import { readdirSync, rmSync } from 'node:fs';
@@ -9,13 +10,13 @@ import { detachAllPods } from '../../datapath/local-pods.js';
 import { FastPathRequiredError } from './fast-path.js';
 import { BpfVxlanBackend, type BpfModeOptions } from './bpf-mode.js';
 import { ClassicVxlanBackend } from './classic.js';
+import { ClassicVxlan6Backend } from './classic6.js';
+import { DualStackBackend } from '../dual-stack.js';
 import { removeGuards } from './underlay-guard.js';
 import type { Logger } from '../../log.js';
 
 export interface VxlanModeOptions extends BpfModeOptions {
   enabled: boolean;
-  /** why BPF mode cannot run with this network config (the reason shown as the fallback's) */
-  impossible?: string;
 }
 
 export class VxlanBackend implements Backend {
@@ -31,9 +32,6 @@ export class VxlanBackend implements Backend {
   async prepare() {
     if (!this.bpf.enabled) {
       this.fallbackReason = 'disabled with --no-bpf';
-    } else if (this.bpf.impossible) {
-      this.fallbackReason = this.bpf.impossible;
-      this.ctx.log.warn({ reason: this.fallbackReason }, 'BPF data plane unavailable, falling back to classic vxlan (routes, neighbours, FDB)');
     } else {
       const b = new BpfVxlanBackend(this.ctx, this.bpf);
       try {
@@ -48,7 +46,8 @@ export class VxlanBackend implements Backend {
       }
     }
     this.removedGuards = await leaveBpfMode(this.bpf.pinRoot, this.ctx.log);
-    this.active = new ClassicVxlanBackend(this.ctx);
+    // classic dual stack is flannel's: flannel.1 for IPv4 and flannel-v6.1 for IPv6
+    this.active = this.ctx.cfg.ipv6 ? new DualStackBackend(new ClassicVxlanBackend(this.ctx), new ClassicVxlan6Backend(this.ctx)) : new ClassicVxlanBackend(this.ctx);
     return this.active.prepare();
   }
 
