@@ -33,7 +33,9 @@ export interface FastPathView {
   counters: Record<L.FastResult, { packets: number; bytes: number }>;
 }
 
-export type DataPlaneMaps = Record<'fl_subnets' | 'fl_vteps' | 'fl_members' | 'fl_config' | 'fl_stats' | 'fl_peer_stats', BpfMap>;
+export type DataPlaneMaps = Record<'fl_subnets' | 'fl_vteps' | 'fl_members' | 'fl_config' | 'fl_stats' | 'fl_peer_stats', BpfMap> &
+  /** the IPv6 maps (an agent of an earlier version pinned none) */
+  Partial<Record<'fl_routes6' | 'fl_peer_stats6', BpfMap>>;
 
 /** Opens the pinned maps (as flannelctl does, from outside the agent), decodes them, closes them. */
 export function readDataPlane(pinRoot: string): DataPlaneView {
@@ -45,6 +47,7 @@ export function readDataPlane(pinRoot: string): DataPlaneView {
     fl_config: open('fl_config'),
     fl_stats: open('fl_stats'),
     fl_peer_stats: open('fl_peer_stats'),
+    ...(existsSync(join(pinRoot, 'fl_routes6')) ? { fl_routes6: open('fl_routes6'), fl_peer_stats6: open('fl_peer_stats6') } : {}),
   };
   try {
     return { ...decodeDataPlane(pinRoot, maps), fastPath: readFastPath(pinRoot) };
@@ -94,6 +97,16 @@ export function decodeDataPlane(pinRoot: string, maps: DataPlaneMaps): Omit<Data
     const s = ps ? L.sumPeerStats(maps.fl_peer_stats.perCpu(ps)) : { txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0 };
     const member = hostIP ? maps.fl_members.lookup(L.memberKey(hostIP)) !== null : false;
     peers.push({ subnet: `${ip}/${len}`, vtepMAC, hostIP, member, ...s });
+  }
+  // a dual-stack network's IPv6 peers: subnet -> IPv6 VTEP at the peer's PublicIPv6, one row each
+  if (maps.fl_routes6 && maps.fl_peer_stats6) {
+    const zero = { txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0 };
+    for (const [k, v] of maps.fl_routes6.entries()) {
+      const { ip, len } = L.decodeSubnet6Key(k);
+      const r = L.decodeRoute6Val(v);
+      const ps = maps.fl_peer_stats6.lookup(L.member6Key(r.remoteIP));
+      peers.push({ subnet: `${ip}/${len}`, vtepMAC: r.vtepMAC, hostIP: r.remoteIP, member: ps !== null, ...(ps ? L.sumPeerStats(maps.fl_peer_stats6.perCpu(ps)) : zero) });
+    }
   }
   peers.sort((a, b) => a.subnet.localeCompare(b.subnet, 'en', { numeric: true }));
   const counters = countersByIndex(maps.fl_stats, L.REASONS);

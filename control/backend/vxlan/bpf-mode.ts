@@ -202,7 +202,7 @@ export class BpfVxlanBackend implements Backend {
   }
 
   traffic(): TrafficView {
-    const v = decodeDataPlane(this.bpf.pinRoot, this.maps);
+    const v = decodeDataPlane(this.bpf.pinRoot, { ...this.maps, ...(this.ctx.cfg.ipv6 ? this.maps6 : {}) });
     return {
       ...(this.fast.on ? { fastPath: this.fast.counters() } : {}),
       peers: v.peers.filter((p) => p.hostIP).map((p) => ({ subnet: p.subnet, publicIP: p.hostIP!, txPackets: p.txPackets, txBytes: p.txBytes, rxPackets: p.rxPackets, rxBytes: p.rxBytes })),
