@@ -4,6 +4,7 @@
 import { TestLab, type Underlay } from '../test/helpers/lab.ts';
 import { inNs } from '../test/helpers/netns.ts';
 import { machineCpu, server, sleep } from './lib.ts';
+import { labConfig } from '../control/lab/commands.ts';
 
 export interface DatapathMode {
   name: string;
@@ -11,6 +12,8 @@ export interface DatapathMode {
   args: string[];
   /** measure node to node on the underlay instead of pod to pod */
   underlay?: boolean;
+  /** a dual-stack network over an IPv6 underlay, measured between the pods' IPv6 addresses */
+  ipv6?: boolean;
 }
 
 // Every mode as kube-flannel runs it (--ip-masq, so conntrack is active as kube-proxy makes it on a
@@ -24,6 +27,10 @@ export const MODES: DatapathMode[] = [
   { name: 'host-gw', backend: 'host-gw', args: ['--ip-masq'] },
   { name: 'udp', backend: 'udp', args: ['--ip-masq'] },
   { name: 'underlay (no overlay)', backend: 'host-gw', args: [], underlay: true },
+  // IPv6 pods of a dual-stack network, in the same run as IPv4: BPF mode carries them through
+  // flannel.1 (fl_routes6; the pod fast path and bypass are IPv4 only), classic mode through flannel-v6.1
+  { name: 'BPF vxlan (IPv6 pods)', backend: 'vxlan', args: ['--ip-masq', '--fast-path=off'], ipv6: true },
+  { name: 'classic vxlan (IPv6 pods)', backend: 'vxlan', args: ['--ip-masq', '--no-bpf'], ipv6: true },
 ];
 
 export interface DatapathSample {
@@ -59,11 +66,13 @@ async function iperf(ns: string, dst: string, args: string[]) {
 export const UNDERLAYS: Underlay[] = ['veth', 'nic'];
 
 export async function measureDatapath(m: DatapathMode, seconds: number, underlay: Underlay = 'veth'): Promise<DatapathSample> {
-  const lab = await TestLab.create({ nodes: 2, config: JSON.stringify({ Network: '10.244.0.0/16', Backend: { Type: m.backend } }), agentArgs: m.args, underlay });
+  const config = labConfig(m.backend, m.ipv6 ? 'dual' : 'off');
+  const lab = await TestLab.create({ nodes: 2, config, agentArgs: m.args, underlay, ipv6: m.ipv6 === true });
   try {
     await lab.bringUp({ cni: true });
     const [n1, n2] = [lab.node(1), lab.node(2)];
-    const [src, dstNs, dst] = m.underlay ? [n1.ns, n2.ns, n2.ip] : [n1.pods[0]!.ns, n2.pods[0]!.ns, n2.pods[0]!.ip];
+    const pod2 = n2.pods[0]!;
+    const [src, dstNs, dst] = m.underlay ? [n1.ns, n2.ns, n2.ip] : [n1.pods[0]!.ns, pod2.ns, m.ipv6 ? pod2.ip6! : pod2.ip];
     for (let i = 0; i < 50; i++) {
       if (
         await inNs(src, 'ping', '-c', '1', '-W', '1', dst).then(
