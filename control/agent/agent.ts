@@ -98,7 +98,7 @@ export class Agent {
     const backend = createBackend({ cfg, ext, log }, this.o.bpf);
     this.backend = backend;
     // the vxlan backend decides for itself; the others never run BPF, so whatever a BPF run left goes
-    if (cfg.backend.Type !== 'vxlan' || !cfg.enableIPv4) await leaveBpfMode(this.o.bpf.pinRoot, log);
+    if (cfg.backend.Type !== 'vxlan') await leaveBpfMode(this.o.bpf.pinRoot, log);
     const { attrs, mtu } = await backend.prepare();
 
     const previous = await readPreviousSubnet(this.o.subnetFile);

@@ -41,8 +41,8 @@ export function createBackend(ctx: BackendContext, bpf: VxlanModeOptions): Backe
   if (!ctx.cfg.enableIPv6) return ipv4Backend(ctx, bpf);
   // vxlan chooses for both families at once: BPF mode carries IPv6 through its one external device
   // (which holds the VXLAN port for both families, so flannel-v6.1 could not run beside it), classic
-  // mode runs flannel.1 and flannel-v6.1
-  if (ctx.cfg.backend.Type === 'vxlan' && ctx.cfg.enableIPv4) return ipv4Backend(ctx, bpf);
+  // mode runs flannel.1 and flannel-v6.1 (IPv6-only: flannel-v6.1 alone)
+  if (ctx.cfg.backend.Type === 'vxlan') return ipv4Backend(ctx, bpf);
   const v6 = ipv6Backend(ctx);
   return new DualStackBackend(ctx.cfg.enableIPv4 ? ipv4Backend(ctx, bpf) : undefined, v6);
 }

@@ -184,29 +184,45 @@ describe('dual-stack vxlan, classic (--no-bpf): flannel-v6.1 beside flannel.1, a
   });
 });
 
-describe('IPv6-only vxlan over an IPv6 underlay', { timeout: 300_000 }, () => {
-  let lab: TestLab;
-  before(async () => {
-    lab = await TestLab.create({ nodes: 2, config: labConfig('vxlan', 'only'), ipv6: true });
-    await lab.bringUp({ cni: true });
-  });
-  after(() => lab?.destroy());
+for (const mode of ['bpf', 'classic'] as const) {
+  describe(`IPv6-only vxlan over an IPv6 underlay, ${mode} mode`, { timeout: 300_000 }, () => {
+    let lab: TestLab;
+    before(async () => {
+      lab = await TestLab.create({ nodes: 2, config: labConfig('vxlan', 'only'), ipv6: true, agentArgs: mode === 'classic' ? ['--no-bpf'] : [] });
+      await lab.bringUp({ cni: true });
+    });
+    after(() => lab?.destroy());
 
-  test('pods reach each other over IPv6; keys "0.0.0.0-0&<v6>-<len>", PublicIP 0.0.0.0; no flannel.1, no IPv4 lines in subnet.env', async () => {
-    for (const n of lab.nodes) assert.ok(n.pods[0]!.ip.includes(':'), 'the pod has only an IPv6 address');
-    await connected(lab);
-    for (const [key, v] of await leases(lab)) {
-      assert.match(key, /^0\.0\.0\.0-0&fd00:10:244:[0-9a-f]+::-64$/);
-      assert.equal(v.PublicIP, '0.0.0.0');
-      assert.equal(v.BackendData, undefined);
-      assert.ok(v.BackendV6Data?.VtepMAC);
-    }
-    for (const n of lab.nodes) {
-      assert.equal(await ip('-n', n.ns, 'link', 'show', 'flannel.1').catch(() => 'none'), 'none');
-      assert.match(readFileSync(n.subnetFile, 'utf8'), /^FLANNEL_IPV6_NETWORK=fd00:10:244::\/56\nFLANNEL_IPV6_SUBNET=fd00:10:244:[0-9a-f]+::1\/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n$/);
-    }
+    test('pods reach each other over IPv6; keys "0.0.0.0-0&<v6>-<len>", PublicIP 0.0.0.0, no BackendData; no IPv4 lines in subnet.env', async () => {
+      for (const n of lab.nodes) assert.ok(n.pods[0]!.ip.includes(':'), 'the pod has only an IPv6 address');
+      await connected(lab);
+      for (const [key, v] of await leases(lab)) {
+        assert.match(key, /^0\.0\.0\.0-0&fd00:10:244:[0-9a-f]+::-64$/);
+        assert.equal(v.PublicIP, '0.0.0.0');
+        assert.equal(v.BackendData, undefined);
+        assert.ok(v.BackendV6Data?.VtepMAC);
+      }
+      for (const n of lab.nodes) {
+        assert.match(lab.logs(n), new RegExp(`"mode":"${mode}".*"msg":"ready"`));
+        assert.match(readFileSync(n.subnetFile, 'utf8'), /^FLANNEL_IPV6_NETWORK=fd00:10:244::\/56\nFLANNEL_IPV6_SUBNET=fd00:10:244:[0-9a-f]+::1\/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n$/);
+      }
+    });
+
+    test(mode === 'bpf' ? 'flannel.1 is the IPv6 VTEP, the peer is in fl_routes6, and no IPv4 route or address is on flannel.1' : 'flannel-v6.1 carries it, and there is no flannel.1', async () => {
+      const [n1, n2] = [lab.node(1), lab.node(2)];
+      const v2 = [...(await leases(lab))].find(([, v]) => v.PublicIPv6 === n2.ip6)!;
+      if (mode === 'bpf') {
+        assert.equal(v2[1].BackendV6Data!.VtepMAC, await mac(n2, 'flannel.1'));
+        assert.deepEqual(routes6(n1), [`${formatCidr6(parseLeaseKey(v2[0])!.ipv6Subnet!)} ${v2[1].BackendV6Data!.VtepMAC} ${n2.ip6}`]);
+        assert.equal((await inNs(n1.ns, 'ip', '-4', 'addr', 'show', 'dev', 'flannel.1')).trim(), '');
+        assert.equal((await inNs(n1.ns, 'ip', '-4', 'route', 'show', 'dev', 'flannel.1')).trim(), '');
+      } else {
+        assert.equal(v2[1].BackendV6Data!.VtepMAC, await mac(n2, 'flannel-v6.1'));
+        assert.equal(await ip('-n', n1.ns, 'link', 'show', 'flannel.1').catch(() => 'none'), 'none');
+      }
+    });
   });
-});
+}
 
 describe('host-gw dual-stack: IPv6 routes via the peer public IPv6', { timeout: 300_000 }, () => {
   let lab: TestLab;

@@ -5,6 +5,7 @@
 import { LeaseFormatError, decodeVxlanData, type Lease } from '../../subnet/lease.js';
 import { formatCidr, formatIp4 } from '../../subnet/ip4.js';
 import { formatCidr6, formatIp6 } from '../../subnet/ip6.js';
+import { hasIPv4 } from '../../subnet/lease-key.js';
 import { errnoName } from '../../kernel/addon.js';
 import type { BpfMap } from '../../kernel/bpf.js';
 import * as L from '../../datapath/layout.js';
@@ -38,6 +39,8 @@ export class BpfMapDriver implements PeerDriver<MapOp> {
 
   entriesFor(lease: Lease): Entry<MapOp>[] {
     if (lease.attrs.backendType !== 'vxlan') throw new LeaseFormatError(`peer runs backend ${JSON.stringify(lease.attrs.backendType)}, not vxlan`);
+    // an IPv6-only peer has no IPv4 half
+    if (!hasIPv4(lease)) return this.entries6For(lease);
     const { vni, vtepMAC } = decodeVxlanData(lease.attrs);
     if (vni !== this.vni) throw new LeaseFormatError(`peer uses VNI ${vni}, this network uses ${this.vni}`);
     const ip = lease.attrs.publicIP;

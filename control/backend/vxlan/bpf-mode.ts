@@ -17,6 +17,7 @@ import { decodeDataPlane, type DataPlaneMaps } from '../../datapath/inspect.js';
 import { ensureVxlanDevice, repairVxlanDevice, type VxlanDeviceSpec } from './device.js';
 import { disableIpv6, enableIpv6Quietly, ensureDeviceAddress, ensureDeviceAddress6 } from '../device.js';
 import { formatIp6 } from '../../subnet/ip6.js';
+import { hasIPv4 } from '../../subnet/lease-key.js';
 import { VXLAN6_OVERHEAD } from './classic6.js';
 import { vxlanDeviceMtu, vxlanOptions, type VxlanOptions } from './options.js';
 import { FastPath, type BypassMode, type FastPathMaps, type FastPathMode } from './fast-path.js';
@@ -83,7 +84,8 @@ export class BpfVxlanBackend implements Backend {
     const driver = new BpfMapDriver({ ...this.maps, fl_routes: this.routes, ...this.maps6 }, this.opts.vni, this.ctx.cfg.ipv6 !== undefined);
     const { network, subnetLen } = this.ctx.cfg;
     this.direct = new DirectRoutingDriver<MapOp>(driver, {
-      enabled: this.opts.directRouting,
+      // DirectRouting is for IPv4 peers: nothing to do on an IPv6-only network
+      enabled: this.opts.directRouting && this.ctx.cfg.enableIPv4,
       network,
       subnetLen,
       vxlanDev: () => this.dev.index,
@@ -95,7 +97,9 @@ export class BpfVxlanBackend implements Backend {
     });
     this.programmer = new PeerProgrammer(this.direct, log);
     this.fastMaps = { fl_local_pods: egress.map(MAP.localPods), fl_fast_cfg: egress.map(MAP.fastCfg), fl_fast_stats: egress.map(MAP.fastStats) };
-    this.fast = new FastPath(this.bpf.fastPath ?? 'auto', this.bpf.pinRoot, this.fastMaps, log, this.bpf.bypass ?? 'off');
+    // the pod fast path and bypass handle IPv4 flows only: on an IPv6-only network they would never engage
+    const v4 = this.ctx.cfg.enableIPv4;
+    this.fast = new FastPath(v4 ? (this.bpf.fastPath ?? 'auto') : 'off', this.bpf.pinRoot, this.fastMaps, log, v4 ? (this.bpf.bypass ?? 'off') : 'off');
     await this.fast.load(objectPath('fastPath'));
     this.hooks = new BpfHooks(
       ext,
@@ -125,7 +129,9 @@ export class BpfVxlanBackend implements Backend {
     // IPv6 too), so BackendV6Data names its MAC; flannel nodes reach it from their flannel-v6.1
     const six = this.ctx.cfg.ipv6 ? { publicIPv6: ext.publicIPv6!, backendV6Data: vtep } : { publicIPv6: null };
     if (this.ctx.cfg.ipv6 && !ext.publicIPv6) throw new Error(`IPv6 is enabled but interface ${ext.iface.name} has no IPv6 address`);
-    return { attrs: { publicIP: ext.publicIP, backendType: 'vxlan', backendData: vtep, ...six }, mtu: this.dev.mtu };
+    // an IPv6-only node publishes no IPv4 VTEP (flannel: PublicIP 0.0.0.0, no BackendData)
+    const four = this.ctx.cfg.enableIPv4 ? { backendData: vtep } : {};
+    return { attrs: { publicIP: ext.publicIP, backendType: 'vxlan', ...four, ...six }, mtu: this.dev.mtu };
   }
 
   /**
@@ -153,17 +159,19 @@ export class BpfVxlanBackend implements Backend {
     if (this.ctx.cfg.ipv6) enableIpv6Quietly(this.dev.name);
     else disableIpv6(this.dev.name);
     this.maps.fl_config.update(L.u32Key(0), L.configVal({ vni: this.opts.vni, port: this.opts.port, ttl: 64, flags: 0, localMAC: this.dev.mac }));
-    this.fast.configure(this.dev.index, this.ctx.ext.ifaceAddr);
+    this.fast.configure(this.dev.index, this.ctx.ext.ifaceAddr || '0.0.0.0');
     // replaced in place on a restart, so a running data plane never sees an empty hook
     this.hooks.attachDevice(this.dev);
   }
 
   async start(own: Lease) {
     this.own = own;
-    await ensureDeviceAddress(this.dev, own.subnet);
     const { network } = this.ctx.cfg;
-    // one route for the whole cluster network; our own subnet's more specific route (cni0) wins locally
-    await exec({ type: 'route', action: 'replace', dst: formatIp4(network.ip), dstLen: network.len, dev: this.dev.index });
+    if (hasIPv4(own)) {
+      await ensureDeviceAddress(this.dev, own.subnet);
+      // one route for the whole cluster network; our own subnet's more specific route (cni0) wins locally
+      await exec({ type: 'route', action: 'replace', dst: formatIp4(network.ip), dstLen: network.len, dev: this.dev.index });
+    }
     const c6 = this.ctx.cfg.ipv6;
     if (c6 && own.ipv6Subnet) {
       // flannel's ConfigureIPv6 (the /128 is the source of host-to-pod traffic), and one route for the IPv6 network

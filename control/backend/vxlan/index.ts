@@ -46,8 +46,9 @@ export class VxlanBackend implements Backend {
       }
     }
     this.removedGuards = await leaveBpfMode(this.bpf.pinRoot, this.ctx.log);
-    // classic dual stack is flannel's: flannel.1 for IPv4 and flannel-v6.1 for IPv6
-    this.active = this.ctx.cfg.ipv6 ? new DualStackBackend(new ClassicVxlanBackend(this.ctx), new ClassicVxlan6Backend(this.ctx)) : new ClassicVxlanBackend(this.ctx);
+    // classic dual stack is flannel's: flannel.1 for IPv4 and flannel-v6.1 for IPv6 (IPv6-only: no flannel.1)
+    const { cfg } = this.ctx;
+    this.active = cfg.ipv6 ? new DualStackBackend(cfg.enableIPv4 ? new ClassicVxlanBackend(this.ctx) : undefined, new ClassicVxlan6Backend(this.ctx)) : new ClassicVxlanBackend(this.ctx);
     return this.active.prepare();
   }
 
