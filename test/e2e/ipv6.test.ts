@@ -147,13 +147,15 @@ describe('dual-stack vxlan in BPF mode: IPv6 pods through flannel.1 (fl_routes6)
 describe('dual-stack vxlan, classic (--no-bpf): flannel-v6.1 beside flannel.1, as flannel programs them', { timeout: 300_000 }, () => {
   let lab: TestLab;
   before(async () => {
-    lab = await TestLab.create({ nodes: 2, config: labConfig('vxlan', 'dual'), ipv6: true, agentArgs: ['--no-bpf'] });
+    lab = await TestLab.create({ nodes: 3, config: labConfig('vxlan', 'dual'), ipv6: true, agentArgs: ['--no-bpf'] });
     await lab.bringUp({ cni: true });
   });
   after(() => lab?.destroy());
 
-  test("pods reach each other over both families; leases and subnet.env are flannel's; flannel-v6.1 over the IPv6 underlay with per peer flannel's neighbour, FDB entry and onlink route", async () => {
+  test("pods reach each other over both families, TCP runs over IPv6; leases and subnet.env are flannel's; flannel-v6.1 over the IPv6 underlay with per peer flannel's neighbour, FDB entry and onlink route", async () => {
     await connected(lab);
+    const [a, b] = [lab.node(1).pods[0]!, lab.node(2).pods[0]!];
+    assert.ok((await iperf(a, b, b.ip6!)) > 1e8, 'iperf3 over IPv6 moves data');
     await checkLeasesAndSubnetFile(lab, 'flannel-v6.1');
     const n1 = lab.node(1);
     const link = JSON.parse(await inNs(n1.ns, 'ip', '-d', '-j', 'link', 'show', 'flannel-v6.1')) as { linkinfo: { info_data: { id: number; local6: string; port: number } } }[];
@@ -171,7 +173,7 @@ describe('dual-stack vxlan, classic (--no-bpf): flannel-v6.1 beside flannel.1, a
     }
   });
 
-  test('a node switched to BPF mode (restarted without --no-bpf) drops flannel-v6.1 and still reaches the classic node over both families', async () => {
+  test('a node switched to BPF mode (restarted without --no-bpf) drops flannel-v6.1 and still reaches the classic nodes over both families', async () => {
     const n1 = lab.node(1);
     await lab.stopAgent(n1);
     lab.agentArgs = [];
