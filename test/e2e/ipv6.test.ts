@@ -7,7 +7,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { TestLab, type LabNode, type Pod } from '../helpers/lab.ts';
 import { inNs, ip, until } from '../helpers/netns.ts';
 import { labConfig } from '../../control/lab/commands.ts';
@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import { BpfMap } from '../../control/kernel/bpf.ts';
 import * as L from '../../control/datapath/layout.ts';
 import { MAP } from '../../control/datapath/objects.ts';
+import { readDataPlane, renderDataPlane } from '../../control/datapath/inspect.ts';
 
 interface LeaseJson {
   PublicIP: string;
@@ -31,7 +32,15 @@ const mac = async (n: LabNode, dev: string) => (JSON.parse(await inNs(n.ns, 'ip'
 
 async function connected(lab: TestLab): Promise<void> {
   await until('every pod reaches every pod', async () => (await lab.pingAll()).length === 0 || undefined, 20_000, 500).catch(() => undefined);
-  assert.deepEqual(await lab.pingAll(), [], 'unreachable pod pairs');
+  const failed = await lab.pingAll();
+  if (!failed.length) return;
+  // what an operator would look at: each BPF node's maps and counters, each node's routes
+  const state: string[] = [];
+  for (const n of lab.nodes) {
+    if (existsSync(join(n.pinRoot, MAP.routes6))) state.push(`${n.ns} maps:\n${renderDataPlane(readDataPlane(n.pinRoot))}`);
+    state.push(`${n.ns} routes:\n${await inNs(n.ns, 'ip', 'route').catch((e: Error) => e.message)}${await inNs(n.ns, 'ip', '-6', 'route').catch((e: Error) => e.message)}`);
+  }
+  assert.fail(`unreachable pod pairs: ${failed.join(', ')}\n${state.join('\n')}`);
 }
 
 /** One short iperf3 TCP run between two pods: bits per second received. */
