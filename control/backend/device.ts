@@ -39,7 +39,8 @@ export async function ensureDeviceAddress6(link: Pick<Link, 'index'>, subnet: Su
  * address (addr_gen_mode 1), no router solicitations. The BPF egress program would find no peer for
  * those multicast packets and count each as no_route.
  */
-export function enableIpv6Quietly(device: string): void {
+export async function enableIpv6Quietly(link: Pick<Link, 'index' | 'name'>): Promise<void> {
+  const device = link.name;
   const settings: [string, string][] = [
     ['addr_gen_mode', '1'],
     ['router_solicitations', '0'],
@@ -52,4 +53,7 @@ export function enableIpv6Quietly(device: string): void {
       /* IPv6 disabled in this kernel: the agent's IPv6 checks say so */
     }
   }
+  // the device came up before addr_gen_mode was set: the link-local address it got then goes (with
+  // it, the multicast listener reports sent from it)
+  for (const a of await listAddrs(AF_INET6, link.index)) if (a.scope === 253) await exec({ type: 'addr', action: 'delete', dev: link.index, address: a.address, prefixLen: a.prefixLen });
 }

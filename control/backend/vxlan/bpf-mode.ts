@@ -156,7 +156,7 @@ export class BpfVxlanBackend implements Backend {
     await exec({ type: 'link', action: 'set', index: this.dev.index, noarp: true });
     // no IPv6 on the tunnel of an IPv4-only network: router solicitations would only be dropped and
     // counted as no_route; a dual-stack network carries IPv6, without the chatter
-    if (this.ctx.cfg.ipv6) enableIpv6Quietly(this.dev.name);
+    if (this.ctx.cfg.ipv6) await enableIpv6Quietly(this.dev);
     else disableIpv6(this.dev.name);
     this.maps.fl_config.update(L.u32Key(0), L.configVal({ vni: this.opts.vni, port: this.opts.port, ttl: 64, flags: 0, localMAC: this.dev.mac }));
     this.fast.configure(this.dev.index, this.ctx.ext.ifaceAddr || '0.0.0.0');
