@@ -163,6 +163,16 @@ static __always_inline struct fl_peer_stats *fl_peer6(const void *ip)
 	return bpf_map_lookup_elem(&fl_peer_stats6, &k);
 }
 
+static __always_inline void fl_peer6_tx(const void *ip, __u64 bytes)
+{
+	struct fl_peer_stats *s = fl_peer6(ip);
+
+	if (s) {
+		s->tx_packets++;
+		s->tx_bytes += bytes;
+	}
+}
+
 static __always_inline struct fl_config *fl_cfg(void)
 {
 	__u32 zero = 0;

@@ -63,11 +63,7 @@ static __always_inline int fl_dest6(struct __sk_buff *skb, void *data_end, struc
 	__builtin_memcpy(d->key.remote_ipv6, rt->remote_ip, 16);
 	d->flags |= BPF_F_TUNINFO_IPV6;
 	d->vtep_mac = rt->vtep_mac;
-	struct fl_peer_stats *s = fl_peer6(rt->remote_ip);
-	if (s) {
-		s->tx_packets++;
-		s->tx_bytes += skb->len;
-	}
+	fl_peer6_tx(rt->remote_ip, skb->len);
 	return 0;
 }
 
