@@ -109,6 +109,11 @@ struct fl_pod_key {
 	__u8 ip[4];
 };
 
+/* a pod's IPv6 address (dual stack, IPv6-only): fl_local_pods6, same value as its IPv4 entry */
+struct fl_pod6_key {
+	__u8 ip[16];
+};
+
 struct fl_pod_val {
 	__u32 ifindex;		/* the pod's host-side veth */
 	__u8 pod_mac[6];	/* the pod's eth0: destination MAC of a delivered frame */
@@ -134,7 +139,8 @@ enum fl_fast_result {
 	FL_PASS_NOT_POD,	/* to the stack: destination is no remote pod (send) / no local pod (receive) */
 	FL_PASS_NEW_FLOW,	/* to the stack: conntrack has no entry, or has not seen a reply yet, or a SYN */
 	FL_PASS_NAT,		/* to the stack: the flow is NAT'd (a Service), reverse NAT needs the stack */
-	FL_PASS_OTHER,		/* to the stack: not TCP/UDP over plain IPv4, a fragment, IP options, TTL <= 1 */
+	FL_PASS_OTHER,		/* to the stack: not TCP/UDP over plain IPv4 or IPv6, a fragment, IP options or
+				 * IPv6 extension headers, TTL or hop limit <= 1, too big for the tunnel */
 	FL_PASS_CT_ERROR,	/* to the stack: the conntrack lookup failed for another reason than "no entry" */
 	FL_BYPASS_TX,		/* pod -> underlay, encapsulated in BPF: flannel.1 skipped as well */
 	FL_BYPASS_RX,		/* underlay -> pod, decapsulated in BPF: flannel.1 skipped as well */
@@ -160,6 +166,7 @@ _Static_assert(sizeof(struct fl_config) == 16, "fl_config: see STRUCTS in contro
 _Static_assert(sizeof(struct fl_counter) == 16, "fl_counter: see STRUCTS in control/datapath/layout.ts");
 _Static_assert(sizeof(struct fl_peer_stats) == 32, "fl_peer_stats: see STRUCTS in control/datapath/layout.ts");
 _Static_assert(sizeof(struct fl_pod_key) == 4, "fl_pod_key: see STRUCTS in control/datapath/layout.ts");
+_Static_assert(sizeof(struct fl_pod6_key) == 16, "fl_pod6_key: see STRUCTS in control/datapath/layout.ts");
 _Static_assert(sizeof(struct fl_pod_val) == 24, "fl_pod_val: see STRUCTS in control/datapath/layout.ts");
 _Static_assert(sizeof(struct fl_fast_cfg) == 12, "fl_fast_cfg: see STRUCTS in control/datapath/layout.ts");
 

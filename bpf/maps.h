@@ -98,6 +98,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } fl_local_pods SEC(".maps");
 
+/* the same pods by IPv6 address: a map of its own, so that a pinned fl_local_pods of an IPv4-only
+ * version is reused as it is on upgrade */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, FL_MAX_LOCAL_PODS);
+	__type(key, struct fl_pod6_key);
+	__type(value, struct fl_pod_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fl_local_pods6 SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);

@@ -15,6 +15,7 @@
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
 #include <linux/pkt_cls.h>
@@ -133,20 +134,40 @@ static __always_inline struct iphdr *fl_ipv4(struct __sk_buff *skb)
 	return ip;
 }
 
-/* FL_FLOW_OK when conntrack has a confirmed entry for this flow that has seen both directions and
- * does no NAT; otherwise the reason to leave the packet to the stack. */
-static __always_inline int fl_flow_ok(struct __sk_buff *skb, struct iphdr *ip, __u32 flags)
-{
-	void *data_end = (void *)(long)skb->data_end;
-	struct bpf_sock_tuple t = {};
-	__u32 timeout = 0;
+/* eth + IPv6 + the larger of the TCP and UDP headers we read */
+#define FL_HDRS6 (ETH_HLEN + sizeof(struct ipv6hdr) + sizeof(struct tcphdr))
 
-	if (flags & FL_FAST_NO_CT)
-		return FL_FLOW_OK;
-	t.ipv4.saddr = ip->saddr;
-	t.ipv4.daddr = ip->daddr;
-	if (ip->protocol == IPPROTO_TCP) {
-		struct tcphdr *th = (void *)(ip + 1);
+/* The IPv6 twin of fl_ipv4: headers in the linear part, an expiring hop limit left to the stack
+ * (which sends time-exceeded). Extension headers, fragments among them, fail the port check later. */
+static __always_inline struct ipv6hdr *fl_ipv6(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+
+	if (data + FL_HDRS6 > data_end) {
+		__u32 want = skb->len < FL_HDRS6 ? skb->len : FL_HDRS6;
+
+		if (bpf_skb_pull_data(skb, want) < 0)
+			return NULL;
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+	}
+	struct ethhdr *eth = data;
+	struct ipv6hdr *ip6 = data + ETH_HLEN;
+
+	if ((void *)(ip6 + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IPV6))
+		return NULL;
+	if (ip6->version != 6 || ip6->hop_limit <= 1)
+		return NULL;
+	return ip6;
+}
+
+/* The ports of the conntrack tuple, and the timeout a FIN or RST asks for: FL_FLOW_OK, or the reason to
+ * leave the packet to the stack. Anything but TCP and UDP (ICMP, IPv6 extension headers) is the stack's. */
+static __always_inline int fl_ports(void *l4, void *data_end, __u8 proto, __be16 *sport, __be16 *dport, __u32 *timeout)
+{
+	if (proto == IPPROTO_TCP) {
+		struct tcphdr *th = l4;
 
 		if ((void *)(th + 1) > data_end)
 			return FL_PASS_OTHER;
@@ -154,24 +175,32 @@ static __always_inline int fl_flow_ok(struct __sk_buff *skb, struct iphdr *ip, _
 		if (th->syn && !th->ack)
 			return FL_PASS_NEW_FLOW;
 		if (th->rst)
-			timeout = FL_CT_RST_MS;
+			*timeout = FL_CT_RST_MS;
 		else if (th->fin)
-			timeout = FL_CT_FIN_MS;
-		t.ipv4.sport = th->source;
-		t.ipv4.dport = th->dest;
-	} else if (ip->protocol == IPPROTO_UDP) {
-		struct udphdr *uh = (void *)(ip + 1);
+			*timeout = FL_CT_FIN_MS;
+		*sport = th->source;
+		*dport = th->dest;
+		return FL_FLOW_OK;
+	}
+	if (proto == IPPROTO_UDP) {
+		struct udphdr *uh = l4;
 
 		if ((void *)(uh + 1) > data_end)
 			return FL_PASS_OTHER;
-		t.ipv4.sport = uh->source;
-		t.ipv4.dport = uh->dest;
-	} else {
-		return FL_PASS_OTHER;
+		*sport = uh->source;
+		*dport = uh->dest;
+		return FL_FLOW_OK;
 	}
+	return FL_PASS_OTHER;
+}
 
-	struct bpf_ct_opts___local o = { .netns_id = -1, .l4proto = ip->protocol };
-	struct nf_conn *ct = bpf_skb_ct_lookup(skb, &t, sizeof(t.ipv4), &o, FL_CT_OPTS_SZ);
+/* FL_FLOW_OK when conntrack has a confirmed entry for the tuple that has seen both directions and does
+ * no NAT; otherwise the reason to leave the packet to the stack. tuple_sz picks the family, as the
+ * kfunc reads it. */
+static __always_inline int fl_ct_ok(struct __sk_buff *skb, struct bpf_sock_tuple *t, __u32 tuple_sz, __u8 proto, __u32 timeout)
+{
+	struct bpf_ct_opts___local o = { .netns_id = -1, .l4proto = proto };
+	struct nf_conn *ct = bpf_skb_ct_lookup(skb, t, tuple_sz, &o, FL_CT_OPTS_SZ);
 
 	if (!ct)
 		return o.error == -ENOENT ? FL_PASS_NEW_FLOW : FL_PASS_CT_ERROR;
@@ -184,12 +213,45 @@ static __always_inline int fl_flow_ok(struct __sk_buff *skb, struct iphdr *ip, _
 		r = FL_PASS_NEW_FLOW;
 	else if (timeout)
 		bpf_ct_change_timeout(ct, timeout);
-	else if (ip->protocol == IPPROTO_UDP)
+	else if (proto == IPPROTO_UDP)
 		fl_ct_refresh(ct, (status & IPS_ASSURED) ? FL_CT_UDP_STREAM_MS : FL_CT_UDP_MS);
 	else if (ct->proto.tcp.state == TCP_CONNTRACK_ESTABLISHED)
 		fl_ct_refresh(ct, FL_CT_TCP_EST_MS);
 	bpf_ct_release(ct);
 	return r;
+}
+
+static __always_inline int fl_flow_ok(struct __sk_buff *skb, struct iphdr *ip, __u32 flags)
+{
+	struct bpf_sock_tuple t = {};
+	__u32 timeout = 0;
+
+	if (flags & FL_FAST_NO_CT)
+		return FL_FLOW_OK;
+	int r = fl_ports(ip + 1, (void *)(long)skb->data_end, ip->protocol, &t.ipv4.sport, &t.ipv4.dport, &timeout);
+
+	if (r != FL_FLOW_OK)
+		return r;
+	t.ipv4.saddr = ip->saddr;
+	t.ipv4.daddr = ip->daddr;
+	return fl_ct_ok(skb, &t, sizeof(t.ipv4), ip->protocol, timeout);
+}
+
+/* The same rule for IPv6: conntrack tracks IPv6 flows by the same tuple, 16-byte addresses. */
+static __always_inline int fl_flow_ok6(struct __sk_buff *skb, struct ipv6hdr *ip6, __u32 flags)
+{
+	struct bpf_sock_tuple t = {};
+	__u32 timeout = 0;
+
+	if (flags & FL_FAST_NO_CT)
+		return FL_FLOW_OK;
+	int r = fl_ports(ip6 + 1, (void *)(long)skb->data_end, ip6->nexthdr, &t.ipv6.sport, &t.ipv6.dport, &timeout);
+
+	if (r != FL_FLOW_OK)
+		return r;
+	__builtin_memcpy(t.ipv6.saddr, &ip6->saddr, 16);
+	__builtin_memcpy(t.ipv6.daddr, &ip6->daddr, 16);
+	return fl_ct_ok(skb, &t, sizeof(t.ipv6), ip6->nexthdr, timeout);
 }
 
 /* The local pod a packet is for, when its flow may skip the stack; NULL with the reason to leave it to
@@ -268,13 +330,70 @@ static __always_inline int fl_bypass_tx(struct __sk_buff *skb, const struct fl_f
 	return fl_bypass_send(skb, &p, known);
 }
 
+/* IPv6 leaves over the IPv6 underlay, whose headers take 20 bytes more than the IPv4 VXLAN that
+ * flannel.1's MTU is set for (70 against 50): the agent's IPv6 route through flannel.1 carries the
+ * smaller MTU, which a redirect skips. */
+#define FL_TUNNEL6_EXTRA 20
+
+/* Whether the packet, or each segment of a GSO packet, fits flannel.1's MTU less FL_TUNNEL6_EXTRA.
+ * BPF_MTU_CHK_SEGS refuses a length difference, and without it a GSO packet passes whatever its
+ * size: its segments are measured here, headers plus gso_size. */
+static __always_inline int fl_fits6(struct __sk_buff *skb, struct ipv6hdr *ip6, __u32 vtep)
+{
+	__u32 mtu = 0;
+	__u32 l4 = sizeof(struct udphdr);
+
+	if (bpf_check_mtu(skb, vtep, &mtu, FL_TUNNEL6_EXTRA, 0) != BPF_MTU_CHK_RET_SUCCESS)
+		return 0;
+	if (!skb->gso_size)
+		return 1;
+	if (ip6->nexthdr == IPPROTO_TCP) {
+		struct tcphdr *th = (void *)(ip6 + 1);
+
+		if ((void *)(th + 1) > (void *)(long)skb->data_end)
+			return 0;
+		l4 = th->doff * 4;
+	}
+	return sizeof(struct ipv6hdr) + l4 + skb->gso_size + FL_TUNNEL6_EXTRA <= mtu;
+}
+
+/* The send side for IPv6: flannel.1's IPv6 table (fl_routes6) says "remote pod". Bypass encapsulates
+ * over the IPv4 underlay only, so IPv6 flows always go through flannel.1. */
+static __always_inline int fl_pod_egress6(struct __sk_buff *skb, const struct fl_fast_cfg *fc)
+{
+	struct ipv6hdr *ip6 = fl_ipv6(skb);
+
+	if (!ip6)
+		return fl_pass(skb, FL_PASS_OTHER);
+	struct fl_subnet6_key sk = { .prefixlen = 128 };
+
+	__builtin_memcpy(sk.addr, &ip6->daddr, 16);
+	if (!bpf_map_lookup_elem(&fl_routes6, &sk))
+		return fl_pass(skb, FL_PASS_NOT_POD);
+	int r = fl_flow_ok6(skb, ip6, fc->flags);
+
+	if (r != FL_FLOW_OK)
+		return fl_pass(skb, r);
+	__u32 vtep = fc->vtep_ifindex;
+
+	if (!fl_fits6(skb, ip6, vtep))
+		return fl_pass(skb, FL_PASS_OTHER);
+	ip6->hop_limit--;	/* no header checksum in IPv6 */
+	fl_count_fast(FL_FAST_TX, skb->len);
+	return bpf_redirect(vtep, 0);
+}
+
 SEC("tc")
 int fl_pod_egress(struct __sk_buff *skb)
 {
 	struct fl_fast_cfg *fc = fl_fast();
 	struct iphdr *ip;
 
-	if (!fc || !(fc->flags & FL_FAST_ON) || !fc->vtep_ifindex || !(ip = fl_ipv4(skb)))
+	if (!fc || !(fc->flags & FL_FAST_ON) || !fc->vtep_ifindex)
+		return fl_pass(skb, FL_PASS_OTHER);
+	if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		return fl_pod_egress6(skb, fc);
+	if (!(ip = fl_ipv4(skb)))
 		return fl_pass(skb, FL_PASS_OTHER);
 	struct fl_subnet_key sk = { .prefixlen = 32 };
 
@@ -312,6 +431,45 @@ int fl_pod_egress(struct __sk_buff *skb)
 	return bpf_redirect(vtep, 0);
 }
 
+/* The frame as the bridge would hand it to the pod: from its gateway, to its MAC. */
+static __always_inline int fl_pod_macs(struct __sk_buff *skb, const struct fl_pod_val *pod)
+{
+	struct ethhdr *eth = (void *)(long)skb->data;
+
+	if ((void *)(eth + 1) > (void *)(long)skb->data_end)
+		return -1;
+	__builtin_memcpy(eth->h_dest, pod->pod_mac, 6);
+	__builtin_memcpy(eth->h_source, pod->gw_mac, 6);
+	return 0;
+}
+
+/* The receive side for IPv6: a pod registered by its IPv6 address (fl_local_pods6). */
+static __always_inline int fl_ingress_fast6(struct __sk_buff *skb, const struct fl_fast_cfg *fc)
+{
+	struct ipv6hdr *ip6 = fl_ipv6(skb);
+
+	if (!ip6)
+		return fl_pass(skb, FL_PASS_OTHER);
+	struct fl_pod6_key pk;
+
+	__builtin_memcpy(pk.ip, &ip6->daddr, 16);
+	struct fl_pod_val *pod = bpf_map_lookup_elem(&fl_local_pods6, &pk);
+
+	if (!pod || !pod->ifindex)
+		return fl_pass(skb, FL_PASS_NOT_POD);
+	int r = fl_flow_ok6(skb, ip6, fc->flags);
+
+	if (r != FL_FLOW_OK)
+		return fl_pass(skb, r);
+	ip6->hop_limit--;
+	__u32 ifindex = pod->ifindex;
+
+	if (fl_pod_macs(skb, pod) < 0)
+		return TC_ACT_UNSPEC;
+	fl_count_fast(FL_FAST_RX, skb->len);
+	return bpf_redirect_peer(ifindex, 0);
+}
+
 SEC("tc")
 int fl_ingress_fast(struct __sk_buff *skb)
 {
@@ -322,23 +480,22 @@ int fl_ingress_fast(struct __sk_buff *skb)
 	struct fl_fast_cfg *fc = fl_fast();
 	struct iphdr *ip;
 
-	if (!fc || !(fc->flags & FL_FAST_ON) || !(ip = fl_ipv4(skb)))
+	if (!fc || !(fc->flags & FL_FAST_ON))
+		return fl_pass(skb, FL_PASS_OTHER);
+	if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		return fl_ingress_fast6(skb, fc);
+	if (!(ip = fl_ipv4(skb)))
 		return fl_pass(skb, FL_PASS_OTHER);
 	int reason;
 	struct fl_pod_val *pod = fl_deliverable(skb, ip, fc->flags, &reason);
 
 	if (!pod)
 		return fl_pass(skb, reason);
-	/* the frame as the bridge would hand it to the pod: from its gateway, to its MAC */
-	struct ethhdr *eth = (void *)(long)skb->data;
-
-	if ((void *)(eth + 1) > (void *)(long)skb->data_end)
-		return TC_ACT_UNSPEC;
-	__builtin_memcpy(eth->h_dest, pod->pod_mac, 6);
-	__builtin_memcpy(eth->h_source, pod->gw_mac, 6);
 	__u32 ifindex = pod->ifindex;
 
-	ip = (void *)(eth + 1);
+	if (fl_pod_macs(skb, pod) < 0)
+		return TC_ACT_UNSPEC;
+	ip = (void *)(long)skb->data + ETH_HLEN;
 	if ((void *)(ip + 1) > (void *)(long)skb->data_end)
 		return TC_ACT_UNSPEC;
 	fl_ttl_dec(skb, ip, ETH_HLEN);

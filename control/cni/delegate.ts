@@ -2,7 +2,7 @@
 // delegate config for the standard bridge plugin with host-local IPAM, honour `delegate` overrides.
 // Pure functions only; control/cni/plugin.ts does the I/O.
 import { formatCidr, parseCidr } from '../subnet/ip4.js';
-import { formatCidr6, parseCidr6 } from '../subnet/ip6.js';
+import { formatCidr6, formatIp6, parseCidr6, parseIp6 } from '../subnet/ip6.js';
 import { parseSubnetFile } from '../subnet/subnet-file.js';
 
 /** what flannel's plugin accepts (libcni's version.All) */
@@ -149,21 +149,27 @@ interface ResultIp {
 }
 
 /**
- * What the pod fast path needs from the bridge plugin's result: the pod's IPv4 address and MAC, its
- * host-side veth, the bridge's MAC (the pod's gateway). A reason string when the result has none.
+ * What the pod fast path needs from the bridge plugin's result: the pod's addresses (its first IPv4 and
+ * its first IPv6, IPv4 first; a dual-stack pod has both), its MAC, its host-side veth and the bridge's
+ * MAC (the pod's gateway). A reason string when the result has none.
  */
-export function podFromResult(result: unknown, bridge: string): { ip: string; podMAC: string; hostVeth: string; gwMAC: string } | string {
+export function podFromResult(result: unknown, bridge: string): { ips: string[]; podMAC: string; hostVeth: string; gwMAC: string } | string {
   const r = result as { interfaces?: ResultIface[]; ips?: ResultIp[] };
   if (!r || !Array.isArray(r.interfaces) || !Array.isArray(r.ips)) return 'the delegate result lists no interfaces or IPs';
   const ifs = r.interfaces;
-  const v4 = r.ips.find((i) => typeof i.address === 'string' && /^\d+\.\d+\.\d+\.\d+\//.test(i.address));
-  if (!v4) return 'the pod has no IPv4 address';
-  const pod = typeof v4.interface === 'number' ? ifs[v4.interface] : ifs.find((i) => i.sandbox);
+  const addr = (i: ResultIp) => (typeof i.address === 'string' ? i.address.split('/')[0]! : '');
+  const v4 = r.ips.find((i) => parseCidr(`${addr(i)}/32`));
+  const v6 = r.ips.find((i) => addr(i).includes(':') && parseCidr6(`${addr(i)}/128`));
+  const first = v4 ?? v6;
+  if (!first) return 'the pod has no IPv4 or IPv6 address';
+  const pod = typeof first.interface === 'number' ? ifs[first.interface] : ifs.find((i) => i.sandbox);
   const br = ifs.find((i) => i.name === bridge && !i.sandbox);
   const host = ifs.find((i) => !i.sandbox && i !== br && i.name);
   if (!pod?.mac || !pod.sandbox) return 'the delegate result has no pod interface with a MAC';
   if (!br?.mac) return `the delegate result has no bridge ${bridge}`;
   if (!host?.name) return 'the delegate result has no host-side veth';
-  const ip = v4.address!.split('/')[0]!;
-  return parseCidr(`${ip}/32`) ? { ip, podMAC: pod.mac, hostVeth: host.name, gwMAC: br.mac } : `not an IPv4 address: ${ip}`;
+  // an IPv6 address on another interface than the pod's IPv4 one is not this veth's to serve
+  const sameIface = (i: ResultIp) => typeof i.interface !== 'number' || ifs[i.interface] === pod;
+  const ips = [v4, v6].filter((i): i is ResultIp => i !== undefined && sameIface(i)).map((i) => (i === v6 ? formatIp6(parseIp6(addr(i))!) : addr(i)));
+  return { ips, podMAC: pod.mac, hostVeth: host.name, gwMAC: br.mac };
 }

@@ -5,6 +5,7 @@ import { BpfMap } from '../kernel/bpf.js';
 import * as L from './layout.js';
 import { table } from '../text.js';
 import { POD_PROGRAM_PIN, listPods } from './local-pods.js';
+import { MAP } from './objects.js';
 
 export interface PeerView {
   subnet: string;
@@ -73,7 +74,14 @@ function readFastPath(pinRoot: string): FastPathView | null {
   try {
     const c = cfgMap.lookup(L.u32Key(0));
     const cfg = c ? L.decodeFastCfg(c) : { vtepIfindex: 0, flags: 0 };
-    const localPods = listPods(pods).sort((a, b) => a.ip.localeCompare(b.ip, 'en', { numeric: true }));
+    const pods6 = existsSync(join(pinRoot, MAP.localPods6)) ? BpfMap.openPinned(join(pinRoot, MAP.localPods6)) : undefined;
+    let localPods: L.LocalPod[];
+    try {
+      // a dual-stack pod is listed twice, once per address
+      localPods = [...listPods(pods), ...(pods6 ? listPods(pods6) : [])].sort((a, b) => a.ip.localeCompare(b.ip, 'en', { numeric: true }));
+    } finally {
+      pods6?.close();
+    }
     const counters = countersByIndex(stats, L.FAST_RESULTS);
     // pinned program = the agent runs it (the CNI plugin's switch); the flag alone may be left over
     return { on: (cfg.flags & L.FAST_ON) !== 0 && existsSync(join(pinRoot, POD_PROGRAM_PIN)), vtepIfindex: cfg.vtepIfindex, localPods, counters };
@@ -122,7 +130,7 @@ export function renderDataPlane(v: DataPlaneView): string {
   if (v.fastPath) {
     const f = v.fastPath;
     const prow = [['POD IP', 'HOST VETH IFINDEX', 'POD MAC', 'GATEWAY MAC'], ...f.localPods.map((p) => [p.ip, String(p.ifindex), p.podMAC, p.gwMAC])];
-    fast = `\npod fast path: ${f.on ? 'on' : 'off'}, ${f.localPods.length} local pods\n${f.localPods.length ? `${table(prow)}\n` : ''}fast path packets: ${L.FAST_RESULTS.map((r) => `${r}=${f.counters[r].packets}`).join('  ')}\n`;
+    fast = `\npod fast path: ${f.on ? 'on' : 'off'}, ${new Set(f.localPods.map((p) => p.ifindex)).size} local pods\n${f.localPods.length ? `${table(prow)}\n` : ''}fast path packets: ${L.FAST_RESULTS.map((r) => `${r}=${f.counters[r].packets}`).join('  ')}\n`;
   }
   return `data plane pinned at ${v.pinRoot} (${cfg})\n\n${table(rows)}\n\npackets by reason: ${drops}\n${fast}`;
 }

@@ -27,6 +27,7 @@ export const STRUCTS = {
   fl_counter: { size: 16, fields: { packets: [0, 8], bytes: [8, 8] } },
   fl_peer_stats: { size: 32, fields: { tx_packets: [0, 8], tx_bytes: [8, 8], rx_packets: [16, 8], rx_bytes: [24, 8] } },
   fl_pod_key: { size: 4, fields: { ip: [0, 4] } },
+  fl_pod6_key: { size: 16, fields: { ip: [0, 16] } },
   fl_pod_val: { size: 24, fields: { ifindex: [0, 4], pod_mac: [4, 6], gw_mac: [10, 6], host_mac: [16, 6], flags: [22, 2] } },
   fl_fast_cfg: { size: 12, fields: { vtep_ifindex: [0, 4], flags: [4, 4], local_ip: [8, 4] } },
 } as const satisfies Record<string, { size: number; fields: Record<string, readonly [number, number]> }>;
@@ -226,9 +227,15 @@ export interface LocalPod {
   hostMAC: string;
 }
 
-/** struct fl_pod_key { u8 ip[4]; } */
-export const podKey = (ip: string) => ipBytes(ip, S.fl_pod_key.size, at('fl_pod_key', 'ip'));
-export const decodePodKey = (b: Buffer) => formatIp4(b.readUInt32BE(at('fl_pod_key', 'ip')));
+/** A pod's key in its family's map: struct fl_pod_key { u8 ip[4]; } (fl_local_pods), or for an IPv6
+ * address struct fl_pod6_key { u8 ip[16]; } (fl_local_pods6). */
+export function podKey(ip: string): Buffer {
+  if (!ip.includes(':')) return ipBytes(ip, S.fl_pod_key.size, at('fl_pod_key', 'ip'));
+  const b = Buffer.alloc(S.fl_pod6_key.size);
+  writeIp6(ip, b, at('fl_pod6_key', 'ip'));
+  return b;
+}
+export const decodePodKey = (b: Buffer) => (b.length === S.fl_pod6_key.size ? readIp6(b, at('fl_pod6_key', 'ip')) : formatIp4(b.readUInt32BE(at('fl_pod_key', 'ip'))));
 
 /** struct fl_pod_val { u32 ifindex; u8 pod_mac[6]; u8 gw_mac[6]; u8 host_mac[6]; u16 flags; } */
 export function podVal(p: Omit<LocalPod, 'ip'>): Buffer {

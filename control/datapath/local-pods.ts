@@ -12,6 +12,7 @@ import { MAP, PROGRAM } from './objects.js';
 /** Pin of fl_pod_egress, present only while the agent runs the fast path: the CNI plugin's switch. */
 export const POD_PROGRAM_PIN = PROGRAM.podEgress;
 export const LOCAL_PODS_PIN = MAP.localPods;
+export const LOCAL_PODS6_PIN = MAP.localPods6;
 
 /** Attaches the pinned program to the veth; false when the agent runs without the fast path. */
 export function attachPodProgram(pinRoot: string, ifindex: number): boolean {
@@ -40,21 +41,30 @@ export function detachPodProgram(ifindex: number): void {
 
 export const podProgramOn = (ifindex: number) => tcQuery(ifindex, 'ingress', TC_HANDLE, TC_PRIO);
 
+/** The map a pod address is registered in: fl_local_pods for IPv4, fl_local_pods6 for IPv6. */
+export const podMapPin = (ip: string) => (ip.includes(':') ? LOCAL_PODS6_PIN : LOCAL_PODS_PIN);
+
 /**
- * Registers a pod: the program on its veth (when the fast path runs), then the map entry. Pods are
- * registered also while the fast path is off, so that turning it on later covers them. A failure
- * leaves neither. Returns whether the program went on.
+ * Registers a pod under each of its addresses (a dual-stack pod has two entries, one per family's map):
+ * the program on its veth (when the fast path runs), then the map entries. Pods are registered also
+ * while the fast path is off, so that turning it on later covers them. A failure leaves nothing.
+ * Returns whether the program went on.
  */
-export function registerPod(pinRoot: string, pod: L.LocalPod): boolean {
+export function registerPod(pinRoot: string, pod: Omit<L.LocalPod, 'ip'>, ips: string[]): boolean {
   const attached = attachPodProgram(pinRoot, pod.ifindex);
+  const done: string[] = [];
   try {
-    const map = BpfMap.openPinned(join(pinRoot, LOCAL_PODS_PIN));
-    try {
-      map.update(L.podKey(pod.ip), L.podVal(pod));
-    } finally {
-      map.close();
+    for (const ip of ips) {
+      const map = BpfMap.openPinned(join(pinRoot, podMapPin(ip)));
+      try {
+        map.update(L.podKey(ip), L.podVal(pod));
+        done.push(ip);
+      } finally {
+        map.close();
+      }
     }
   } catch (e) {
+    for (const ip of done) unregisterPod(pinRoot, ip, pod.ifindex);
     try {
       if (attached) detachPodProgram(pod.ifindex);
     } catch {
@@ -70,7 +80,7 @@ export function registerPod(pinRoot: string, pod: L.LocalPod): boolean {
  * the IP went to another pod). The program leaves with the veth, which the bridge plugin deletes.
  */
 export function unregisterPod(pinRoot: string, ip: string, ifindex: number): boolean {
-  const path = join(pinRoot, LOCAL_PODS_PIN);
+  const path = join(pinRoot, podMapPin(ip));
   if (!existsSync(path)) return false;
   const map = BpfMap.openPinned(path);
   try {
@@ -83,6 +93,7 @@ export function unregisterPod(pinRoot: string, ip: string, ifindex: number): boo
   }
 }
 
+/** The entries of fl_local_pods or fl_local_pods6 (the key's size tells the family). */
 export function listPods(map: BpfMap): L.LocalPod[] {
   const out: L.LocalPod[] = [];
   for (const k of map.keys()) {
@@ -94,23 +105,27 @@ export function listPods(map: BpfMap): L.LocalPod[] {
 
 /** Takes the program off every registered veth (the agent runs without BPF now); keeps the entries. */
 export function detachAllPods(pinRoot: string): number {
-  const path = join(pinRoot, LOCAL_PODS_PIN);
-  if (!existsSync(path)) return 0;
-  let n = 0;
-  const map = BpfMap.openPinned(path);
-  try {
-    for (const p of listPods(map)) {
-      try {
-        if (podProgramOn(p.ifindex)) {
-          detachPodProgram(p.ifindex);
-          n++;
-        }
-      } catch {
-        /* the veth is gone */
-      }
+  const veths = new Set<number>();
+  for (const pin of [LOCAL_PODS_PIN, LOCAL_PODS6_PIN]) {
+    const path = join(pinRoot, pin);
+    if (!existsSync(path)) continue;
+    const map = BpfMap.openPinned(path);
+    try {
+      for (const p of listPods(map)) veths.add(p.ifindex);
+    } finally {
+      map.close();
     }
-  } finally {
-    map.close();
+  }
+  let n = 0;
+  for (const ifindex of veths) {
+    try {
+      if (podProgramOn(ifindex)) {
+        detachPodProgram(ifindex);
+        n++;
+      }
+    } catch {
+      /* the veth is gone */
+    }
   }
   return n;
 }

@@ -27,6 +27,7 @@ export const MAP = {
   config: 'fl_config',
   stats: 'fl_stats',
   localPods: 'fl_local_pods',
+  localPods6: 'fl_local_pods6',
   fastCfg: 'fl_fast_cfg',
   fastStats: 'fl_fast_stats',
 } as const;

@@ -18,6 +18,7 @@ import { BpfMap } from '../../control/kernel/bpf.ts';
 import * as L from '../../control/datapath/layout.ts';
 import { MAP } from '../../control/datapath/objects.ts';
 import { readDataPlane, renderDataPlane } from '../../control/datapath/inspect.ts';
+import { fetchStatus } from '../../control/health/client.ts';
 
 interface LeaseJson {
   PublicIP: string;
@@ -143,6 +144,24 @@ describe('dual-stack vxlan in BPF mode: IPv6 pods through flannel.1 (fl_routes6)
     assert.match(await inNs(n1.ns, 'ip', '-6', 'route', 'show', 'fd00:10:244::/56'), /dev flannel\.1 .*mtu 1430/);
   });
 
+  test('the pod fast path carries IPv6 flows: each pod is registered under both addresses, and TCP over IPv6 skips the stack both ways', async () => {
+    const [n1, n2] = [lab.node(1), lab.node(2)];
+    for (const n of lab.nodes) {
+      const fp = readDataPlane(n.pinRoot).fastPath!;
+      assert.ok(fp.on, `${n.ns}: fast path on`);
+      const p = n.pods[0]!;
+      assert.deepEqual(fp.localPods.map((x) => x.ip).sort(), [p.ip, p.ip6!].sort(), `${n.ns}: the pod under its IPv4 and IPv6 address`);
+      assert.equal(new Set(fp.localPods.map((x) => x.ifindex)).size, 1, 'one veth');
+    }
+    const fast = (n: LabNode) => readDataPlane(n.pinRoot).fastPath!.counters;
+    const [tx0, rx0] = [fast(n1).fast_tx.packets, fast(n2).fast_rx.packets];
+    assert.ok((await iperf(n1.pods[0]!, n2.pods[0]!, n2.pods[0]!.ip6!)) > 1e8, 'iperf3 over IPv6 moves data');
+    // one second of TCP: thousands of segments past the handshake; the handshake itself took the stack
+    const [tx, rx] = [fast(n1).fast_tx.packets - tx0, fast(n2).fast_rx.packets - rx0];
+    assert.ok(tx > 1000, `node 1 sent the IPv6 flow from its pod's veth straight to flannel.1: fast_tx grew by ${tx}`);
+    assert.ok(rx > 1000, `node 2 delivered it from flannel.1 straight into its pod: fast_rx grew by ${rx}`);
+  });
+
   test("ip-masq: flannel's ip6tables rules for the IPv6 network (multicast is ff00::/8)", async () => {
     const n1 = lab.node(1);
     const s6 = parseCidr6(readFileSync(n1.subnetFile, 'utf8').match(/FLANNEL_IPV6_SUBNET=(\S+)/)![1]!)!;
@@ -199,7 +218,8 @@ for (const mode of ['bpf', 'classic'] as const) {
   describe(`IPv6-only vxlan over an IPv6 underlay, ${mode} mode`, { timeout: 300_000 }, () => {
     let lab: TestLab;
     before(async () => {
-      lab = await TestLab.create({ nodes: 2, config: labConfig('vxlan', 'only'), ipv6: true, agentArgs: mode === 'classic' ? ['--no-bpf'] : [] });
+      // BPF: with ip-masq, whose ip6tables NAT rules turn on IPv6 conntrack, which the pod fast path asks
+      lab = await TestLab.create({ nodes: 2, config: labConfig('vxlan', 'only'), ipv6: true, agentArgs: mode === 'classic' ? ['--no-bpf'] : ['--ip-masq'] });
       await lab.bringUp({ cni: true });
     });
     after(() => lab?.destroy());
@@ -215,7 +235,7 @@ for (const mode of ['bpf', 'classic'] as const) {
       }
       for (const n of lab.nodes) {
         assert.match(lab.logs(n), new RegExp(`"mode":"${mode}".*"msg":"ready"`));
-        assert.match(readFileSync(n.subnetFile, 'utf8'), /^FLANNEL_IPV6_NETWORK=fd00:10:244::\/56\nFLANNEL_IPV6_SUBNET=fd00:10:244:[0-9a-f]+::1\/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n$/);
+        assert.match(readFileSync(n.subnetFile, 'utf8'), /^FLANNEL_IPV6_NETWORK=fd00:10:244::\/56\nFLANNEL_IPV6_SUBNET=fd00:10:244:[0-9a-f]+::1\/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=(true|false)\n$/);
       }
     });
 
@@ -227,6 +247,19 @@ for (const mode of ['bpf', 'classic'] as const) {
         assert.deepEqual(routes6(n1), [`${formatCidr6(parseLeaseKey(v2[0])!.ipv6Subnet!)} ${v2[1].BackendV6Data!.VtepMAC} ${n2.ip6}`]);
         assert.equal((await inNs(n1.ns, 'ip', '-4', 'addr', 'show', 'dev', 'flannel.1')).trim(), '');
         assert.equal((await inNs(n1.ns, 'ip', '-4', 'route', 'show', 'dev', 'flannel.1')).trim(), '');
+        // the pod fast path runs for IPv6 flows (bypass, IPv4 underlay only, does not)
+        const st = (await fetchStatus(n1.statusSocket)).backend;
+        assert.deepEqual([st?.fastPath, st?.localPods, st?.vxlanBypass], ['on', 1, 'off'], JSON.stringify(st));
+        assert.match(st?.vxlanBypassOffBecause ?? '', /IPv6-only network/);
+        const fast = (n: LabNode) => readDataPlane(n.pinRoot).fastPath!;
+        assert.deepEqual(
+          fast(n1).localPods.map((p) => p.ip),
+          [n1.pods[0]!.ip],
+        );
+        const [tx0, rx0] = [fast(n1).counters.fast_tx.packets, fast(n2).counters.fast_rx.packets];
+        assert.ok((await iperf(n1.pods[0]!, n2.pods[0]!, n2.pods[0]!.ip)) > 1e8, 'iperf3 moves data');
+        assert.ok(fast(n1).counters.fast_tx.packets - tx0 > 1000, 'node 1 sent the flow straight to flannel.1');
+        assert.ok(fast(n2).counters.fast_rx.packets - rx0 > 1000, 'node 2 delivered it straight into its pod');
       } else {
         assert.equal(v2[1].BackendV6Data!.VtepMAC, await mac(n2, 'flannel-v6.1'));
         assert.equal(await ip('-n', n1.ns, 'link', 'show', 'flannel.1').catch(() => 'none'), 'none');

@@ -468,13 +468,14 @@ test(`flannel.1 ingress on a real external vxlan device: fuzzed VXLAN from a mem
   });
 });
 
-test('pod fast path against real conntrack entries: an established flow is taken and its entry refreshed; GSO segments too big for flannel.1 go to the stack; the probe works', async () => {
+test('pod fast path against real conntrack entries, IPv4 and IPv6: an established flow is taken and its entry refreshed; packets or GSO segments too big for the tunnel go to the stack; the probe works', async () => {
   await withNamespaces(1, async ([ns]) => {
     const pins = mkdtempSync('/run/flannel-test-bpffs-');
     try {
       const r = JSON.parse(await inNs(ns!, process.execPath, '--import', 'tsx', join(FIX, 'fastpath-ct.ts'), pins)) as {
-        cases: Record<string, { retval: number; counted: string[] }>;
+        cases: Record<string, { retval: number; counted: string[]; hopLimit?: number }>;
         timeouts: { udp: number | null; tcp: number | null };
+        timeouts6: { udp: number | null; tcp: number | null };
         probe: number;
       };
       // a lookup that works finds the entry (a broken one would look like "no entry": pass_new_flow)
@@ -488,6 +489,17 @@ test('pod fast path against real conntrack entries: an established flow is taken
       assert.deepEqual(r.cases['udp too big'], { retval: TC_ACT_UNSPEC, counted: ['pass_other'] });
       assert.deepEqual(r.cases['udp gso, segments too big'], { retval: TC_ACT_UNSPEC, counted: ['pass_other'] }, "a GSO packet whose segments exceed flannel.1's MTU is not redirected");
       assert.equal(r.probe, 2, 'the load-time probe sees ENOENT: the lookup works as the programs call it');
+      // IPv6 pods: the same rule, with the hop limit decremented as routing would
+      assert.deepEqual(r.cases['udp6 with entry'], { retval: TC_ACT_REDIRECT, counted: ['fast_tx'], hopLimit: 63 });
+      assert.deepEqual(r.cases['tcp6 with entry'], { retval: TC_ACT_REDIRECT, counted: ['fast_tx'], hopLimit: 63 });
+      assert.deepEqual(r.cases['udp6 without entry'], { retval: TC_ACT_UNSPEC, counted: ['pass_new_flow'], hopLimit: 64 });
+      assert.ok(r.timeouts6.udp !== null && r.timeouts6.udp > 20 && r.timeouts6.udp <= 30, `udp6 entry timeout ${r.timeouts6.udp}`);
+      assert.ok(r.timeouts6.tcp !== null && r.timeouts6.tcp > 431000, `tcp6 entry timeout ${r.timeouts6.tcp}`);
+      // VXLAN over IPv6 takes 70 bytes, not flannel.1's 50: what the stack would answer "packet too big" is not redirected
+      assert.deepEqual(r.cases['udp6 1430 bytes'], { retval: TC_ACT_REDIRECT, counted: ['fast_tx'], hopLimit: 63 });
+      assert.deepEqual(r.cases['udp6 1431 bytes'], { retval: TC_ACT_UNSPEC, counted: ['pass_other'], hopLimit: 64 });
+      assert.deepEqual(r.cases['udp6 gso, segments of 1430'], { retval: TC_ACT_REDIRECT, counted: ['fast_tx'], hopLimit: 63 });
+      assert.deepEqual(r.cases['udp6 gso, segments of 1431'], { retval: TC_ACT_UNSPEC, counted: ['pass_other'], hopLimit: 64 });
     } finally {
       rmSync(pins, { recursive: true, force: true });
     }

@@ -85,15 +85,29 @@ const RESULT = {
 };
 
 test('pod fast path: pod IP and MAC, host veth and gateway MAC come from the bridge plugin result', () => {
-  assert.deepEqual(podFromResult(RESULT, 'cni0'), { ip: '10.244.1.5', podMAC: '9a:7b:01:02:03:04', hostVeth: 'veth5d2c0a1e', gwMAC: '2a:0c:1b:6e:8f:01' });
-  // dual stack, IPv6 listed first: the IPv4 address is the one the fast path serves
-  const dual = { ...RESULT, ips: [{ interface: 2, address: 'fd00::5/64' }, ...RESULT.ips] };
-  assert.equal((podFromResult(dual, 'cni0') as { ip: string }).ip, '10.244.1.5');
+  assert.deepEqual(podFromResult(RESULT, 'cni0'), { ips: ['10.244.1.5'], podMAC: '9a:7b:01:02:03:04', hostVeth: 'veth5d2c0a1e', gwMAC: '2a:0c:1b:6e:8f:01' });
+  // dual stack, IPv6 listed first: both are served, IPv4 first
+  const dual = { ...RESULT, ips: [{ interface: 2, address: 'fd00::5/64' }, { interface: 2, address: 'fd00::6/64' }, ...RESULT.ips] };
+  assert.deepEqual((podFromResult(dual, 'cni0') as { ips: string[] }).ips, ['10.244.1.5', 'fd00::5']);
+  // IPv6-only
+  assert.deepEqual(podFromResult({ ...RESULT, ips: [{ interface: 2, address: 'fd00::5/64' }] }, 'cni0'), {
+    ips: ['fd00::5'],
+    podMAC: '9a:7b:01:02:03:04',
+    hostVeth: 'veth5d2c0a1e',
+    gwMAC: '2a:0c:1b:6e:8f:01',
+  });
+  // an IPv6 address of another interface (a second one in the sandbox) is not this veth's
+  const other = {
+    ...RESULT,
+    interfaces: [...RESULT.interfaces, { name: 'net1', mac: '9a:7b:01:02:03:05', sandbox: '/var/run/netns/x' }],
+    ips: [...RESULT.ips, { interface: 3, address: 'fd00::5/64' }],
+  };
+  assert.deepEqual((podFromResult(other, 'cni0') as { ips: string[] }).ips, ['10.244.1.5']);
 });
 
 test('pod fast path: a result it cannot use gives a reason, never a wrong registration', () => {
   assert.match(podFromResult({}, 'cni0') as string, /no interfaces/);
-  assert.match(podFromResult({ ...RESULT, ips: [{ interface: 2, address: 'fd00::5/64' }] }, 'cni0') as string, /no IPv4/);
+  assert.match(podFromResult({ ...RESULT, ips: [{ interface: 2, address: 'not-an-ip/64' }] }, 'cni0') as string, /no IPv4 or IPv6/);
   assert.match(podFromResult(RESULT, 'mybr0') as string, /no bridge mybr0/);
   assert.match(podFromResult({ ...RESULT, interfaces: [RESULT.interfaces[0], RESULT.interfaces[2]], ips: [{ interface: 1, address: '10.244.1.5/24' }] }, 'cni0') as string, /no host-side veth/);
   assert.match(podFromResult({ ...RESULT, interfaces: [RESULT.interfaces[0], RESULT.interfaces[1], { name: 'eth0', sandbox: '/x' }] }, 'cni0') as string, /no pod interface with a MAC/);

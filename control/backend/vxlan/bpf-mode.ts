@@ -96,10 +96,10 @@ export class BpfVxlanBackend implements Backend {
       log,
     });
     this.programmer = new PeerProgrammer(this.direct, log);
-    this.fastMaps = { fl_local_pods: egress.map(MAP.localPods), fl_fast_cfg: egress.map(MAP.fastCfg), fl_fast_stats: egress.map(MAP.fastStats) };
-    // the pod fast path and bypass handle IPv4 flows only: on an IPv6-only network they would never engage
-    const v4 = this.ctx.cfg.enableIPv4;
-    this.fast = new FastPath(v4 ? (this.bpf.fastPath ?? 'auto') : 'off', this.bpf.pinRoot, this.fastMaps, log, v4 ? (this.bpf.bypass ?? 'off') : 'off');
+    this.fastMaps = { fl_local_pods: egress.map(MAP.localPods), fl_local_pods6: egress.map(MAP.localPods6), fl_fast_cfg: egress.map(MAP.fastCfg), fl_fast_stats: egress.map(MAP.fastStats) };
+    // bypass encapsulates over the IPv4 underlay only: on an IPv6-only network it would never engage
+    const noBypass = this.ctx.cfg.enableIPv4 ? undefined : 'an IPv6-only network: bypass encapsulates over the IPv4 underlay only';
+    this.fast = new FastPath(this.bpf.fastPath ?? 'auto', this.bpf.pinRoot, this.fastMaps, log, this.bpf.bypass ?? 'off', noBypass);
     await this.fast.load(objectPath('fastPath'));
     this.hooks = new BpfHooks(
       ext,

@@ -32,6 +32,8 @@ export class FastPathRequiredError extends Error {
 
 export interface FastPathMaps {
   fl_local_pods: BpfMap;
+  /** the same pods by IPv6 address */
+  fl_local_pods6: BpfMap;
   fl_fast_cfg: BpfMap;
   fl_fast_stats: BpfMap;
 }
@@ -52,6 +54,8 @@ export class FastPath {
     private readonly maps: FastPathMaps,
     private readonly log: Logger,
     private readonly bypassMode: BypassMode = 'off',
+    /** why bypass cannot serve this network at all (it is refused like a kernel that cannot) */
+    private readonly bypassUnsupported?: string,
   ) {}
 
   get on(): boolean {
@@ -71,6 +75,7 @@ export class FastPath {
     }
     let why: string | undefined;
     if (!this.obj) why = `it is part of the pod fast path, which is off: ${this.reason}`;
+    else if (this.bypassUnsupported) why = this.bypassUnsupported;
     else {
       // the verifier accepts the helper with any flags; whether the kernel does UDP-tunnel room (and
       // so GSO that segments as flannel.1 would) shows only when it runs
@@ -143,38 +148,46 @@ export class FastPath {
     return true;
   }
 
-  /** Every registered pod has our current program on its veth (none when off); gone veths leave the map. */
+  /** Every registered pod has our current program on its veth (none when off); gone veths leave the maps. */
   async reconcile(): Promise<void> {
-    const pods = listPods(this.maps.fl_local_pods);
-    if (!pods.length) return;
+    const tables = [this.maps.fl_local_pods, this.maps.fl_local_pods6].map((map) => ({ map, pods: listPods(map) }));
+    if (!tables.some((t) => t.pods.length)) return;
     const links = new Map((await listLinks()).map((l) => [l.index, l]));
     const want = this.on ? progInfo(this.podProgram).id : undefined;
-    const stale: Buffer[] = [];
+    const seen = new Set<number>();
+    const gone: string[] = [];
     let attached = 0;
-    for (const p of pods) {
-      const link = links.get(p.ifindex);
-      // a pod gone without DEL: its ifindex may already belong to another device
-      if (!link || link.mac !== p.hostMAC) {
-        // only if the entry still names that veth: a new pod may have taken the IP meanwhile
-        const cur = this.maps.fl_local_pods.lookup(L.podKey(p.ip));
-        const now = cur && L.decodePodVal(cur);
-        if (now && now.ifindex === p.ifindex && now.hostMAC === p.hostMAC) stale.push(L.podKey(p.ip));
-        continue;
+    for (const { map, pods } of tables) {
+      const stale: Buffer[] = [];
+      for (const p of pods) {
+        const link = links.get(p.ifindex);
+        // a pod gone without DEL: its ifindex may already belong to another device
+        if (!link || link.mac !== p.hostMAC) {
+          // only if the entry still names that veth: a new pod may have taken the IP meanwhile
+          const cur = map.lookup(L.podKey(p.ip));
+          const now = cur && L.decodePodVal(cur);
+          if (now && now.ifindex === p.ifindex && now.hostMAC === p.hostMAC) stale.push(L.podKey(p.ip));
+          continue;
+        }
+        // a dual-stack pod is in both maps: one veth, one program
+        if (seen.has(p.ifindex)) continue;
+        seen.add(p.ifindex);
+        const got = podProgramOn(p.ifindex);
+        if (want !== undefined && got !== want) {
+          attachPodProgramFd(p.ifindex, this.podProgram);
+          attached++;
+        } else if (want === undefined && got) {
+          detachPodProgram(p.ifindex);
+          this.stats.detached++;
+        }
       }
-      const got = podProgramOn(p.ifindex);
-      if (want !== undefined && got !== want) {
-        attachPodProgramFd(p.ifindex, this.podProgram);
-        attached++;
-      } else if (want === undefined && got) {
-        detachPodProgram(p.ifindex);
-        this.stats.detached++;
+      if (stale.length) {
+        map.deleteMany(stale);
+        this.stats.stalePods += stale.length;
+        gone.push(...stale.map((k) => L.decodePodKey(k)));
       }
     }
-    if (stale.length) {
-      this.maps.fl_local_pods.deleteMany(stale);
-      this.stats.stalePods += stale.length;
-      this.log.info({ pods: stale.map((k) => L.decodePodKey(k)) }, 'pod fast path: dropped pods whose veth is gone');
-    }
+    if (gone.length) this.log.info({ pods: gone }, 'pod fast path: dropped pods whose veth is gone');
     if (attached) {
       this.stats.attached += attached;
       this.log.info({ veths: attached }, 'pod fast path: attached the current program to pod veths');
@@ -206,7 +219,8 @@ export class FastPath {
       ...(this.reason ? { fastPathOffBecause: this.reason } : {}),
       vxlanBypass: this.bypass ? 'on' : 'off',
       ...(this.bypassReason ? { vxlanBypassOffBecause: this.bypassReason } : {}),
-      localPods: this.maps.fl_local_pods.keys().length,
+      // pods, not addresses: a dual-stack pod has an entry in each map
+      localPods: new Set([...listPods(this.maps.fl_local_pods), ...listPods(this.maps.fl_local_pods6)].map((p) => p.ifindex)).size,
       ...this.stats,
     };
   }
