@@ -7,8 +7,8 @@ import type { Backend } from '../backend/types.js';
 import { leaveBpfMode, type VxlanModeOptions } from '../backend/vxlan/index.js';
 import { lookupExternalInterface, type IfaceOptions } from '../iface/select.js';
 import { EtcdRegistry, type EtcdOptions } from '../subnet/etcd-registry.js';
-import { formatCidr } from '../subnet/ip4.js';
-import { formatCidr6 } from '../subnet/ip6.js';
+import { formatCidr, formatIp4 } from '../subnet/ip4.js';
+import { formatCidr6, formatIp6 } from '../subnet/ip6.js';
 import { hasIPv4, leaseName } from '../subnet/lease-key.js';
 import { SubnetManager, type LeaseWatch } from '../subnet/manager.js';
 import { readPreviousSubnet, writeSubnetFile } from '../subnet/subnet-file.js';
@@ -131,8 +131,12 @@ export class Agent {
     this.startup.programMs = performance.now() - t0;
 
     await this.startFirewall(cfg, lease);
-    if (this.o.blackholeRoute && hasIPv4(lease)) {
-      this.blackhole = new BlackholeRoute(lease.subnet, this.o.iptablesResyncMs, log);
+    if (this.o.blackholeRoute) {
+      const subnets = [
+        ...(hasIPv4(lease) ? [{ ip: formatIp4(lease.subnet.ip), len: lease.subnet.len }] : []),
+        ...(lease.ipv6Subnet ? [{ ip: formatIp6(lease.ipv6Subnet.ip), len: lease.ipv6Subnet.len }] : []),
+      ];
+      this.blackhole = new BlackholeRoute(subnets, this.o.iptablesResyncMs, log);
       await this.blackhole.ensure();
       this.blackhole.start();
     }

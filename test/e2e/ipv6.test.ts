@@ -12,6 +12,7 @@ import { TestLab, type LabNode, type Pod } from '../helpers/lab.ts';
 import { inNs, ip, until } from '../helpers/netns.ts';
 import { labConfig } from '../../control/lab/commands.ts';
 import { formatCidr6, formatIp6, parseCidr6 } from '../../control/subnet/ip6.ts';
+import { formatCidr } from '../../control/subnet/ip4.ts';
 import { parseLeaseKey } from '../../control/subnet/lease-key.ts';
 import { join } from 'node:path';
 import { BpfMap } from '../../control/kernel/bpf.ts';
@@ -267,6 +268,25 @@ for (const mode of ['bpf', 'classic'] as const) {
     });
   });
 }
+
+describe("--ip-blackhole-route on a dual-stack network: a blackhole route for each of our subnets, as flannel's AddBlackholeV4Route and AddBlackholeV6Route", { timeout: 120_000 }, () => {
+  let lab: TestLab;
+  before(async () => {
+    lab = await TestLab.create({ nodes: 1, config: labConfig('vxlan', 'dual'), ipv6: true, agentArgs: ['--ip-blackhole-route', '--iptables-resync=1'] });
+  });
+  after(() => lab?.destroy());
+
+  test('both routes are added, and restored when removed', async () => {
+    const n = lab.node(1);
+    lab.startAgent(n);
+    const { subnet, ipv6Subnet } = await lab.waitReady(n);
+    const [v4, v6] = [formatCidr(subnet), formatCidr6(ipv6Subnet!)];
+    const blackholes = async () => `${await inNs(n.ns, 'ip', '-4', 'route', 'show', 'type', 'blackhole')}${await inNs(n.ns, 'ip', '-6', 'route', 'show', 'type', 'blackhole')}`;
+    await until('both blackhole routes', async () => ((await blackholes()).includes(`blackhole ${v4}`) && (await blackholes()).includes(`blackhole ${v6}`)) || undefined, 5_000);
+    await ip('-n', n.ns, '-6', 'route', 'del', 'blackhole', v6);
+    await until('the IPv6 blackhole route restored', async () => (await blackholes()).includes(`blackhole ${v6}`) || undefined, 5_000);
+  });
+});
 
 describe('host-gw dual-stack: IPv6 routes via the peer public IPv6', { timeout: 300_000 }, () => {
   let lab: TestLab;
