@@ -62,7 +62,8 @@ export class DualStackBackend implements Backend {
 
   describe(): BackendDescription {
     const d6 = this.v6.describe();
-    if (!this.v4) return { ...d6, ipv6: { device: d6.device, peers: d6.peers } };
+    const ipv6 = { device: d6.device, peers: d6.peers, ...(d6.directRoutingPeers !== undefined ? { directRoutingPeers: d6.directRoutingPeers } : {}) };
+    if (!this.v4) return { ...d6, ipv6 };
     const d4 = this.v4.describe();
     return {
       ...d4,
@@ -70,7 +71,7 @@ export class DualStackBackend implements Backend {
       corrections: d4.corrections + d6.corrections,
       failures: d4.failures + d6.failures,
       rejected: d4.rejected + d6.rejected,
-      ipv6: { device: d6.device, peers: d6.peers },
+      ipv6,
     };
   }
 }

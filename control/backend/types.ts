@@ -99,7 +99,7 @@ export interface BackendDescription extends ProgrammerStats {
   vxlanBypassReceive?: string;
   localPods?: number;
   /** a network with IPv6: the IPv6 half (flannel-v6.1 or host-gw's IPv6 routes) */
-  ipv6?: { device?: string; peers: number };
+  ipv6?: { device?: string; peers: number; directRoutingPeers?: number };
   attached?: number;
   detached?: number;
   stalePods?: number;

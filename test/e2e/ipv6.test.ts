@@ -288,6 +288,59 @@ describe("--ip-blackhole-route on a dual-stack network: a blackhole route for ea
   });
 });
 
+describe(
+  "DirectRouting on a dual-stack network: a peer on our segment gets plain routes for both its subnets, as flannel's v6DirectRoutingOK; a BPF node and a classic one",
+  { timeout: 300_000 },
+  () => {
+    let lab: TestLab;
+    before(async () => {
+      const config = JSON.parse(labConfig('vxlan', 'dual')) as { Backend: Record<string, unknown> };
+      config.Backend.DirectRouting = true;
+      lab = await TestLab.create({ nodes: 2, config: JSON.stringify(config), ipv6: true });
+      const [n1, n2] = [lab.node(1), lab.node(2)];
+      lab.startAgent(n1);
+      lab.startAgent(n2, ['--no-bpf']);
+      for (const n of [n1, n2]) {
+        await lab.waitReady(n);
+        await lab.addPodCni(n);
+      }
+    });
+    after(() => lab?.destroy());
+
+    test("each node routes the other's IPv4 and IPv6 subnets via its public addresses on eth0, no tunnel entry is left for it, and pods reach each other over both families", async () => {
+      const [n1, n2] = [lab.node(1), lab.node(2)];
+      const all = await leases(lab);
+      const sub = (n: LabNode) => parseLeaseKey([...all].find(([, v]) => v.PublicIP === n.ip)![0])!;
+      for (const [n, peer] of [
+        [n1, n2],
+        [n2, n1],
+      ] as const) {
+        const s = sub(peer);
+        assert.match(
+          await inNs(n.ns, 'ip', '-6', 'route', 'show', formatCidr6(s.ipv6Subnet!)),
+          new RegExp(`^${formatCidr6(s.ipv6Subnet!)} via ${peer.ip6} dev eth0`, 'm'),
+          `${n.ns}: IPv6 direct route`,
+        );
+        assert.match(await inNs(n.ns, 'ip', '-4', 'route', 'show', formatCidr(s.subnet)), new RegExp(`via ${peer.ip} dev eth0`), `${n.ns}: IPv4 direct route`);
+        const st = (await fetchStatus(n.statusSocket)).backend;
+        assert.equal(st?.ipv6?.directRoutingPeers, 1, JSON.stringify(st));
+      }
+      // BPF node: neither family's tunnel route for the direct peer, its memberships kept
+      assert.deepEqual(routes6(n1), []);
+      // classic node: flannel-v6.1 holds no neighbour or FDB entry for it
+      assert.equal((await inNs(n2.ns, 'ip', '-6', 'neigh', 'show', 'dev', 'flannel-v6.1')).trim(), '');
+      assert.equal(
+        (await inNs(n2.ns, 'bridge', 'fdb', 'show', 'dev', 'flannel-v6.1'))
+          .split('\n')
+          .filter((l) => / dst /.test(l))
+          .join('\n'),
+        '',
+      );
+      await connected(lab);
+    });
+  },
+);
+
 describe('host-gw dual-stack: IPv6 routes via the peer public IPv6', { timeout: 300_000 }, () => {
   let lab: TestLab;
   before(async () => {

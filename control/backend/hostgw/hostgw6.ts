@@ -2,7 +2,8 @@
 // PublicIPv6 on the underlay interface. Runs beside the IPv4 half (hostgw.ts) on a dual-stack network,
 // alone on an IPv6-only one.
 import { LeaseFormatError, type Lease } from '../../subnet/lease.js';
-import { contains6, formatCidr6, formatIp6, overlaps6, parseIp6, type Subnet6 } from '../../subnet/ip6.js';
+import { formatCidr6, formatIp6, type Subnet6 } from '../../subnet/ip6.js';
+import { peerRoute6Entries } from '../peer-routes.js';
 import { AF_INET6, execBatch, listRoutes, type NetlinkOp } from '../../kernel/netlink.js';
 import { PeerProgrammer, type Entry } from '../peer-programmer.js';
 import type { Backend, BackendContext, BackendDescription } from '../types.js';
@@ -59,18 +60,6 @@ export class HostGw6Backend implements Backend {
   /** Routes that look like a peer's: a gateway, an IPv6SubnetLen subnet of IPv6Network, not ours. */
   private async currentEntries(): Promise<Entry<NetlinkOp>[]> {
     const c6 = this.ctx.cfg.ipv6!;
-    const out: Entry<NetlinkOp>[] = [];
-    for (const r of await listRoutes(AF_INET6, { dev: this.ctx.ext.iface.index })) {
-      const ip = parseIp6(r.dst);
-      if (!r.gateway || ip === undefined || r.dstLen !== c6.subnetLen || !contains6(c6.network, ip)) continue;
-      if (this.own && overlaps6(this.own, { ip, len: r.dstLen })) continue;
-      out.push({
-        key: `route ${r.dst}/${r.dstLen}`,
-        value: `via ${r.gateway} dev ${r.dev}`,
-        add: { type: 'route', action: 'replace', dst: r.dst, dstLen: r.dstLen },
-        del: { type: 'route', action: 'delete', dst: r.dst, dstLen: r.dstLen, dev: r.dev },
-      });
-    }
-    return out;
+    return peerRoute6Entries(await listRoutes(AF_INET6, { dev: this.ctx.ext.iface.index }), c6.network, c6.subnetLen, this.own, 'route');
   }
 }

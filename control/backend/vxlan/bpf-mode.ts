@@ -49,8 +49,9 @@ export class BpfVxlanBackend implements Backend {
   private fastMaps!: FastPathMaps;
   private fast!: FastPath;
   private hooks!: BpfHooks;
-  private programmer!: PeerProgrammer<DirectOp<MapOp>>;
+  private programmer!: PeerProgrammer<DirectOp<DirectOp<MapOp>>>;
   private direct!: DirectRoutingDriver<MapOp>;
+  private direct6!: DirectRoutingDriver<DirectOp<MapOp>>;
   private repairedDevice = 0;
   private devSpec!: VxlanDeviceSpec;
   private own?: Lease;
@@ -83,19 +84,27 @@ export class BpfVxlanBackend implements Backend {
     this.seedPeerStats();
     const driver = new BpfMapDriver({ ...this.maps, fl_routes: this.routes, ...this.maps6 }, this.opts.vni, this.ctx.cfg.ipv6 !== undefined);
     const { network, subnetLen } = this.ctx.cfg;
+    const c6 = this.ctx.cfg.ipv6;
+    // flannel decides DirectRouting per family: IPv4 by the peer's PublicIP, IPv6 by its PublicIPv6
     this.direct = new DirectRoutingDriver<MapOp>(driver, {
-      // DirectRouting is for IPv4 peers: nothing to do on an IPv6-only network
       enabled: this.opts.directRouting && this.ctx.cfg.enableIPv4,
-      network,
-      subnetLen,
+      scope: { family: 4, network, subnetLen, own: () => this.own?.subnet },
       vxlanDev: () => this.dev.index,
-      own: () => this.own?.subnet,
       // a direct peer stays a member: VXLAN it sends us (it may not see us as direct) passes the guard;
-      // DirectRouting is for IPv4 peers, so its IPv6 half stays on the tunnel
+      // its IPv6 half is the IPv6 layer's to decide
       keepWhenDirect: (e) => e.add.map === MAP.members || e.add.map === MAP.peerStats || e.add.map === MAP.routes6 || e.add.map === MAP.peerStats6,
       log,
     });
-    this.programmer = new PeerProgrammer(this.direct, log);
+    this.direct6 = new DirectRoutingDriver<DirectOp<MapOp>>(this.direct, {
+      enabled: this.opts.directRouting && c6 !== undefined,
+      scope: { family: 6, network: c6?.network, subnetLen: c6?.subnetLen ?? 0, own: () => this.own?.ipv6Subnet },
+      vxlanDev: () => this.dev.index,
+      // a peer direct over IPv6 loses its IPv6 tunnel route only: the IPv4 layer's entries, and its
+      // IPv6 membership, stay
+      keepWhenDirect: (e) => 'route' in e.add || e.add.inner.map !== MAP.routes6,
+      log,
+    });
+    this.programmer = new PeerProgrammer(this.direct6, log);
     this.fastMaps = { fl_local_pods: egress.map(MAP.localPods), fl_local_pods6: egress.map(MAP.localPods6), fl_fast_cfg: egress.map(MAP.fastCfg), fl_fast_stats: egress.map(MAP.fastStats) };
     // bypass encapsulates over the IPv4 underlay only: on an IPv6-only network it would never engage
     const noBypass = this.ctx.cfg.enableIPv4 ? undefined : 'an IPv6-only network: bypass encapsulates over the IPv4 underlay only';
@@ -240,6 +249,10 @@ export class BpfVxlanBackend implements Backend {
       underlayGuard: this.hooks?.underlayHook ?? 'not attached',
       peers: this.programmer?.peerCount() ?? 0,
       ...(this.opts.directRouting ? { directRoutingPeers: this.direct?.directPeers ?? 0 } : {}),
+      // the peers with an IPv6 half: their IPv6 memberships
+      ...(this.ctx.cfg.ipv6 && this.maps6
+        ? { ipv6: { device: this.dev?.name, peers: this.maps6.fl_peer_stats6.keys().length, ...(this.opts.directRouting ? { directRoutingPeers: this.direct6.directPeers } : {}) } }
+        : {}),
       ...(this.programmer?.stats ?? { reconciles: 0, corrections: 0, failures: 0, rejected: 0 }),
       repairedDevice: this.repairedDevice,
       repairedPins: this.hooks?.repairs.pins ?? 0,

@@ -28,7 +28,7 @@ export class ClassicVxlanBackend implements Backend {
     const { network, subnetLen } = ctx.cfg;
     this.direct = new DirectRoutingDriver<NetlinkOp>(
       { entriesFor: (l) => this.entriesFor(l), currentEntries: () => this.currentEntries(), apply: execBatch },
-      { enabled: this.opts.directRouting, network, subnetLen, vxlanDev: () => this.dev.index, own: () => this.own?.subnet, log: ctx.log },
+      { enabled: this.opts.directRouting, scope: { family: 4, network, subnetLen, own: () => this.own?.subnet }, vxlanDev: () => this.dev.index, log: ctx.log },
     );
     this.programmer = new PeerProgrammer(this.direct, ctx.log);
   }

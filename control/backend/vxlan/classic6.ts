@@ -2,12 +2,13 @@
 // flannel-v6.<VNI>, VXLAN over the IPv6 underlay (its local address is the node's IPv6, same VNI and
 // port as flannel.<VNI>: the kernel keeps one socket per family), and per peer a permanent neighbour
 // (peer IPv6 subnet's first address -> the peer's BackendV6Data VtepMAC), an FDB entry (that MAC ->
-// PublicIPv6) and an onlink route (peer IPv6 subnet via that address). Runs beside either IPv4 mode:
-// the BPF data plane carries IPv4 only (README, "IPv6").
+// PublicIPv6) and an onlink route (peer IPv6 subnet via that address). Runs beside classic IPv4 (with
+// --no-bpf or the fallback); the BPF data plane carries IPv6 through flannel.1 itself.
 import { LeaseFormatError, decodeVxlanData, encodeVxlanData, type Lease } from '../../subnet/lease.js';
 import { formatCidr6, formatIp6 } from '../../subnet/ip6.js';
 import { AF_INET6, exec, execBatch, getLink, type Link, type NetlinkOp } from '../../kernel/netlink.js';
 import { currentTunnelEntries } from './classic.js';
+import { DirectRoutingDriver, type DirectOp } from './direct-routing.js';
 import { PeerProgrammer, type Entry } from '../peer-programmer.js';
 import type { Backend, BackendContext, BackendDescription } from '../types.js';
 import { deviceCheck } from '../health.js';
@@ -21,7 +22,8 @@ export const VXLAN6_OVERHEAD = 70;
 export class ClassicVxlan6Backend implements Backend {
   readonly leaseType = 'vxlan';
   private dev!: Link;
-  private readonly programmer: PeerProgrammer<NetlinkOp>;
+  private readonly programmer: PeerProgrammer<DirectOp<NetlinkOp>>;
+  private readonly direct: DirectRoutingDriver<NetlinkOp>;
   private readonly opts: VxlanOptions;
   private devSpec!: VxlanDeviceSpec;
   private own?: Lease;
@@ -29,8 +31,14 @@ export class ClassicVxlan6Backend implements Backend {
 
   constructor(private readonly ctx: BackendContext) {
     this.opts = vxlanOptions(ctx.cfg.backend);
-    if (this.opts.directRouting) ctx.log.warn('Backend.DirectRouting applies to IPv4 peers only here: IPv6 peers are always reached through flannel-v6.1');
-    this.programmer = new PeerProgrammer({ entriesFor: (l) => this.entriesFor(l), currentEntries: () => this.currentEntries(), apply: execBatch }, ctx.log);
+    const c6 = ctx.cfg.ipv6!;
+    // flannel: a peer whose PublicIPv6 is on our segment gets `<its IPv6 subnet> via <PublicIPv6>`
+    // and no neighbour, FDB entry or route on flannel-v6.1
+    this.direct = new DirectRoutingDriver<NetlinkOp>(
+      { entriesFor: (l) => this.entriesFor(l), currentEntries: () => this.currentEntries(), apply: execBatch },
+      { enabled: this.opts.directRouting, scope: { family: 6, network: c6.network, subnetLen: c6.subnetLen, own: () => this.own?.ipv6Subnet }, vxlanDev: () => this.dev.index, log: ctx.log },
+    );
+    this.programmer = new PeerProgrammer(this.direct, ctx.log);
   }
 
   async prepare() {
@@ -92,6 +100,7 @@ export class ClassicVxlan6Backend implements Backend {
       port: this.opts.port,
       peers: this.programmer.peerCount(),
       ...this.programmer.stats,
+      ...(this.opts.directRouting ? { directRoutingPeers: this.direct.directPeers } : {}),
       repairedDevice: this.repairedDevice,
     };
   }

@@ -14,22 +14,30 @@
 // Routes that look like ours on any device but the vxlan one (a gateway, a SubnetLen subnet of the
 // network) count as this driver's: a reconcile removes those no peer wants, including what a host-gw
 // run or a DirectRouting run of the past left behind, which would otherwise bypass the tunnel.
+//
+// One driver serves one family. On a dual-stack network flannel decides IPv6 separately, by a route
+// lookup of the peer's PublicIPv6, and routes the peer's IPv6 subnet via it: the IPv6 driver wraps the
+// IPv4 one (BPF mode) or flannel-v6.1's own driver (classic).
 import type { Logger } from '../../log.js';
-import { execBatch, listRoutes, routeGet, type NetlinkOp } from '../../kernel/netlink.js';
+import { AF_INET, AF_INET6, execBatch, listRoutes, routeGet, type NetlinkOp } from '../../kernel/netlink.js';
 import { formatCidr, formatIp4, type Subnet } from '../../subnet/ip4.js';
+import { formatCidr6, formatIp6, type Subnet6 } from '../../subnet/ip6.js';
+import { hasIPv4 } from '../../subnet/lease-key.js';
 import type { Lease } from '../../subnet/lease.js';
 import type { Entry, PeerDriver } from '../peer-programmer.js';
-import { peerRouteEntries } from '../peer-routes.js';
+import { peerRoute6Entries, peerRouteEntries } from '../peer-routes.js';
 
 export type DirectOp<Op> = { route: NetlinkOp } | { inner: Op };
 
+/** The family a driver serves: the network and subnet size of that family, and our own subnet in it. */
+export type DirectScope =
+  { family: 4; network: Subnet; subnetLen: number; own: () => Subnet | undefined } | { family: 6; network: Subnet6 | undefined; subnetLen: number; own: () => Subnet6 | undefined };
+
 export interface DirectRoutingOptions<Op> {
   enabled: boolean;
-  network: Subnet;
-  subnetLen: number;
+  scope: DirectScope;
   /** the vxlan device: its routes belong to the inner driver */
   vxlanDev: () => number;
-  own: () => Subnet | undefined;
   /** which of the inner driver's entries a direct peer keeps */
   keepWhenDirect?: (e: Entry<Op>) => boolean;
   log: Logger;
@@ -46,10 +54,20 @@ export class DirectRoutingDriver<Op> implements PeerDriver<DirectOp<Op>> {
     private readonly o: DirectRoutingOptions<Op>,
   ) {}
 
+  /** the peer's public address and subnet in our family; undefined when it has none (an IPv4-only peer of a dual-stack network) */
+  private target(lease: Lease): { via: string; dst: string; len: number; cidr: string } | undefined {
+    if (this.o.scope.family === 6) {
+      const via = lease.attrs.publicIPv6;
+      return via && lease.ipv6Subnet ? { via, dst: formatIp6(lease.ipv6Subnet.ip), len: lease.ipv6Subnet.len, cidr: formatCidr6(lease.ipv6Subnet) } : undefined;
+    }
+    return hasIPv4(lease) ? { via: lease.attrs.publicIP, dst: formatIp4(lease.subnet.ip), len: lease.subnet.len, cidr: formatCidr(lease.subnet) } : undefined;
+  }
+
   /** Looks up what the next entriesFor() calls need: one route get per public IP (all of them on a reconcile). */
   async prepare(leases: Lease[], refresh: boolean): Promise<void> {
+    await this.inner.prepare?.(leases, refresh);
     if (!this.o.enabled) return;
-    const ips = [...new Set(leases.map((l) => l.attrs.publicIP))].filter((ip) => refresh || !this.direct.has(ip));
+    const ips = [...new Set(leases.flatMap((l) => this.target(l)?.via ?? []))].filter((ip) => refresh || !this.direct.has(ip));
     if (refresh) {
       const wanted = new Set(ips);
       for (const ip of [...this.direct.keys()]) if (!wanted.has(ip)) this.direct.delete(ip);
@@ -82,32 +100,29 @@ export class DirectRoutingDriver<Op> implements PeerDriver<DirectOp<Op>> {
 
   entriesFor(lease: Lease): Entry<DirectOp<Op>>[] {
     const inner = this.inner.entriesFor(lease).map(wrap);
-    const d = this.o.enabled ? this.direct.get(lease.attrs.publicIP) : null;
-    if (!d) return inner;
+    const t = this.o.enabled ? this.target(lease) : undefined;
+    const d = t && this.direct.get(t.via);
+    if (!t || !d) return inner;
     const keep = this.o.keepWhenDirect ?? (() => false);
-    const dst = formatIp4(lease.subnet.ip);
-    const via = lease.attrs.publicIP;
     return [
       ...inner.filter((e) => keep(unwrap(e))),
       {
-        key: `direct-route ${formatCidr(lease.subnet)}`,
-        value: `via ${via} dev ${d.dev}`,
-        add: { route: { type: 'route', action: 'replace', dst, dstLen: lease.subnet.len, gateway: via, dev: d.dev } },
-        del: { route: { type: 'route', action: 'delete', dst, dstLen: lease.subnet.len, dev: d.dev } },
+        key: `direct-route ${t.cidr}`,
+        value: `via ${t.via} dev ${d.dev}`,
+        add: { route: { type: 'route', action: 'replace', dst: t.dst, dstLen: t.len, gateway: t.via, dev: d.dev } },
+        del: { route: { type: 'route', action: 'delete', dst: t.dst, dstLen: t.len, dev: d.dev } },
       },
     ];
   }
 
   async currentEntries(): Promise<Entry<DirectOp<Op>>[]> {
-    const [inner, routes] = await Promise.all([this.inner.currentEntries(), listRoutes()]);
+    const sc = this.o.scope;
+    const [inner, routes] = await Promise.all([this.inner.currentEntries(), listRoutes(sc.family === 6 ? AF_INET6 : AF_INET)]);
     const vx = this.o.vxlanDev();
-    const plain = peerRouteEntries(
-      routes.filter((r) => r.dev !== vx),
-      this.o.network,
-      this.o.subnetLen,
-      this.o.own(),
-      'direct-route',
-    );
+    const others = routes.filter((r) => r.dev !== vx);
+    // without an IPv6 network (IPv4 only) no IPv6 route is ours
+    const plain =
+      sc.family === 4 ? peerRouteEntries(others, sc.network, sc.subnetLen, sc.own(), 'direct-route') : sc.network ? peerRoute6Entries(others, sc.network, sc.subnetLen, sc.own(), 'direct-route') : [];
     return [...inner.map(wrap), ...plain.map((e) => ({ key: e.key, value: e.value, add: { route: e.add }, del: { route: e.del } }))];
   }
 
