@@ -5,6 +5,7 @@ import { TestLab, type Underlay } from '../test/helpers/lab.ts';
 import { inNs } from '../test/helpers/netns.ts';
 import { machineCpu, server, sleep } from './lib.ts';
 import { labConfig } from '../control/lab/commands.ts';
+import { readDataPlane, renderDataPlane } from '../control/datapath/inspect.ts';
 
 export interface DatapathMode {
   name: string;
@@ -28,7 +29,9 @@ export const MODES: DatapathMode[] = [
   { name: 'udp', backend: 'udp', args: ['--ip-masq'] },
   { name: 'underlay (no overlay)', backend: 'host-gw', args: [], underlay: true },
   // IPv6 pods of a dual-stack network, in the same run as IPv4: BPF mode carries them through
-  // flannel.1 (fl_routes6; the pod fast path and bypass are IPv4 only), classic mode through flannel-v6.1
+  // flannel.1 (fl_routes6), with or without the pod fast path (bypass is IPv4 only), classic mode
+  // through flannel-v6.1
+  { name: 'BPF + pod fast path (IPv6 pods)', backend: 'vxlan', args: ['--ip-masq', '--fast-path=on', '--vxlan-bypass=off'], ipv6: true },
   { name: 'BPF vxlan (IPv6 pods)', backend: 'vxlan', args: ['--ip-masq', '--fast-path=off'], ipv6: true },
   { name: 'classic vxlan (IPv6 pods)', backend: 'vxlan', args: ['--ip-masq', '--no-bpf'], ipv6: true },
 ];
@@ -56,10 +59,23 @@ async function rxCounters(ns: string): Promise<{ bytes: number; packets: number 
   return l!.stats64.rx;
 }
 
-async function iperf(ns: string, dst: string, args: string[]) {
-  return JSON.parse(await inNs(ns, 'iperf3', '-c', dst, '-J', ...args)) as {
-    end: { sum_received?: { bits_per_second: number }; sum?: { packets: number; lost_packets: number; seconds: number } };
-  };
+interface IperfResult {
+  end: { sum_received?: { bits_per_second: number }; sum?: { packets: number; lost_packets: number; seconds: number } };
+  error?: string;
+}
+
+/** iperf3's JSON; its own error (it exits non-zero, and prints the JSON all the same) when the run failed */
+async function iperf(ns: string, dst: string, args: string[]): Promise<IperfResult> {
+  const out = await inNs(ns, 'iperf3', '-c', dst, '-J', ...args).catch((e: Error) => e.message);
+  let r: IperfResult | undefined;
+  try {
+    r = JSON.parse(out) as IperfResult;
+  } catch {
+    /* not JSON: reported below */
+  }
+  if (!r?.end?.sum_received && !r?.end?.sum)
+    throw new Error(`iperf3 -c ${dst} ${args.join(' ')} in ${ns} failed: ${r ? (r.error ?? `no totals in its report: ${JSON.stringify(r.end).slice(0, 400)}`) : out.slice(0, 400)}`);
+  return r;
 }
 
 /** Both underlay settings: veth (GSO super-packets cross intact) and NIC-like (segmented, GRO). */
@@ -73,16 +89,19 @@ export async function measureDatapath(m: DatapathMode, seconds: number, underlay
     const [n1, n2] = [lab.node(1), lab.node(2)];
     const pod2 = n2.pods[0]!;
     const [src, dstNs, dst] = m.underlay ? [n1.ns, n2.ns, n2.ip] : [n1.pods[0]!.ns, pod2.ns, m.ipv6 ? pod2.ip6! : pod2.ip];
-    for (let i = 0; i < 50; i++) {
-      if (
-        await inNs(src, 'ping', '-c', '1', '-W', '1', dst).then(
-          () => true,
-          () => false,
-        )
-      )
-        break;
-      await sleep(100);
+    let reached = false;
+    for (let i = 0; i < 50 && !reached; i++) {
+      reached = await inNs(src, 'ping', '-c', '1', '-W', '1', dst).then(
+        () => true,
+        () => false,
+      );
+      if (!reached) await sleep(100);
     }
+    // what an operator would look at, so that a lab that never connects is a finding, not a TypeError
+    if (!reached)
+      throw new Error(
+        `${m.name}: ${src} never reached ${dst}\n${lab.nodes.map((n) => `${n.ns}:\n${n.pinRoot && m.backend === 'vxlan' && !m.args.includes('--no-bpf') ? renderDataPlane(readDataPlane(n.pinRoot)) : ''}`).join('\n')}`,
+      );
     const ip3 = await server(dstNs, ['iperf3', '-s']);
     const qp = await server(dstNs, ['qperf']);
     try {

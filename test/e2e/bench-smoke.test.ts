@@ -27,7 +27,18 @@ test('bench/run.ts --quick: all sections measured, JSON + Markdown + SVG written
       watchLoad: { watchers: number; via: string; missed: number; lastP99: number }[];
       targets: { measured: number }[];
     };
-    const modes = ['BPF + fast path + bypass', 'BPF + pod fast path', 'BPF vxlan', 'classic vxlan', 'host-gw', 'udp', 'underlay (no overlay)', 'BPF vxlan (IPv6 pods)', 'classic vxlan (IPv6 pods)'];
+    const modes = [
+      'BPF + fast path + bypass',
+      'BPF + pod fast path',
+      'BPF vxlan',
+      'classic vxlan',
+      'host-gw',
+      'udp',
+      'underlay (no overlay)',
+      'BPF + pod fast path (IPv6 pods)',
+      'BPF vxlan (IPv6 pods)',
+      'classic vxlan (IPv6 pods)',
+    ];
     // every figure in both underlay settings
     assert.deepEqual(Object.keys(res.datapath), [...modes, ...modes.map((m) => `${m}, NIC-like underlay`)]);
     for (const [mode, d] of Object.entries<Record<string, { median: number }>>(res.datapath))

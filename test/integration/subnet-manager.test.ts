@@ -466,6 +466,24 @@ test('dual-stack: the lease is flannel\'s key "<v4>-<len>&<v6>-<len>" and JSON; 
   assert.equal(formatCidr6(prev!.ipv6Subnet!), formatCidr6(l.ipv6Subnet));
 });
 
+test('dual-stack reservation (a key without TTL, both subnets): its owner keeps it as a reservation, nobody else gets either subnet', async () => {
+  const config =
+    '{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","SubnetMin":"10.244.9.0","SubnetMax":"10.244.10.0","IPv6SubnetMin":"fd00:10:244:9::","IPv6SubnetMax":"fd00:10:244:a::","Backend":{"Type":"vxlan"}}';
+  const { prefix, mk, cfg } = await setup(config);
+  const key = `${prefix}/subnets/10.244.9.0-24&fd00:10:244:9::-64`;
+  await etcd.client
+    .put(key)
+    .value('{"PublicIP":"10.0.0.70","PublicIPv6":"fd00::70","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"aa:aa:aa:aa:aa:70"},"BackendV6Data":{"VNI":1,"VtepMAC":"aa:aa:aa:aa:aa:71"}}');
+  const dual = (n: number): LeaseAttrs => ({ ...attrs(`10.0.0.${n}`), publicIPv6: `fd00::${n}`, backendV6Data: { VNI: 1, VtepMAC: `aa:bb:cc:dd:ee:${n}` } });
+  const mine = await mk().acquireLease(cfg, dual(70));
+  assert.deepEqual([formatCidr(mine.subnet), formatCidr6(mine.ipv6Subnet!), mine.expiration], ['10.244.9.0/24', 'fd00:10:244:9::/64', undefined]);
+  assert.equal((await ttlOf(key)).lease, '0', 'still a reservation');
+  assert.match((await etcd.client.get(key).string()) ?? '', /"PublicIPv6":"fd00::70".*"BackendV6Data":\{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:70"\}/);
+  const other = await mk().acquireLease(cfg, dual(71));
+  assert.deepEqual([formatCidr(other.subnet), formatCidr6(other.ipv6Subnet!)], ['10.244.10.0/24', 'fd00:10:244:a::/64']);
+  await assert.rejects(mk().acquireLease(cfg, dual(72)), /no free subnet left/);
+});
+
 test('IPv6-only: key "0.0.0.0-0&<v6>-<len>", PublicIP 0.0.0.0; nodes are told apart by PublicIPv6', async () => {
   const config = '{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{"Type":"vxlan"}}';
   const { prefix, mk, cfg } = await setup(config);
