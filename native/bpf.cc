@@ -19,21 +19,36 @@ namespace {
 std::mutex logMu;
 std::vector<std::string> logLines;
 
+// libbpf hands the kernel's verifier log over in one message, often many kilobytes long, whose end
+// holds the reason a program was refused: messages are kept whole and split into lines, and an error
+// carries the last lines (the refused instruction and the verifier's verdict), not the first.
 int printFn(enum libbpf_print_level level, const char* fmt, va_list args) {
   if (level == LIBBPF_DEBUG) return 0;
-  char buf[1024];
-  vsnprintf(buf, sizeof(buf), fmt, args);
-  std::string s(buf);
-  while (!s.empty() && s.back() == '\n') s.pop_back();
+  va_list again;
+  va_copy(again, args);
+  int n = vsnprintf(nullptr, 0, fmt, args);
+  std::string s(n > 0 ? static_cast<size_t>(n) : 0, '\0');
+  if (n > 0) vsnprintf(s.data(), s.size() + 1, fmt, again);
+  va_end(again);
+  const char* tag = level == LIBBPF_WARN ? "warn: " : "info: ";
   std::lock_guard<std::mutex> g(logMu);
-  if (logLines.size() < 4096) logLines.push_back(std::string(level == LIBBPF_WARN ? "warn: " : "info: ") + s);
+  size_t at = 0;
+  while (at < s.size()) {
+    size_t nl = s.find('\n', at);
+    std::string line = s.substr(at, nl == std::string::npos ? std::string::npos : nl - at);
+    at = nl == std::string::npos ? s.size() : nl + 1;
+    if (line.empty()) continue;
+    // a bounded ring: the newest lines are the ones an error reports
+    if (logLines.size() >= 4096) logLines.erase(logLines.begin(), logLines.begin() + 1024);
+    logLines.push_back(tag + line);
+  }
   return 0;
 }
 
 std::string recentLog() {
   std::lock_guard<std::mutex> g(logMu);
   std::string out;
-  size_t from = logLines.size() > 12 ? logLines.size() - 12 : 0;
+  size_t from = logLines.size() > 24 ? logLines.size() - 24 : 0;
   for (size_t i = from; i < logLines.size(); i++) out += (out.empty() ? "" : "\n") + logLines[i];
   return out;
 }

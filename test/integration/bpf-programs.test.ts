@@ -574,6 +574,26 @@ test("bypass mode frames: the send side writes what flannel.1 would put on the w
   });
 });
 
+test("a program the verifier refuses: the error carries the verifier's verdict, the end of its log (a log of kilobytes used to be cut to its first kilobyte)", async () => {
+  const dir = mkdtempSync('/tmp/flannel-test-refused-');
+  const pins = mkdtempSync('/run/flannel-test-bpffs-');
+  try {
+    const obj = join(dir, 'refused_by_verifier.o');
+    execFileSync('clang', ['-g', '-O2', '-target', 'bpf', `-I/usr/include/${process.arch === 'x64' ? 'x86_64' : 'aarch64'}-linux-gnu`, '-c', join(FIX, 'refused_by_verifier.c'), '-o', obj]);
+    ensureBpffs(pins);
+    await assert.rejects(BpfObject.open(obj, pins), (e: Error) => {
+      assert.match(e.message, /invalid access to packet/, e.message);
+      assert.match(e.message, /processed \d+ insns/);
+      assert.ok(e.message.length > 1024, 'more than the first kilobyte');
+      return true;
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+    execFileSync('umount', [pins]);
+    rmdirSync(pins);
+  }
+});
+
 test('single-entry map calls check key and value lengths against the map', () => {
   const vteps = egress.map('fl_vteps'),
     stats = egress.map('fl_peer_stats');
