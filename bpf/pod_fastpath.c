@@ -109,24 +109,25 @@ static __always_inline struct fl_fast_cfg *fl_fast(void)
 	return bpf_map_lookup_elem(&fl_fast_cfg, &zero);
 }
 
-/* Headers in the linear part, or a pass to the stack. After GRO they may sit in page fragments. */
+/* The frame's first `hdrs` bytes in the linear part (after GRO they may sit in page fragments), and
+ * its L3 header when the Ethernet type is `proto`; NULL leaves the packet to the stack. */
+static __always_inline void *fl_l3(struct __sk_buff *skb, __u32 hdrs, __be16 proto)
+{
+	/* pointers, not the u32 fields: a 32-bit sum would be truncated by shifts the verifier refuses */
+	if ((void *)(long)skb->data + hdrs > (void *)(long)skb->data_end && bpf_skb_pull_data(skb, skb->len < hdrs ? skb->len : hdrs) < 0)
+		return NULL;
+	struct ethhdr *eth = (void *)(long)skb->data;
+
+	if ((void *)(eth + 1) > (void *)(long)skb->data_end || eth->h_proto != proto)
+		return NULL;
+	return eth + 1;
+}
+
 static __always_inline struct iphdr *fl_ipv4(struct __sk_buff *skb)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
+	struct iphdr *ip = fl_l3(skb, FL_HDRS, bpf_htons(ETH_P_IP));
 
-	if (data + FL_HDRS > data_end) {
-		__u32 want = skb->len < FL_HDRS ? skb->len : FL_HDRS;
-
-		if (bpf_skb_pull_data(skb, want) < 0)
-			return NULL;
-		data = (void *)(long)skb->data;
-		data_end = (void *)(long)skb->data_end;
-	}
-	struct ethhdr *eth = data;
-	struct iphdr *ip = data + ETH_HLEN;
-
-	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+	if (!ip || (void *)(ip + 1) > (void *)(long)skb->data_end)
 		return NULL;
 	/* options, fragments and expiring TTLs are the stack's: it handles them (and sends ICMP) */
 	if (ip->version != 4 || ip->ihl != 5 || (ip->frag_off & bpf_htons(0x3fff)) || ip->ttl <= 1)
@@ -137,25 +138,13 @@ static __always_inline struct iphdr *fl_ipv4(struct __sk_buff *skb)
 /* eth + IPv6 + the larger of the TCP and UDP headers we read */
 #define FL_HDRS6 (ETH_HLEN + sizeof(struct ipv6hdr) + sizeof(struct tcphdr))
 
-/* The IPv6 twin of fl_ipv4: headers in the linear part, an expiring hop limit left to the stack
- * (which sends time-exceeded). Extension headers, fragments among them, fail the port check later. */
+/* The IPv6 twin of fl_ipv4: an expiring hop limit is left to the stack (which sends time-exceeded).
+ * Extension headers, fragments among them, fail the port check later. */
 static __always_inline struct ipv6hdr *fl_ipv6(struct __sk_buff *skb)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
+	struct ipv6hdr *ip6 = fl_l3(skb, FL_HDRS6, bpf_htons(ETH_P_IPV6));
 
-	if (data + FL_HDRS6 > data_end) {
-		__u32 want = skb->len < FL_HDRS6 ? skb->len : FL_HDRS6;
-
-		if (bpf_skb_pull_data(skb, want) < 0)
-			return NULL;
-		data = (void *)(long)skb->data;
-		data_end = (void *)(long)skb->data_end;
-	}
-	struct ethhdr *eth = data;
-	struct ipv6hdr *ip6 = data + ETH_HLEN;
-
-	if ((void *)(ip6 + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IPV6))
+	if (!ip6 || (void *)(ip6 + 1) > (void *)(long)skb->data_end)
 		return NULL;
 	if (ip6->version != 6 || ip6->hop_limit <= 1)
 		return NULL;
