@@ -6,39 +6,28 @@
 // --no-bpf or the fallback); the BPF data plane carries IPv6 through flannel.1 itself.
 import { LeaseFormatError, decodeVxlanData, encodeVxlanData, type Lease } from '../../subnet/lease.js';
 import { formatCidr6, formatIp6 } from '../../subnet/ip6.js';
-import { AF_INET6, exec, execBatch, getLink, type Link, type NetlinkOp } from '../../kernel/netlink.js';
-import { currentTunnelEntries } from './classic.js';
-import { DirectRoutingDriver, type DirectOp } from './direct-routing.js';
-import { PeerProgrammer, type Entry } from '../peer-programmer.js';
-import type { Backend, BackendContext, BackendDescription } from '../types.js';
-import { deviceCheck } from '../health.js';
-import { ensureVxlanDevice, repairVxlanDevice, type VxlanDeviceSpec } from './device.js';
+import { AF_INET6, exec, getLink, type NetlinkOp } from '../../kernel/netlink.js';
+import type { Entry } from '../peer-programmer.js';
+import type { BackendContext } from '../types.js';
+import { ensureVxlanDevice } from './device.js';
 import { ensureDeviceAddress6 } from '../device.js';
-import { vxlanDeviceMtu, vxlanOptions, type VxlanOptions } from './options.js';
+import { vxlanDeviceMtu } from './options.js';
+import type { DirectScope } from './direct-routing.js';
+import { ClassicVxlanCommon, tunnelEntries } from './classic-common.js';
 
 /** outer IPv6 (40) + UDP (8) + VXLAN (8) + inner Ethernet (14): the kernel's VXLAN6_HEADROOM */
 export const VXLAN6_OVERHEAD = 70;
 
-export class ClassicVxlan6Backend implements Backend {
-  readonly leaseType = 'vxlan';
-  private dev!: Link;
-  private readonly programmer: PeerProgrammer<DirectOp<NetlinkOp>>;
-  private readonly direct: DirectRoutingDriver<NetlinkOp>;
-  private readonly opts: VxlanOptions;
-  private devSpec!: VxlanDeviceSpec;
-  private own?: Lease;
-  private repairedDevice = 0;
+export class ClassicVxlan6Backend extends ClassicVxlanCommon {
+  constructor(ctx: BackendContext) {
+    super(ctx, AF_INET6);
+  }
 
-  constructor(private readonly ctx: BackendContext) {
-    this.opts = vxlanOptions(ctx.cfg.backend);
-    const c6 = ctx.cfg.ipv6!;
-    // flannel: a peer whose PublicIPv6 is on our segment gets `<its IPv6 subnet> via <PublicIPv6>`
-    // and no neighbour, FDB entry or route on flannel-v6.1
-    this.direct = new DirectRoutingDriver<NetlinkOp>(
-      { entriesFor: (l) => this.entriesFor(l), currentEntries: () => this.currentEntries(), apply: execBatch },
-      { enabled: this.opts.directRouting, scope: { family: 6, network: c6.network, subnetLen: c6.subnetLen, own: () => this.own?.ipv6Subnet }, vxlanDev: () => this.dev.index, log: ctx.log },
-    );
-    this.programmer = new PeerProgrammer(this.direct, ctx.log);
+  // flannel: a peer whose PublicIPv6 is on our segment gets `<its IPv6 subnet> via <PublicIPv6>` and
+  // no neighbour, FDB entry or route on flannel-v6.1
+  protected directScope(): DirectScope {
+    const c6 = this.ctx.cfg.ipv6!;
+    return { family: 6, network: c6.network, subnetLen: c6.subnetLen, own: () => this.own?.ipv6Subnet };
   }
 
   async prepare() {
@@ -77,35 +66,7 @@ export class ClassicVxlan6Backend implements Backend {
     await ensureDeviceAddress6(this.dev, own.ipv6Subnet);
   }
 
-  handle = (events: Parameters<Backend['handle']>[0]) => this.programmer.handle(events);
-
-  async reconcile(peers: Lease[]) {
-    const dev = this.own ? await repairVxlanDevice(this.dev, this.devSpec, this.ctx.log) : undefined;
-    if (dev) {
-      this.dev = dev;
-      await this.start(this.own!);
-      this.repairedDevice++;
-    }
-    return this.programmer.reconcile(peers);
-  }
-
-  checks = async () => [await deviceCheck(this.dev.name)];
-
-  describe(): BackendDescription {
-    return {
-      backend: 'vxlan',
-      mode: 'classic',
-      device: this.dev?.name,
-      vni: this.opts.vni,
-      port: this.opts.port,
-      peers: this.programmer.peerCount(),
-      ...this.programmer.stats,
-      ...(this.opts.directRouting ? { directRoutingPeers: this.direct.directPeers } : {}),
-      repairedDevice: this.repairedDevice,
-    };
-  }
-
-  private entriesFor(lease: Lease): Entry<NetlinkOp>[] {
+  protected entriesFor(lease: Lease): Entry<NetlinkOp>[] {
     // an IPv4-only node in a dual-stack network: nothing to program on this side
     if (!lease.ipv6Subnet) return [];
     if (lease.attrs.backendType !== 'vxlan') throw new LeaseFormatError(`peer runs backend ${JSON.stringify(lease.attrs.backendType)}, not vxlan`);
@@ -113,22 +74,6 @@ export class ClassicVxlan6Backend implements Backend {
     if (vni !== this.opts.vni) throw new LeaseFormatError(`peer's IPv6 VTEP uses VNI ${vni}, this network uses ${this.opts.vni}`);
     const dst = lease.attrs.publicIPv6;
     if (!dst) throw new LeaseFormatError('peer has an IPv6 subnet but no PublicIPv6');
-    const dev = this.dev.index;
-    const gw = formatIp6(lease.ipv6Subnet.ip);
-    const len = lease.ipv6Subnet.len;
-    return [
-      { key: `neigh ${gw}`, value: vtepMAC, add: { type: 'neigh', action: 'replace', dev, dst: gw, lladdr: vtepMAC }, del: { type: 'neigh', action: 'delete', dev, dst: gw } },
-      { key: `fdb ${vtepMAC}`, value: dst, add: { type: 'fdb', action: 'replace', dev, lladdr: vtepMAC, dst }, del: { type: 'fdb', action: 'delete', dev, lladdr: vtepMAC, dst } },
-      {
-        key: `route ${formatCidr6(lease.ipv6Subnet)}`,
-        value: `via ${gw} dev ${dev} onlink`,
-        add: { type: 'route', action: 'replace', dst: gw, dstLen: len, gateway: gw, dev, onlink: true },
-        del: { type: 'route', action: 'delete', dst: gw, dstLen: len, dev },
-      },
-    ];
-  }
-
-  private currentEntries(): Promise<Entry<NetlinkOp>[]> {
-    return currentTunnelEntries(this.dev.index, AF_INET6);
+    return tunnelEntries(this.dev.index, { gw: formatIp6(lease.ipv6Subnet.ip), len: lease.ipv6Subnet.len, cidr: formatCidr6(lease.ipv6Subnet) }, vtepMAC, dst);
   }
 }
