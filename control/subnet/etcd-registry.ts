@@ -21,6 +21,8 @@ export interface RawLease {
   /** etcd lease ID, "0" when the key has no TTL (a reservation) */
   lease: string;
   modRevision: string;
+  /** the revision that created the key (from a listing): who was first, when two leases claim one subnet */
+  createRevision?: string;
 }
 
 export type RawEvent = { type: 'put'; key: string; value: string; lease: string } | { type: 'delete'; key: string };
@@ -199,7 +201,7 @@ export class EtcdRegistry implements LeaseStore {
     const res = await this.client.getAll().prefix(this.subnetsPrefix).exec();
     return {
       revision: res.header.revision,
-      leases: res.kvs.map((kv) => ({ key: kv.key.toString(), value: kv.value.toString(), lease: kv.lease, modRevision: kv.mod_revision })),
+      leases: res.kvs.map((kv) => ({ key: kv.key.toString(), value: kv.value.toString(), lease: kv.lease, modRevision: kv.mod_revision, createRevision: kv.create_revision })),
     };
   }
 
@@ -207,8 +209,11 @@ export class EtcdRegistry implements LeaseStore {
     return (await this.client.leaseClient.leaseGrant({ TTL: ttlSeconds, ID: 0 })).ID;
   }
 
-  /** Creates the key only if it does not exist (create revision 0). false: somebody else has it. */
-  async createLease(s: LeaseSubnets, value: string, ttlSeconds: number): Promise<{ created: boolean; lease: string }> {
+  /**
+   * Creates the key only if it does not exist (create revision 0). false: somebody else has it.
+   * `revision`: the revision that created it.
+   */
+  async createLease(s: LeaseSubnets, value: string, ttlSeconds: number): Promise<{ created: boolean; lease: string; revision?: string }> {
     const key = this.leaseKey(s);
     // ttl 0: a reservation (re-created as it was after etcd lost its data)
     const lease = ttlSeconds > 0 ? await this.grant(ttlSeconds) : '0';
@@ -221,7 +226,13 @@ export class EtcdRegistry implements LeaseStore {
       await this.revoke(lease);
       return { created: false, lease: '0' };
     }
-    return { created: true, lease };
+    return { created: true, lease, revision: res.header.revision };
+  }
+
+  /** Deletes the key if it is still as written at `modRevision` (ours, untouched since). */
+  async deleteLeaseIf(s: LeaseSubnets, modRevision: string): Promise<boolean> {
+    const key = this.leaseKey(s);
+    return (await this.client.if(key, 'Mod', '==', modRevision).then(this.client.delete().key(key)).commit()).succeeded;
   }
 
   /**

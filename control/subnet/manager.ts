@@ -191,8 +191,35 @@ export class SubnetManager {
 
     const res = await this.registry.createLease(chosen, value, this.ttl);
     if (!res.created) return undefined;
+    // A dual-stack key names both subnets, so etcd's create-if-absent guards the pair only: a node
+    // racing us may have taken either half under a key of its own (flannel has this race too). Of two
+    // leases claiming a subnet the one created first keeps it; the later writer gives its key up and
+    // starts over, so every watcher ends with the first one (its lease cache refuses the overlap).
+    if (hasIPv4(chosen) && chosen.ipv6Subnet && res.revision) {
+      const first = await this.earlierClaim(chosen, res.revision);
+      if (first) {
+        this.log.info({ subnet: leaseName(chosen), heldBy: first }, 'another node took one of the chosen subnets first, giving them up');
+        await this.registry.deleteLeaseIf(chosen, res.revision);
+        await this.registry.revoke(res.lease);
+        return undefined;
+      }
+    }
     this.log.info({ subnet: leaseName(chosen) }, 'acquired a new lease');
     return this.lease(chosen, attrs, res.lease);
+  }
+
+  /** The key of a lease created before `revision` that overlaps either of our subnets, if any. */
+  private async earlierClaim(ours: LeaseSubnets, revision: string): Promise<string | undefined> {
+    const { leases } = await this.registry.listLeases();
+    for (const l of leases) {
+      if (l.createRevision === undefined || BigInt(l.createRevision) >= BigInt(revision)) continue;
+      const t = parseLeaseKey(l.key.slice(this.registry.subnetsPrefix.length));
+      if (!t) continue;
+      const v4 = hasIPv4(t) && hasIPv4(ours) && overlaps(t.subnet, ours.subnet);
+      const v6 = t.ipv6Subnet !== undefined && ours.ipv6Subnet !== undefined && overlaps6(t.ipv6Subnet, ours.ipv6Subnet);
+      if (v4 || v6) return l.key.slice(this.registry.subnetsPrefix.length);
+    }
+    return undefined;
   }
 
   private lease(subnets: LeaseSubnets, attrs: LeaseAttrs, etcdLease: string): Lease {

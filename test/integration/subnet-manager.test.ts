@@ -484,6 +484,42 @@ test('dual-stack reservation (a key without TTL, both subnets): its owner keeps 
   await assert.rejects(mk().acquireLease(cfg, dual(72)), /no free subnet left/);
 });
 
+test('dual-stack race: two nodes that pick different IPv4 but the same IPv6 subnet write two different keys; the later one gives its lease up and takes another', async () => {
+  const config = '{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{"Type":"vxlan"}}';
+  const { prefix, cfg } = await setup(config);
+  const registry = new EtcdRegistry({ endpoints: [etcd.endpoint], prefix });
+  registries.push(registry);
+  // the racer: between our listing and our write it takes the IPv6 subnet we are about to take, with
+  // another IPv4 subnet, so its key differs from ours and both writes succeed
+  let racer: string | undefined;
+  const create = registry.createLease.bind(registry);
+  registry.createLease = async (s, value, ttl) => {
+    if (!racer && s.ipv6Subnet) {
+      racer = `${prefix}/subnets/10.244.250.0-24&${formatIp6(s.ipv6Subnet.ip)}-64`;
+      await etcd.client
+        .put(racer)
+        .value('{"PublicIP":"10.0.0.99","PublicIPv6":"fd00::99","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"aa:aa:aa:aa:aa:99"},"BackendV6Data":{"VNI":1,"VtepMAC":"aa:aa:aa:aa:aa:98"}}');
+    }
+    return create(s, value, ttl);
+  };
+  const sm = new SubnetManager({ registry, log: silentLogger, retryMs: 200 });
+  const l = await sm.acquireLease(cfg, { ...attrs('10.0.0.5'), publicIPv6: 'fd00::5', backendV6Data: { VNI: 1, VtepMAC: 'aa:bb:cc:dd:ee:65' } });
+  const racerV6 = racer!.slice(racer!.indexOf('&') + 1);
+  assert.notEqual(`${formatIp6(l.ipv6Subnet!.ip)}-64`, racerV6, 'we do not keep the IPv6 subnet the racer holds');
+  const keys = (await etcd.client.getAll().prefix(`${prefix}/subnets/`).keys()).sort();
+  assert.deepEqual(keys, [racer!, `${prefix}/subnets/${formatCidr(l.subnet).replace('/', '-')}&${formatIp6(l.ipv6Subnet!.ip)}-64`].sort(), 'our first key is gone: two leases, no overlap');
+});
+
+test('ten dual-stack agents starting at the same instant, 15 IPv6 subnets for them: ten distinct IPv4 and ten distinct IPv6 subnets', async () => {
+  const config = '{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/60","IPv6SubnetLen":64,"Backend":{"Type":"vxlan"}}';
+  const { prefix, mk, cfg } = await setup(config);
+  const dual = (n: number): LeaseAttrs => ({ ...attrs(`10.3.0.${n}`), publicIPv6: `fd00::3:${n}`, backendV6Data: { VNI: 1, VtepMAC: `aa:bb:cc:dd:e3:${n}` } });
+  const leases = await Promise.all(Array.from({ length: 10 }, (_, i) => mk().acquireLease(cfg, dual(i + 10))));
+  assert.equal(new Set(leases.map((l) => formatCidr(l.subnet))).size, 10);
+  assert.equal(new Set(leases.map((l) => formatCidr6(l.ipv6Subnet!))).size, 10, 'no IPv6 subnet held twice');
+  assert.equal((await etcd.client.getAll().prefix(`${prefix}/subnets/`).keys()).length, 10);
+});
+
 test('IPv6-only: key "0.0.0.0-0&<v6>-<len>", PublicIP 0.0.0.0; nodes are told apart by PublicIPv6', async () => {
   const config = '{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{"Type":"vxlan"}}';
   const { prefix, mk, cfg } = await setup(config);
