@@ -37,6 +37,13 @@ export class BpfMapDriver implements PeerDriver<MapOp> {
     private readonly ipv6 = false,
   ) {}
 
+  // A new peer's counters start at zero and are never rewritten while it stays: one zero value serves
+  // every peer (it is only ever read), not a buffer each
+  private zero?: Buffer;
+  private zero6?: Buffer;
+  private zeroStats = () => (this.zero ??= Buffer.alloc(this.maps.fl_peer_stats.lookupSize));
+  private zeroStats6 = () => (this.zero6 ??= Buffer.alloc(this.maps.fl_peer_stats6.lookupSize));
+
   entriesFor(lease: Lease): Entry<MapOp>[] {
     if (lease.attrs.backendType !== 'vxlan') throw new LeaseFormatError(`peer runs backend ${JSON.stringify(lease.attrs.backendType)}, not vxlan`);
     // an IPv6-only peer has no IPv4 half
@@ -48,7 +55,7 @@ export class BpfMapDriver implements PeerDriver<MapOp> {
     // apply() writes them in UPDATE_ORDER: no program ever finds a route without its member
     return [
       // counters start at zero and are never rewritten while the peer stays (the value compared is '')
-      mapEntry('fl_peer_stats', `counters ${ip}`, '', L.memberKey(ip), Buffer.alloc(this.maps.fl_peer_stats.lookupSize)),
+      mapEntry('fl_peer_stats', `counters ${ip}`, '', L.memberKey(ip), this.zeroStats()),
       mapEntry('fl_members', `member ${ip}`, '', L.memberKey(ip), L.memberVal()),
       mapEntry('fl_vteps', `vtep ${vtepMAC}`, ip, L.vtepKey(vtepMAC), L.vtepVal(ip)),
       mapEntry('fl_subnets', `subnet ${formatCidr(lease.subnet)}`, vtepMAC, subnetKey, L.subnetVal(vtepMAC)),
@@ -67,7 +74,7 @@ export class BpfMapDriver implements PeerDriver<MapOp> {
     if (!ip6) throw new LeaseFormatError('peer has an IPv6 subnet but no PublicIPv6');
     const s6 = formatCidr6(lease.ipv6Subnet);
     return [
-      mapEntry('fl_peer_stats6', `counters ${ip6}`, '', L.member6Key(ip6), Buffer.alloc(this.maps.fl_peer_stats6.lookupSize)),
+      mapEntry('fl_peer_stats6', `counters ${ip6}`, '', L.member6Key(ip6), this.zeroStats6()),
       mapEntry('fl_routes6', `route ${s6}`, `${vtepMAC} ${ip6}`, L.subnet6Key(formatIp6(lease.ipv6Subnet.ip), lease.ipv6Subnet.len), L.route6Val(vtepMAC, ip6)),
     ];
   }
