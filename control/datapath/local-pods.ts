@@ -95,12 +95,8 @@ export function unregisterPod(pinRoot: string, ip: string, ifindex: number): boo
 
 /** The entries of fl_local_pods or fl_local_pods6 (the key's size tells the family). */
 export function listPods(map: BpfMap): L.LocalPod[] {
-  const out: L.LocalPod[] = [];
-  for (const k of map.keys()) {
-    const v = map.lookup(k);
-    if (v) out.push({ ip: L.decodePodKey(k), ...L.decodePodVal(v) });
-  }
-  return out;
+  // entries(), not a lookup per key: one batched call
+  return map.entries().map(([k, v]) => ({ ip: L.decodePodKey(k), ...L.decodePodVal(v) }));
 }
 
 /** Takes the program off every registered veth (the agent runs without BPF now); keeps the entries. */

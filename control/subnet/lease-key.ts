@@ -1,8 +1,8 @@
 // flannel's etcd key name for a lease: "10.244.1.0-24", and for a dual-stack node
 // "10.244.1.0-24&fd00:10:244:1::-64" (pkg/subnet MakeSubnetKey). An IPv6-only node's key carries the
 // empty IPv4 subnet, "0.0.0.0-0&fd00:10:244:1::-64", as flannel's zero IP4Net prints.
-import { formatCidr, parseCidr, subnetKey, type Subnet } from './ip4.js';
-import { formatCidr6, formatIp6, parseCidr6, type Subnet6 } from './ip6.js';
+import { formatCidr, overlaps, parseCidr, subnetKey, type Subnet } from './ip4.js';
+import { formatCidr6, formatIp6, overlaps6, parseCidr6, type Subnet6 } from './ip6.js';
 
 /** What names a lease: its IPv4 subnet ({0.0.0.0, 0} on an IPv6-only node) and its IPv6 subnet, if any. */
 export interface LeaseSubnets {
@@ -14,6 +14,10 @@ export const NO_IPV4: Subnet = Object.freeze({ ip: 0, len: 0 });
 
 /** The lease holds an IPv4 subnet (false on an IPv6-only node). */
 export const hasIPv4 = (l: LeaseSubnets): boolean => l.subnet.len !== 0;
+
+/** Two leases claim a common address in either family: they cannot both be held. */
+export const subnetsOverlap = (a: LeaseSubnets, b: LeaseSubnets): boolean =>
+  (hasIPv4(a) && hasIPv4(b) && overlaps(a.subnet, b.subnet)) || (a.ipv6Subnet !== undefined && b.ipv6Subnet !== undefined && overlaps6(a.ipv6Subnet, b.ipv6Subnet));
 
 export function leaseKeyName(l: LeaseSubnets): string {
   return l.ipv6Subnet ? `${subnetKey(l.subnet)}&${formatIp6(l.ipv6Subnet.ip)}-${l.ipv6Subnet.len}` : subnetKey(l.subnet);

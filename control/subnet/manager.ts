@@ -6,9 +6,7 @@ import { pickFreeSubnets, NetworkExhaustedError } from './allocate.js';
 import { ConfigError, isCompatible, parseConfig, type NetworkConfig } from './config.js';
 import type { EtcdRegistry } from './etcd-registry.js';
 import { LeaseWatch, sleep, type StoreRecovery } from './lease-watch.js';
-import { overlaps } from './ip4.js';
-import { overlaps6 } from './ip6.js';
-import { hasIPv4, leaseName, parseLeaseKey, type LeaseSubnets } from './lease-key.js';
+import { hasIPv4, leaseName, parseLeaseKey, subnetsOverlap, type LeaseSubnets } from './lease-key.js';
 import { decodeAttrs, encodeAttrs, type Lease, type LeaseAttrs, type LeaseEvent } from './lease.js';
 
 export const DEFAULT_SUBNET_TTL_S = 24 * 3600;
@@ -181,10 +179,8 @@ export class SubnetManager {
     const taken = parsed.flatMap((p) => (p.subnets ? [p.subnets] : []));
     let chosen: LeaseSubnets | undefined;
     if (previous) {
-      const clash = (t: LeaseSubnets) =>
-        (hasIPv4(t) && hasIPv4(previous) && overlaps(t.subnet, previous.subnet)) || (t.ipv6Subnet !== undefined && previous.ipv6Subnet !== undefined && overlaps6(t.ipv6Subnet, previous.ipv6Subnet));
       if (!isCompatible(cfg, previous)) this.log.warn({ subnet: leaseName(previous) }, 'the subnet of the previous run does not fit the network config, ignoring it');
-      else if (taken.some(clash)) this.log.warn({ subnet: leaseName(previous) }, 'the subnet of the previous run is taken, ignoring it');
+      else if (taken.some((t) => subnetsOverlap(t, previous))) this.log.warn({ subnet: leaseName(previous) }, 'the subnet of the previous run is taken, ignoring it');
       else chosen = previous;
     }
     chosen ??= pickFreeSubnets(cfg, taken, this.random);
@@ -214,10 +210,7 @@ export class SubnetManager {
     for (const l of leases) {
       if (l.createRevision === undefined || BigInt(l.createRevision) >= BigInt(revision)) continue;
       const t = parseLeaseKey(l.key.slice(this.registry.subnetsPrefix.length));
-      if (!t) continue;
-      const v4 = hasIPv4(t) && hasIPv4(ours) && overlaps(t.subnet, ours.subnet);
-      const v6 = t.ipv6Subnet !== undefined && ours.ipv6Subnet !== undefined && overlaps6(t.ipv6Subnet, ours.ipv6Subnet);
-      if (v4 || v6) return l.key.slice(this.registry.subnetsPrefix.length);
+      if (t && subnetsOverlap(t, ours)) return l.key.slice(this.registry.subnetsPrefix.length);
     }
     return undefined;
   }

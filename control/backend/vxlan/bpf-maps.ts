@@ -30,19 +30,20 @@ function mapEntry(map: PeerMapName, id: string, value: string, key: Buffer, val:
 }
 
 export class BpfMapDriver implements PeerDriver<MapOp> {
+  // A new peer's counters start at zero and are never rewritten while it stays: one zero value serves
+  // every peer (it is only ever read), not a buffer each
+  private readonly zeroStats: Buffer;
+  private readonly zeroStats6: Buffer;
+
   constructor(
     private readonly maps: PeerMaps,
     private readonly vni: number,
     /** the network runs IPv6 too: peers' IPv6 halves go into fl_routes6 and fl_peer_stats6 */
     private readonly ipv6 = false,
-  ) {}
-
-  // A new peer's counters start at zero and are never rewritten while it stays: one zero value serves
-  // every peer (it is only ever read), not a buffer each
-  private zero?: Buffer;
-  private zero6?: Buffer;
-  private zeroStats = () => (this.zero ??= Buffer.alloc(this.maps.fl_peer_stats.lookupSize));
-  private zeroStats6 = () => (this.zero6 ??= Buffer.alloc(this.maps.fl_peer_stats6.lookupSize));
+  ) {
+    this.zeroStats = Buffer.alloc(maps.fl_peer_stats.lookupSize);
+    this.zeroStats6 = Buffer.alloc(maps.fl_peer_stats6.lookupSize);
+  }
 
   entriesFor(lease: Lease): Entry<MapOp>[] {
     if (lease.attrs.backendType !== 'vxlan') throw new LeaseFormatError(`peer runs backend ${JSON.stringify(lease.attrs.backendType)}, not vxlan`);
@@ -55,7 +56,7 @@ export class BpfMapDriver implements PeerDriver<MapOp> {
     // apply() writes them in UPDATE_ORDER: no program ever finds a route without its member
     return [
       // counters start at zero and are never rewritten while the peer stays (the value compared is '')
-      mapEntry('fl_peer_stats', `counters ${ip}`, '', L.memberKey(ip), this.zeroStats()),
+      mapEntry('fl_peer_stats', `counters ${ip}`, '', L.memberKey(ip), this.zeroStats),
       mapEntry('fl_members', `member ${ip}`, '', L.memberKey(ip), L.memberVal()),
       mapEntry('fl_vteps', `vtep ${vtepMAC}`, ip, L.vtepKey(vtepMAC), L.vtepVal(ip)),
       mapEntry('fl_subnets', `subnet ${formatCidr(lease.subnet)}`, vtepMAC, subnetKey, L.subnetVal(vtepMAC)),
@@ -74,7 +75,7 @@ export class BpfMapDriver implements PeerDriver<MapOp> {
     if (!ip6) throw new LeaseFormatError('peer has an IPv6 subnet but no PublicIPv6');
     const s6 = formatCidr6(lease.ipv6Subnet);
     return [
-      mapEntry('fl_peer_stats6', `counters ${ip6}`, '', L.member6Key(ip6), this.zeroStats6()),
+      mapEntry('fl_peer_stats6', `counters ${ip6}`, '', L.member6Key(ip6), this.zeroStats6),
       mapEntry('fl_routes6', `route ${s6}`, `${vtepMAC} ${ip6}`, L.subnet6Key(formatIp6(lease.ipv6Subnet.ip), lease.ipv6Subnet.len), L.route6Val(vtepMAC, ip6)),
     ];
   }

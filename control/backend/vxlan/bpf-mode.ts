@@ -249,9 +249,9 @@ export class BpfVxlanBackend implements Backend {
       underlayGuard: this.hooks?.underlayHook ?? 'not attached',
       peers: this.programmer?.peerCount() ?? 0,
       ...(this.opts.directRouting ? { directRoutingPeers: this.direct?.directPeers ?? 0 } : {}),
-      // the peers with an IPv6 half: their IPv6 memberships
+      // the peers with an IPv6 half: their IPv6 memberships (entries(): one batched call, not one per key)
       ...(this.ctx.cfg.ipv6 && this.maps6
-        ? { ipv6: { device: this.dev?.name, peers: this.maps6.fl_peer_stats6.keys().length, ...(this.opts.directRouting ? { directRoutingPeers: this.direct6.directPeers } : {}) } }
+        ? { ipv6: { device: this.dev?.name, peers: this.maps6.fl_peer_stats6.entries().length, ...(this.opts.directRouting ? { directRoutingPeers: this.direct6.directPeers } : {}) } }
         : {}),
       ...(this.programmer?.stats ?? { reconciles: 0, corrections: 0, failures: 0, rejected: 0 }),
       repairedDevice: this.repairedDevice,
