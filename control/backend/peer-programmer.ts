@@ -49,6 +49,8 @@ export class PeerProgrammer<Op> {
    * reconcile of 5000 unchanged peers encodes nothing (it cost 40-80 ms a pass)
    */
   private readonly desiredCache = new WeakMap<Lease, { version: number; entries: Entry<Op>[] | undefined }>();
+  /** leaseName() per lease object, for the same reason */
+  private readonly names = new WeakMap<Lease, string>();
   readonly stats = { reconciles: 0, corrections: 0, failures: 0, rejected: 0 };
 
   constructor(
@@ -58,6 +60,12 @@ export class PeerProgrammer<Op> {
 
   peerCount(): number {
     return this.programmed.size;
+  }
+
+  private peerName(lease: Lease): string {
+    let name = this.names.get(lease);
+    if (name === undefined) this.names.set(lease, (name = leaseName(lease)));
+    return name;
   }
 
   private desired(lease: Lease): Entry<Op>[] | undefined {
@@ -78,7 +86,7 @@ export class PeerProgrammer<Op> {
   async handle(events: LeaseEvent[]): Promise<void> {
     // coalesce: only the last state of each subnet in this batch matters
     const target = new Map<string, Lease | null>();
-    for (const e of events) target.set(leaseName(e.lease), e.type === 'added' ? e.lease : null);
+    for (const e of events) target.set(this.peerName(e.lease), e.type === 'added' ? e.lease : null);
     await this.driver.prepare?.(
       [...target.values()].filter((l) => l !== null),
       false,
@@ -101,39 +109,51 @@ export class PeerProgrammer<Op> {
   async reconcile(peers: Lease[]): Promise<ReconcileResult> {
     this.stats.reconciles++;
     await this.driver.prepare?.(peers, true);
-    const want = new Map<string, { peer: string; entry: Entry<Op> }>();
+    // At 10,000 peers a pass compares 50,000 entries with as many in the kernel: one map entry per
+    // entry, no wrapper object, and an array only where the kernel holds one key twice (classic routes)
+    const want = new Map<string, Entry<Op>>();
     const next = new Map<string, Entry<Op>[]>();
     for (const lease of peers) {
-      const peer = leaseName(lease);
       const entries = this.desired(lease) ?? [];
-      next.set(peer, entries);
-      for (const entry of entries) want.set(entry.key, { peer, entry });
+      next.set(this.peerName(lease), entries);
+      for (const entry of entries) want.set(entry.key, entry);
     }
     const current = await this.driver.currentEntries();
-    const have = new Map<string, Entry<Op>[]>();
+    const have = new Map<string, Entry<Op> | Entry<Op>[]>();
     for (const c of current) {
-      const list = have.get(c.key);
-      if (list) list.push(c);
-      else have.set(c.key, [c]);
+      const had = have.get(c.key);
+      if (had === undefined) have.set(c.key, c);
+      else if (Array.isArray(had)) had.push(c);
+      else have.set(c.key, [had, c]);
     }
-    const ops: Tagged<Op>[] = [];
-    for (const [key, list] of have) {
+    const dels: Tagged<Op>[] = [];
+    const adds: Tagged<Op>[] = [];
+    let owner: Map<Entry<Op>, string> | undefined;
+    const peerOf = (e: Entry<Op>) => {
+      owner ??= new Map([...next].flatMap(([peer, es]) => es.map((x) => [x, peer] as const)));
+      return owner.get(e) ?? '(stale)';
+    };
+    for (const [key, had] of have) {
       const w = want.get(key);
-      for (const c of list) {
-        if (!w) ops.push({ op: c.del, peer: '(stale)', kind: 'del', entry: c });
-        else if (list.length > 1 && c.value !== w.entry.value) ops.push({ op: c.del, peer: w.peer, kind: 'del', entry: c });
+      if (!Array.isArray(had)) {
+        if (!w) dels.push({ op: had.del, peer: '(stale)', kind: 'del', entry: had });
+        continue;
+      }
+      for (const c of had) {
+        if (!w) dels.push({ op: c.del, peer: '(stale)', kind: 'del', entry: c });
+        else if (c.value !== w.value) dels.push({ op: c.del, peer: peerOf(w), kind: 'del', entry: c });
       }
     }
     for (const [peer, entries] of next) {
       for (const e of entries) {
         const cur = have.get(e.key);
-        if (!cur || !cur.some((c) => c.value === e.value)) ops.push({ op: e.add, peer, kind: 'add', entry: e });
+        const ok = cur !== undefined && (Array.isArray(cur) ? cur.some((c) => c.value === e.value) : cur.value === e.value);
+        if (!ok) adds.push({ op: e.add, peer, kind: 'add', entry: e });
       }
     }
-    // the kernel wants a peer's entries in order (neighbour before route); keep peers together
-    ops.sort((a, b) => (a.kind === b.kind ? 0 : a.kind === 'del' ? -1 : 1));
+    // deletes first; the kernel wants a peer's entries in order (neighbour before route): peers stay together
     this.programmed.clear();
-    const result = await this.run(ops, next);
+    const result = await this.run(dels.length ? [...dels, ...adds] : adds, next);
     if (result.added || result.removed) this.log.info(result, 'reconcile corrected the kernel state');
     this.stats.corrections += result.added + result.removed;
     return result;

@@ -94,26 +94,31 @@ function readFastPath(pinRoot: string): FastPathView | null {
 export function decodeDataPlane(pinRoot: string, maps: DataPlaneMaps): Omit<DataPlaneView, 'fastPath'> {
   const cfg = maps.fl_config.lookup(L.u32Key(0));
   const peers: PeerView[] = [];
-  for (const k of maps.fl_subnets.keys()) {
-    const v = maps.fl_subnets.lookup(k);
-    if (!v) continue;
+  // each map read once, in one batched call, and joined here: a lookup per peer and map was 40,000
+  // syscalls per status request at 10,000 peers
+  const byKey = (m: BpfMap) => new Map(m.entries().map(([k, v]) => [k.toString('latin1'), v]));
+  const vteps = byKey(maps.fl_vteps);
+  const stats = byKey(maps.fl_peer_stats);
+  const members = new Set(maps.fl_members.entries().map(([k]) => k.toString('latin1')));
+  for (const [k, v] of maps.fl_subnets.entries()) {
     const { ip, len } = L.decodeSubnetKey(k);
     const { vtepMAC } = L.decodeSubnetVal(v);
-    const vt = maps.fl_vteps.lookup(L.vtepKey(vtepMAC));
+    const vt = vteps.get(L.vtepKey(vtepMAC).toString('latin1'));
     const hostIP = vt ? L.decodeVtepVal(vt).remoteIP : null;
-    const ps = hostIP ? maps.fl_peer_stats.lookup(L.memberKey(hostIP)) : null;
+    const mk = hostIP ? L.memberKey(hostIP).toString('latin1') : undefined;
+    const ps = mk ? stats.get(mk) : undefined;
     const s = ps ? L.sumPeerStats(maps.fl_peer_stats.perCpu(ps)) : { txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0 };
-    const member = hostIP ? maps.fl_members.lookup(L.memberKey(hostIP)) !== null : false;
-    peers.push({ subnet: `${ip}/${len}`, vtepMAC, hostIP, member, ...s });
+    peers.push({ subnet: `${ip}/${len}`, vtepMAC, hostIP, member: mk ? members.has(mk) : false, ...s });
   }
   // a dual-stack network's IPv6 peers: subnet -> IPv6 VTEP at the peer's PublicIPv6, one row each
   if (maps.fl_routes6 && maps.fl_peer_stats6) {
     const zero = { txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0 };
+    const stats6 = byKey(maps.fl_peer_stats6);
     for (const [k, v] of maps.fl_routes6.entries()) {
       const { ip, len } = L.decodeSubnet6Key(k);
       const r = L.decodeRoute6Val(v);
-      const ps = maps.fl_peer_stats6.lookup(L.member6Key(r.remoteIP));
-      peers.push({ subnet: `${ip}/${len}`, vtepMAC: r.vtepMAC, hostIP: r.remoteIP, member: ps !== null, ...(ps ? L.sumPeerStats(maps.fl_peer_stats6.perCpu(ps)) : zero) });
+      const ps = stats6.get(L.member6Key(r.remoteIP).toString('latin1'));
+      peers.push({ subnet: `${ip}/${len}`, vtepMAC: r.vtepMAC, hostIP: r.remoteIP, member: ps !== undefined, ...(ps ? L.sumPeerStats(maps.fl_peer_stats6.perCpu(ps)) : zero) });
     }
   }
   peers.sort((a, b) => a.subnet.localeCompare(b.subnet, 'en', { numeric: true }));

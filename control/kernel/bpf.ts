@@ -129,6 +129,23 @@ export class BpfMap {
     return [...addon().bpfMapUpdateMany(this.fd, keys, values, this.desc.keySize, this.lookupSize)];
   }
 
+  /** updateMany() of entries already laid end to end: `keys` holds keySize bytes each, `values` lookupSize. */
+  updatePacked(keys: Buffer, values: Buffer): number[] {
+    if (keys.length === 0) return [];
+    return [...addon().bpfMapUpdateMany(this.fd, keys, values, this.desc.keySize, this.lookupSize)];
+  }
+
+  deletePacked(keys: Buffer): number[] {
+    if (keys.length === 0) return [];
+    return [...addon().bpfMapDeleteMany(this.fd, keys, this.desc.keySize)];
+  }
+
+  /** entries() without a Buffer per entry: every key and value laid end to end, as the kernel's batch gave them. */
+  packedEntries(): { keys: Buffer; values: Buffer; count: number } {
+    const { keys, values } = addon().bpfMapEntries(this.fd, this.desc.keySize, this.lookupSize);
+    return { keys, values, count: keys.length / this.desc.keySize };
+  }
+
   deleteMany(keys: Buffer[]): number[] {
     if (keys.length === 0) return [];
     return [...addon().bpfMapDeleteMany(this.fd, Buffer.concat(keys), this.desc.keySize)];

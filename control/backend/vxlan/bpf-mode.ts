@@ -22,7 +22,7 @@ import { VXLAN6_OVERHEAD } from './classic6.js';
 import { vxlanDeviceMtu, vxlanOptions, type VxlanOptions } from './options.js';
 import { FastPath, type BypassMode, type FastPathMaps, type FastPathMode } from './fast-path.js';
 import { BpfMapDriver, type MapOp } from './bpf-maps.js';
-import { DirectRoutingDriver, type DirectOp } from './direct-routing.js';
+import { DirectRoutingDriver, isDirectRoute, type DirectOp } from './direct-routing.js';
 import { BpfHooks, type UnderlayHook } from './bpf-hooks.js';
 
 export type { UnderlayHook };
@@ -101,7 +101,7 @@ export class BpfVxlanBackend implements Backend {
       vxlanDev: () => this.dev.index,
       // a peer direct over IPv6 loses its IPv6 tunnel route only: the IPv4 layer's entries, and its
       // IPv6 membership, stay
-      keepWhenDirect: (e) => 'route' in e.add || e.add.inner.map !== MAP.routes6,
+      keepWhenDirect: (e) => isDirectRoute(e.add) || e.add.map !== MAP.routes6,
       log,
     });
     this.programmer = new PeerProgrammer(this.direct6, log);

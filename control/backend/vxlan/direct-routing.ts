@@ -27,7 +27,18 @@ import type { Lease } from '../../subnet/lease.js';
 import type { Entry, PeerDriver } from '../peer-programmer.js';
 import { peerRoute6Entries, peerRouteEntries } from '../peer-routes.js';
 
-export type DirectOp<Op> = { route: NetlinkOp } | { inner: Op };
+/**
+ * A direct route of one family's driver; the inner driver's operations pass through as they are (a
+ * reconcile of 10,000 peers would otherwise wrap 50,000 entries, twice on a dual-stack stack, every pass).
+ * The family tells the IPv6 layer's own routes from those of the IPv4 layer it wraps.
+ */
+export type DirectRouteOp = { direct: NetlinkOp; family: 4 | 6 };
+export type DirectOp<Op> = Op | DirectRouteOp;
+
+/** Whether an operation is a direct route of this family's driver (not the inner driver's). */
+export function isDirectRoute(o: unknown, family?: 4 | 6): o is DirectRouteOp {
+  return typeof o === 'object' && o !== null && 'direct' in o && (family === undefined || (o as DirectRouteOp).family === family);
+}
 
 /** The family a driver serves: the network and subnet size of that family, and our own subnet in it. */
 export type DirectScope =
@@ -99,18 +110,19 @@ export class DirectRoutingDriver<Op> implements PeerDriver<DirectOp<Op>> {
   }
 
   entriesFor(lease: Lease): Entry<DirectOp<Op>>[] {
-    const inner = this.inner.entriesFor(lease).map(wrap);
+    const inner = this.inner.entriesFor(lease);
     const t = this.o.enabled ? this.target(lease) : undefined;
     const d = t && this.direct.get(t.via);
     if (!t || !d) return inner;
     const keep = this.o.keepWhenDirect ?? (() => false);
+    const family = this.o.scope.family;
     return [
-      ...inner.filter((e) => keep(unwrap(e))),
+      ...inner.filter((e) => keep(e)),
       {
         key: `direct-route ${t.cidr}`,
         value: `via ${t.via} dev ${d.dev}`,
-        add: { route: { type: 'route', action: 'replace', dst: t.dst, dstLen: t.len, gateway: t.via, dev: d.dev } },
-        del: { route: { type: 'route', action: 'delete', dst: t.dst, dstLen: t.len, dev: d.dev } },
+        add: { direct: { type: 'route', action: 'replace', dst: t.dst, dstLen: t.len, gateway: t.via, dev: d.dev }, family },
+        del: { direct: { type: 'route', action: 'delete', dst: t.dst, dstLen: t.len, dev: d.dev }, family },
       },
     ];
   }
@@ -123,26 +135,22 @@ export class DirectRoutingDriver<Op> implements PeerDriver<DirectOp<Op>> {
     // without an IPv6 network (IPv4 only) no IPv6 route is ours
     const plain =
       sc.family === 4 ? peerRouteEntries(others, sc.network, sc.subnetLen, sc.own(), 'direct-route') : sc.network ? peerRoute6Entries(others, sc.network, sc.subnetLen, sc.own(), 'direct-route') : [];
-    return [...inner.map(wrap), ...plain.map((e) => ({ key: e.key, value: e.value, add: { route: e.add }, del: { route: e.del } }))];
+    const family = sc.family;
+    const own: Entry<DirectOp<Op>>[] = plain.map((e) => ({ key: e.key, value: e.value, add: { direct: e.add, family }, del: { direct: e.del, family } }));
+    return own.length ? [...inner, ...own] : inner;
   }
 
   /** The inner driver's operations in its own order, then the routes: one result per operation, in order. */
   async apply(ops: DirectOp<Op>[]): Promise<(Error | null)[]> {
-    const innerIdx = ops.flatMap((o, i) => ('inner' in o ? [i] : []));
-    const routeIdx = ops.flatMap((o, i) => ('route' in o ? [i] : []));
+    const family = this.o.scope.family;
+    const innerIdx: number[] = [];
+    const routeIdx: number[] = [];
+    ops.forEach((o, i) => (isDirectRoute(o, family) ? routeIdx : innerIdx).push(i));
     const res = Array.from<Error | null>({ length: ops.length }).fill(null);
-    const a = await this.inner.apply(innerIdx.map((i) => (ops[i] as { inner: Op }).inner));
+    const a = await this.inner.apply(innerIdx.map((i) => ops[i] as Op));
     a.forEach((e, k) => (res[innerIdx[k]!] = e));
-    const b = await execBatch(routeIdx.map((i) => (ops[i] as { route: NetlinkOp }).route));
+    const b = await execBatch(routeIdx.map((i) => (ops[i] as DirectRouteOp).direct));
     b.forEach((e, k) => (res[routeIdx[k]!] = e));
     return res;
   }
-}
-
-function wrap<Op>(e: Entry<Op>): Entry<DirectOp<Op>> {
-  return { key: e.key, value: e.value, add: { inner: e.add }, del: { inner: e.del } };
-}
-
-function unwrap<Op>(e: Entry<DirectOp<Op>>): Entry<Op> {
-  return { key: e.key, value: e.value, add: (e.add as { inner: Op }).inner, del: (e.del as { inner: Op }).inner };
 }
