@@ -45,7 +45,7 @@ After=network-online.target etcd.service
 # flanneld sends READY=1 (sd_notify) once the subnet file is written, as flannel does: units ordered
 # after this one (the container runtime) start only when pods can get addresses
 Type=notify
-ExecStart=/usr/bin/env node $src/dist/control/cli/flanneld.js --etcd-endpoints=http://$etcd_ip:2379 --iface=$node_ip --subnet-file=$subnet_file --ip-masq ${FLANNELD_EXTRA_ARGS:-}
+ExecStart=/usr/bin/env node --max-semi-space-size=1 $src/dist/control/cli/flanneld.js --etcd-endpoints=http://$etcd_ip:2379 --iface=$node_ip --subnet-file=$subnet_file --ip-masq ${FLANNELD_EXTRA_ARGS:-}
 Restart=always
 RestartSec=2
 

@@ -19,6 +19,7 @@ import { ensureRules, forwardRules, forwardRules6, masqRules, masqRules6, remove
 import { NftTables, nftSupportsRandomFully, removeNftTables } from '../firewall/nftables.js';
 import { RulesKeeper } from '../firewall/keeper.js';
 import { BlackholeRoute } from './blackhole.js';
+import { releaseMemory } from './memory.js';
 import type { AgentStatus } from './status.js';
 import { MissingCapabilityError, missingCapabilities } from './capabilities.js';
 
@@ -129,6 +130,7 @@ export class Agent {
     live = true;
     await this.exclusive(() => backend.reconcile(this.watch!.peers()));
     this.startup.programMs = performance.now() - t0;
+    releaseMemory();
 
     await this.startFirewall(cfg, lease);
     if (this.o.blackholeRoute) {
@@ -153,6 +155,7 @@ export class Agent {
         const t = performance.now();
         await backend.reconcile(this.watch!.peers());
         this.lastReconcileMs = performance.now() - t;
+        releaseMemory();
       }).catch((e) => log.error({ err: (e as Error).message }, 'reconcile failed'));
     }, this.o.reconcileIntervalMs);
     this.ready = true;

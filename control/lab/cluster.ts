@@ -17,6 +17,7 @@ import { parseSubnetFile } from '../subnet/subnet-file.js';
 import { parseCidr, type Subnet } from '../subnet/ip4.js';
 import { parseCidr6, type Subnet6 } from '../subnet/ip6.js';
 import { NO_IPV4 } from '../subnet/lease-key.js';
+import { AGENT_NODE_FLAGS } from '../agent/memory.js';
 
 export const ROOT = projectRoot();
 export const FLANNELD = join(ROOT, 'dist', 'control', 'cli', 'flanneld.js');
@@ -215,6 +216,9 @@ export class Lab {
       'exec',
       node.ns,
       process.execPath,
+      ...AGENT_NODE_FLAGS,
+      // more of Node's own flags for the agents (--cpu-prof, --heap-prof, ...), when profiling the lab
+      ...(process.env.FLANNEL_LAB_NODE_FLAGS ?? '').split(' ').filter(Boolean),
       FLANNELD,
       `--etcd-endpoints=http://${UNDERLAY_GW}:2379`,
       `--subnet-file=${node.subnetFile}`,

@@ -2,6 +2,7 @@
 // provisioning script the VMs run writes an etcd config, a flanneld unit and a CNI config that work:
 // here each node is a namespace of the netns lab, flanneld runs from the unit's ExecStart, and pods
 // are made with the generated CNI config.
+import { AGENT_NODE_FLAGS } from '../../control/agent/memory.ts';
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess, type SpawnSyncReturns } from 'node:child_process';
@@ -62,6 +63,7 @@ test("the provisioning script's unit and CNI config bring up working nodes", { t
     const unit = readFileSync(join(roots[i]!, 'etc/systemd/system/flanneld.service'), 'utf8');
     const exec = /^ExecStart=(.*)$/m.exec(unit)![1]!.trim().split(/\s+/);
     assert.ok(exec.includes(`--iface=${n.ip}`));
+    for (const f of AGENT_NODE_FLAGS) assert.ok(exec.includes(f), `the unit starts node with ${f}, as the lab does`);
     assert.match(unit, /^Type=notify$/m, 'the agent tells systemd when it is ready, as flannel');
     mkdirSync(n.dir, { recursive: true });
     const log = openSync(n.logFile, 'a');
