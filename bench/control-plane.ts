@@ -63,6 +63,92 @@ export function measureConvergence(mode: CpMode, events: number, churn: number, 
   });
 }
 
+export interface SoakResult {
+  peers: number;
+  batch: number;
+  seconds: number;
+  cycles: number;
+  events: number;
+  /** the agent's RSS and V8 heap in MB, sampled every `sampleMs` from the start of the churn */
+  samples: { t: number; rssMB: number; heapMB: number }[];
+  /** median RSS of the first and the last fifth of the samples after the warm-up, and the difference */
+  rssFirstMB: number;
+  rssLastMB: number;
+  rssGrowthMB: number;
+  heapFirstMB: number;
+  heapLastMB: number;
+}
+
+/**
+ * The leak test: `peers` leases present, then `batch` more put and deleted again and again for
+ * `seconds` (bounded), the agent's RSS and heap sampled throughout. Growth is the last fifth's median
+ * minus the first fifth's, after a warm-up of a tenth: a leak grows with the cycles, garbage collection
+ * only oscillates.
+ */
+export function measureSoak(mode: CpMode, peers: number, seconds: number, batch = 500, sampleMs = 2000): Promise<SoakResult> {
+  return withReadyNode(mode, peers, async (lab, s) => {
+    const samples: SoakResult['samples'] = [];
+    const t0 = Date.now();
+    const sample = async () => {
+      const st = await fetchStatus(lab.node(1).statusSocket);
+      samples.push({ t: (Date.now() - t0) / 1000, rssMB: rssBytes(s.pid) / 2 ** 20, heapMB: st.memory.heapUsed! / 2 ** 20 });
+    };
+    await sample();
+    const timer = setInterval(() => void sample().catch(() => undefined), sampleMs);
+    let r: { cycles: number; events: number };
+    try {
+      r = (await probe(lab, 'soak', ETCD, String(seconds), mode, lab.node(1).pinRoot, String(batch))) as { cycles: number; events: number };
+    } finally {
+      clearInterval(timer);
+    }
+    await sample();
+    // the first tenth is the warm-up (V8 grows its heap to the churn's working set): a leak keeps
+    // growing after it, a steady agent stays at its level
+    const steady = samples.filter((x) => x.t >= seconds / 10);
+    const fifth = Math.max(1, Math.floor(steady.length / 5));
+    const med = (xs: number[]) => percentile(xs, 50);
+    const first = steady.slice(0, fifth);
+    const last = steady.slice(-fifth);
+    const rssFirstMB = med(first.map((x) => x.rssMB));
+    const rssLastMB = med(last.map((x) => x.rssMB));
+    return {
+      peers,
+      batch,
+      seconds,
+      ...r,
+      samples,
+      rssFirstMB,
+      rssLastMB,
+      rssGrowthMB: rssLastMB - rssFirstMB,
+      heapFirstMB: med(first.map((x) => x.heapMB)),
+      heapLastMB: med(last.map((x) => x.heapMB)),
+    };
+  });
+}
+
+// node --import tsx bench/control-plane.ts soak <bpf|classic> <peers> <seconds> [batch]: the leak test
+// (RSS and heap under a bounded loop of lease puts and deletes); the full benchmark runs a short one
+if (import.meta.url === `file://${process.argv[1]}` && process.argv[2] === 'soak') {
+  const [mode, peers, seconds, batch] = [process.argv[3] as CpMode, Number(process.argv[4] ?? 10_000), Number(process.argv[5] ?? 3600), Number(process.argv[6] ?? 500)];
+  const r = await measureSoak(mode, peers, seconds, batch, Math.max(2000, seconds * 10));
+  for (const x of r.samples) console.log(`t ${x.t.toFixed(0).padStart(5)} s  RSS ${x.rssMB.toFixed(1)} MB  heap ${x.heapMB.toFixed(1)} MB`);
+  console.log(
+    `${mode}, ${peers} peers, ${r.seconds} s of churn (${r.cycles} cycles of ${batch} puts and deletes, ${r.events} events): RSS ${r.rssFirstMB.toFixed(1)} -> ${r.rssLastMB.toFixed(1)} MB (growth ${r.rssGrowthMB.toFixed(1)} MB), heap ${r.heapFirstMB.toFixed(1)} -> ${r.heapLastMB.toFixed(1)} MB`,
+  );
+}
+
+// node --import tsx bench/control-plane.ts startup <bpf|classic> <peers> [runs]: programming time and
+// memory of an agent starting with that many peers in etcd, outside the full benchmark
+if (import.meta.url === `file://${process.argv[1]}` && process.argv[2] === 'startup') {
+  const [mode, n, runs] = [process.argv[3] as CpMode, Number(process.argv[4] ?? 10_000), Number(process.argv[5] ?? 1)];
+  for (let i = 0; i < runs; i++) {
+    const r = await measureStartup(mode, n);
+    console.log(
+      `${mode}, ${n} peers: programming ${r.programMs.toFixed(0)} ms, ready ${r.readyMs} ms, RSS ${r.rssMB.toFixed(1)} MB, heap ${r.heapMB.toFixed(1)} MB, idle reconcile ${r.reconcileMs.toFixed(0)} ms`,
+    );
+  }
+}
+
 // node --import tsx bench/control-plane.ts converge <bpf|classic> <background peers> [events]: convergence
 // with many peers present (the scale issue's "p99 with 10,000 present"), outside the full benchmark
 if (import.meta.url === `file://${process.argv[1]}` && process.argv[2] === 'converge') {

@@ -8,7 +8,7 @@ import { Command } from 'commander';
 import { MODES, UNDERLAYS, measureDatapath, type DatapathSample } from './datapath.ts';
 import type { Underlay } from '../test/helpers/lab.ts';
 import { measurePrograms } from './programs.ts';
-import { measureConvergence, measureStartup, type CpMode } from './control-plane.ts';
+import { measureConvergence, measureSoak, measureStartup, type CpMode } from './control-plane.ts';
 import { measureRestart } from './restart.ts';
 import { measureCniAdd } from './cni.ts';
 import { measureWatchLoad, type WatchLoad } from './etcd-watchers.ts';
@@ -37,6 +37,9 @@ const P = {
   cniPods: quick ? 10 : 100,
   watchers: quick ? [50] : [1000, 5000, 10000],
   churn: quick ? 200 : 1000,
+  // the leak test: peers present, seconds of lease puts and deletes in batches (the hour-long run is
+  // `bench/control-plane.ts soak bpf 10000 3600`)
+  soak: quick ? { peers: 100, seconds: 10, batch: 50 } : { peers: 10_000, seconds: 180, batch: 500 },
   restarts: (quick
     ? [
         ['bpf', 'SIGTERM'],
@@ -118,6 +121,10 @@ for (const m of modes) {
   log(`convergence ${m}: add p50 ${convergence[m].addP50.toFixed(1)} ms p99 ${convergence[m].addP99.toFixed(1)} ms; churn ${c.churn.events} events, agent CPU ${c.churn.cpuMs} ms`);
 }
 
+// the leak test: RSS and heap of a BPF agent under a bounded loop of lease puts and deletes
+const soak = await measureSoak('bpf', P.soak.peers, P.soak.seconds, P.soak.batch, quick ? 1000 : 3000);
+log(`soak: ${soak.cycles} cycles, ${soak.events} events, RSS ${soak.rssFirstMB.toFixed(1)} -> ${soak.rssLastMB.toFixed(1)} MB`);
+
 // 4. the CNI plugin: ADD and DEL of cniPods pods, the bridge plugin alone beside it
 const cni = await measureCniAdd(P.cniPods);
 log(`cni: ADD p50 ${cni.addMs.p50.toFixed(1)} ms p99 ${cni.addMs.p99.toFixed(1)} ms; VERSION p50 ${cni.versionMs.p50.toFixed(1)} ms`);
@@ -196,6 +203,8 @@ const targets = [
   { target: 'convergence p99 < 100 ms (BPF)', measured: convergence.bpf!.addP99, goal: 100, higher: false },
   { target: 'convergence p99 < 100 ms (classic)', measured: convergence.classic!.addP99, goal: 100, higher: false },
   { target: `agent memory < 100 MB at ${maxPeers} peers (BPF, RSS)`, measured: startup[`bpf ${maxPeers}`]!.rssMB.median, goal: 100, higher: false },
+  // "no growth beyond noise": the agent's RSS moves by a few MB between garbage collections
+  { target: `agent RSS growth over ${P.soak.seconds} s of lease churn at ${P.soak.peers} peers <= 5 MB (BPF)`, measured: soak.rssGrowthMB, goal: 5, higher: false },
   {
     target: 'zero lost pings across a BPF-mode agent restart',
     measured: Math.max(
@@ -220,7 +229,7 @@ const meta = {
   durationS: 0,
 };
 meta.durationS = Math.round((Date.now() - started) / 1000);
-const results = { meta, datapath, programs, egressParts: parts, startup, convergence, cni, watchLoad, restart, targets };
+const results = { meta, datapath, programs, egressParts: parts, startup, convergence, soak, cni, watchLoad, restart, targets };
 
 // Markdown
 const f = (v: number, d = 2) => (Number.isFinite(v) ? v.toFixed(d) : '-');
@@ -296,6 +305,14 @@ for (const w of watchLoad)
   md.push(
     `| ${w.watchers} | ${w.via} | ${f(w.p50, 1)} / ${f(w.p99, 1)} | ${f(w.lastP50, 1)} / ${f(w.lastP99, 1)} | ${w.missed} | ${f(w.etcdCpuPerPutMs, 1)} | ${f(w.etcdRssMB, 0)} | ${w.proxyRssMB === null ? '-' : f(w.proxyRssMB, 0)} | ${f(w.setupS, 1)} |`,
   );
+md.push(
+  '',
+  `**The leak test** (a BPF agent with ${soak.peers} peers; ${soak.batch} more leases put and deleted again and again for ${soak.seconds} s; the agent's RSS and V8 heap sampled throughout; first and last fifth of the samples, median)`,
+  '',
+  '| cycles | lease events | RSS first MB | RSS last MB | growth MB | heap first MB | heap last MB |',
+  '|---|---|---|---|---|---|---|',
+  `| ${soak.cycles} | ${soak.events} | ${f(soak.rssFirstMB, 1)} | ${f(soak.rssLastMB, 1)} | ${f(soak.rssGrowthMB, 1)} | ${f(soak.heapFirstMB, 1)} | ${f(soak.heapLastMB, 1)} |`,
+);
 md.push('', "**Agent restart** (ping every 10 ms across the restart of node 1's agent)", '', '| mode, signal | pings | lost | restart to ready ms |', '|---|---|---|---|');
 for (const [k, v] of Object.entries(restart)) md.push(`| ${k} | ${v.sent} | ${v.lost} | ${v.restartMs} |`);
 md.push('', '**Targets**', '', '| target | measured | met |', '|---|---|---|');
@@ -365,6 +382,33 @@ const panels: Panel[] = [
     unit: 'MB resident once ready',
     rows: P.peers.map((n) => ({ label: `${n} peers`, bars: modes.map((m) => ({ series: m === 'bpf' ? 'BPF' : 'classic', value: startup[`${m} ${n}`]!.rssMB.median })) })),
     target: { value: 100, label: '100 MB' },
+  },
+  {
+    title: 'Agent memory under lease churn',
+    unit: `MB, ${soak.peers} peers, ${soak.batch} leases put and deleted again and again`,
+    rows: [0, 0.25, 0.5, 0.75, 1].map((q) => {
+      const x = soak.samples[Math.min(soak.samples.length - 1, Math.round(q * (soak.samples.length - 1)))]!;
+      return {
+        label: `t = ${x.t.toFixed(0)} s`,
+        bars: [
+          { series: 'RSS', value: x.rssMB },
+          { series: 'V8 heap', value: x.heapMB },
+        ],
+      };
+    }),
+  },
+  {
+    title: 'etcd: a lease put to the last of N watchers',
+    unit: 'ms, p50 and p99',
+    log: true,
+    rows: watchLoad.map((w) => ({
+      label: `${w.watchers} via ${w.via}`,
+      bars: [
+        { series: 'p50', value: w.lastP50 },
+        { series: 'p99', value: w.lastP99 },
+      ],
+    })),
+    target: { value: 1000, label: '1 s' },
   },
 ];
 const svg = renderSvg(

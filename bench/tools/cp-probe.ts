@@ -4,6 +4,8 @@
 //   fill <etcd> <count>                          N synthetic leases (indexes 0..N-1)
 //   converge <etcd> <events> <bpf|classic> <pinRoot>   put one lease, wait for its entry, delete, wait
 //   churn <etcd> <events> <bpf|classic> <pinRoot> <agentPid>   a burst of puts then deletes; agent CPU
+//   soak <etcd> <seconds> <bpf|classic> <pinRoot> <batch>   puts then deletes of `batch` leases, again and
+//                                                           again for that long (bounded); prints the cycles
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Etcd3 } from 'etcd3';
@@ -121,6 +123,21 @@ try {
     await waitFor(async () => !(await has(base + half - 1)) && !(await has(base)));
     const wallMs = performance.now() - t0;
     console.log(JSON.stringify({ events: half * 2, wallMs, cpuMs: cpuMs(pidArg!) - cpu0 }));
+  } else if (cmd === 'soak') {
+    // the same `batch` leases come and go: a leak shows as growth, a steady agent returns to its level
+    const has = programmed();
+    const batch = Number(pidArg);
+    const base = 40_000;
+    const end = performance.now() + count * 1000;
+    let cycles = 0;
+    while (performance.now() < end) {
+      await putMany(base, base + batch);
+      await waitFor(() => has(base + batch - 1));
+      await delMany(base, base + batch);
+      await waitFor(async () => !(await has(base + batch - 1)) && !(await has(base)));
+      cycles++;
+    }
+    console.log(JSON.stringify({ cycles, events: cycles * batch * 2 }));
   } else {
     throw new Error(`unknown command ${cmd}`);
   }

@@ -19,18 +19,24 @@ const o = new Command('profile')
   .option('--seconds <s>', 'length of each profiled stream', (v) => Number(v), 4)
   .option('--rounds <n>', 'interleaved rounds', (v) => Number(v), 2)
   .option('--underlay <kind>', 'veth or nic', 'veth')
+  .option('--modes <names>', 'comma-separated mode names (default: all)')
+  .option('--top <n>', 'also print the n hottest symbols of each mode, in % of samples', (v) => Number(v), 0)
   .parse()
-  .opts<{ seconds: number; rounds: number; underlay: Underlay }>();
+  .opts<{ seconds: number; rounds: number; underlay: Underlay; modes?: string; top: number }>();
 
-const MODES = [
+const ALL_MODES = [
   { name: 'classic vxlan', args: ['--ip-masq', '--no-bpf'] },
+  { name: 'BPF without the fast path (tc key)', args: ['--ip-masq', '--fast-path=off'] },
   { name: 'tc key (fast path, flannel.1 encapsulates)', args: ['--ip-masq', '--fast-path=on', '--vxlan-bypass=off'] },
   { name: 'bypass (default)', args: ['--ip-masq', '--fast-path=on', '--vxlan-bypass=on'] },
 ];
+const wanted = o.modes?.split(',').map((x) => x.trim());
+const MODES = wanted ? ALL_MODES.filter((m) => wanted.includes(m.name)) : ALL_MODES;
+if (!MODES.length) throw new Error(`--modes: none of ${o.modes}; modes: ${ALL_MODES.map((m) => m.name).join(', ')}`);
 
 // first match wins: the order puts the specific stages before the generic ones
 const STAGES: [string, RegExp][] = [
-  ['idle', /idle|mwait|cpuidle|acpi_|poll_idle|hlt|native_safe_halt/],
+  ['idle', /idle|mwait|cpuidle|acpi_|poll_idle|hlt|safe_halt/],
   ['BPF programs and helpers', /^bpf_|^cls_bpf|^tcf_|^sch_handle|^tcx_|bpf_prog_|^___bpf/],
   ['vxlan device', /^vxlan_/],
   ['UDP tunnel and UDP', /udp_tunnel|iptunnel|ip_tunnel|^udp|^__udp|^udp4/],
@@ -81,7 +87,7 @@ async function profileOnce(m: (typeof MODES)[number], dir: string): Promise<{ gb
         const pct = Number(mm[1]);
         const sym = mm[2] === '.' ? `[.] ${mm[3]}` : mm[3]!;
         shares[stageOf(sym)] = (shares[stageOf(sym)] ?? 0) + pct;
-        if (top.length < 8) top.push([sym, pct]);
+        if (top.length < Math.max(8, o.top)) top.push([sym, pct]);
       }
       // busy machine seconds per Gbit moved while perf sampled
       return { gbps, busyPerGbit: (c1.busy - c0.busy) / (gbps * o.seconds), shares, top };
@@ -126,4 +132,12 @@ for (const s of stages) {
     return `${share.toFixed(1)} / ${perGbit.toFixed(1)}`;
   });
   console.log(`| ${s} | ${cells.join(' | ')} |`);
+}
+if (o.top > 0) {
+  for (const n of names) {
+    const acc = new Map<string, number>();
+    for (const x of runs[n]!) for (const [sym, pct] of x.top) acc.set(sym, (acc.get(sym) ?? 0) + pct / runs[n]!.length);
+    console.log(`\n${n}: hottest symbols, % of samples (mean of ${runs[n]!.length})`);
+    for (const [sym, pct] of [...acc].sort((a, b) => b[1] - a[1]).slice(0, o.top)) console.log(`  ${pct.toFixed(2).padStart(6)}  ${sym}`);
+  }
 }

@@ -22,6 +22,7 @@ test('bench/run.ts --quick: all sections measured, JSON + Markdown + SVG written
       programs: Record<string, Stat>;
       startup: Record<string, { programMs: Stat; rssMB: Stat }>;
       convergence: Record<string, { addP99: number; churn: { events: number } }>;
+      soak: { cycles: number; events: number; samples: { rssMB: number }[]; rssGrowthMB: number };
       restart: Record<string, { sent: number }>;
       cni: Record<'addMs' | 'delMs' | 'bridgeAddMs' | 'versionMs', { p50: number }>;
       watchLoad: { watchers: number; via: string; missed: number; lastP99: number }[];
@@ -48,6 +49,9 @@ test('bench/run.ts --quick: all sections measured, JSON + Markdown + SVG written
     for (const v of Object.values<{ median: number }>(res.programs)) assert.ok(v.median > 0);
     for (const k of ['bpf 100', 'classic 100', 'bpf 1000', 'classic 1000']) assert.ok(res.startup[k]!.programMs.median > 0 && res.startup[k]!.rssMB.median > 30, k);
     for (const m of ['bpf', 'classic']) assert.ok(res.convergence[m]!.addP99 > 0 && res.convergence[m]!.churn.events === 200, m);
+    // the leak test ran its loop and sampled the agent throughout
+    assert.ok(res.soak.cycles > 0 && res.soak.events === res.soak.cycles * 100, `soak ${res.soak.cycles} cycles, ${res.soak.events} events`);
+    assert.ok(res.soak.samples.length >= 5 && res.soak.samples.every((x) => x.rssMB > 30) && Number.isFinite(res.soak.rssGrowthMB));
     for (const v of Object.values<{ sent: number }>(res.restart)) assert.ok(v.sent > 100);
     for (const k of ['addMs', 'delMs', 'bridgeAddMs', 'versionMs'] as const) assert.ok(res.cni[k].p50 > 0, `cni ${k}`);
     assert.deepEqual(
