@@ -85,7 +85,7 @@ export interface SoakResult {
  * minus the first fifth's, after a warm-up of a tenth: a leak grows with the cycles, garbage collection
  * only oscillates.
  */
-export function measureSoak(mode: CpMode, peers: number, seconds: number, batch = 500, sampleMs = 2000): Promise<SoakResult> {
+export function measureSoak(mode: CpMode, peers: number, seconds: number, batch = 500, sampleMs = 2000, periodMs = 0): Promise<SoakResult> {
   return withReadyNode(mode, peers, async (lab, s) => {
     const samples: SoakResult['samples'] = [];
     const t0 = Date.now();
@@ -97,7 +97,7 @@ export function measureSoak(mode: CpMode, peers: number, seconds: number, batch 
     const timer = setInterval(() => void sample().catch(() => undefined), sampleMs);
     let r: { cycles: number; events: number };
     try {
-      r = (await probe(lab, 'soak', ETCD, String(seconds), mode, lab.node(1).pinRoot, String(batch))) as { cycles: number; events: number };
+      r = (await probe(lab, 'soak', ETCD, String(seconds), mode, lab.node(1).pinRoot, String(batch), String(periodMs))) as { cycles: number; events: number };
     } finally {
       clearInterval(timer);
     }
@@ -126,11 +126,18 @@ export function measureSoak(mode: CpMode, peers: number, seconds: number, batch 
   });
 }
 
-// node --import tsx bench/control-plane.ts soak <bpf|classic> <peers> <seconds> [batch]: the leak test
-// (RSS and heap under a bounded loop of lease puts and deletes); the full benchmark runs a short one
+// node --import tsx bench/control-plane.ts soak <bpf|classic> <peers> <seconds> [batch] [periodMs]: the
+// leak test (RSS and heap under a bounded loop of lease puts and deletes, a cycle every periodMs at
+// most); the full benchmark runs a short one
 if (import.meta.url === `file://${process.argv[1]}` && process.argv[2] === 'soak') {
-  const [mode, peers, seconds, batch] = [process.argv[3] as CpMode, Number(process.argv[4] ?? 10_000), Number(process.argv[5] ?? 3600), Number(process.argv[6] ?? 500)];
-  const r = await measureSoak(mode, peers, seconds, batch, Math.max(2000, seconds * 10));
+  const [mode, peers, seconds, batch, period] = [
+    process.argv[3] as CpMode,
+    Number(process.argv[4] ?? 10_000),
+    Number(process.argv[5] ?? 3600),
+    Number(process.argv[6] ?? 100),
+    Number(process.argv[7] ?? 1000),
+  ];
+  const r = await measureSoak(mode, peers, seconds, batch, Math.max(2000, seconds * 10), period);
   for (const x of r.samples) console.log(`t ${x.t.toFixed(0).padStart(5)} s  RSS ${x.rssMB.toFixed(1)} MB  heap ${x.heapMB.toFixed(1)} MB`);
   console.log(
     `${mode}, ${peers} peers, ${r.seconds} s of churn (${r.cycles} cycles of ${batch} puts and deletes, ${r.events} events): RSS ${r.rssFirstMB.toFixed(1)} -> ${r.rssLastMB.toFixed(1)} MB (growth ${r.rssGrowthMB.toFixed(1)} MB), heap ${r.heapFirstMB.toFixed(1)} -> ${r.heapLastMB.toFixed(1)} MB`,

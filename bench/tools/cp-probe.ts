@@ -4,8 +4,8 @@
 //   fill <etcd> <count>                          N synthetic leases (indexes 0..N-1)
 //   converge <etcd> <events> <bpf|classic> <pinRoot>   put one lease, wait for its entry, delete, wait
 //   churn <etcd> <events> <bpf|classic> <pinRoot> <agentPid>   a burst of puts then deletes; agent CPU
-//   soak <etcd> <seconds> <bpf|classic> <pinRoot> <batch>   puts then deletes of `batch` leases, again and
-//                                                           again for that long (bounded); prints the cycles
+//   soak <etcd> <seconds> <bpf|classic> <pinRoot> <batch> <periodMs>   puts then deletes of `batch` leases, a
+//                      cycle every periodMs for that long (bounded in time and rate); prints the cycles
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Etcd3 } from 'etcd3';
@@ -25,7 +25,7 @@ const leaseValue = (i: number) =>
     BackendData: { VNI: 1, VtepMAC: `0a:58:${hex(i >> 16)}:${hex((i >> 8) & 255)}:${hex(i & 255)}:01` },
   });
 
-const [cmd, endpoint, countArg, mode, pinRoot, pidArg] = process.argv.slice(2);
+const [cmd, endpoint, countArg, mode, pinRoot, pidArg, periodArg] = process.argv.slice(2);
 const count = Number(countArg);
 const etcd = new Etcd3({ hosts: endpoint! });
 const ttl = await etcd.lease(3600, { autoKeepAlive: false }).grant();
@@ -130,12 +130,18 @@ try {
     const base = 40_000;
     const end = performance.now() + count * 1000;
     let cycles = 0;
+    // a cycle per period at most: etcd keeps every revision (the lab compacts nothing), so the rate
+    // bounds its database too
+    const period = Number(periodArg ?? 0);
     while (performance.now() < end) {
+      const next = performance.now() + period;
       await putMany(base, base + batch);
       await waitFor(() => has(base + batch - 1));
       await delMany(base, base + batch);
       await waitFor(async () => !(await has(base + batch - 1)) && !(await has(base)));
       cycles++;
+      const wait = next - performance.now();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
     }
     console.log(JSON.stringify({ cycles, events: cycles * batch * 2 }));
   } else {
