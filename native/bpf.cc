@@ -84,7 +84,7 @@ struct Loaded { uint32_t id; std::vector<ProgDesc> progs; std::vector<MapDesc> m
 Napi::Value ObjectOpen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsString() || !info[1].IsString())
-    throw Napi::TypeError::New(env, "bpfObjectOpen(path, pinRoot, mapFlags?)");
+    throw Napi::TypeError::New(env, "bpfObjectOpen(path, pinRoot, mapFlags?, mapSizes?)");
   std::string path = info[0].As<Napi::String>().Utf8Value();
   std::string pinRoot = info[1].As<Napi::String>().Utf8Value();
   // mapFlags: { mapName: flags } set before the load (BPF_F_NO_PREALLOC decided at run time)
@@ -97,9 +97,19 @@ Napi::Value ObjectOpen(const Napi::CallbackInfo& info) {
       mapFlags.emplace_back(name, o.Get(name).As<Napi::Number>().Uint32Value());
     }
   }
+  // mapSizes: { mapName: maxEntries } set before the load (peer maps sized from the network config)
+  std::vector<std::pair<std::string, uint32_t>> mapSizes;
+  if (info.Length() > 3 && info[3].IsObject()) {
+    Napi::Object o = info[3].As<Napi::Object>();
+    Napi::Array names = o.GetPropertyNames();
+    for (uint32_t i = 0; i < names.Length(); i++) {
+      std::string name = names.Get(i).As<Napi::String>().Utf8Value();
+      mapSizes.emplace_back(name, o.Get(name).As<Napi::Number>().Uint32Value());
+    }
+  }
   return PromiseWorker<Loaded>::Run(
       env,
-      [path, pinRoot, mapFlags]() {
+      [path, pinRoot, mapFlags, mapSizes]() {
         LIBBPF_OPTS(bpf_object_open_opts, opts, .pin_root_path = pinRoot.c_str());
         bpf_object* obj = bpf_object__open_file(path.c_str(), &opts);
         if (!obj) fail(errno, "bpf open " + path, recentLog());
@@ -108,6 +118,13 @@ Napi::Value ObjectOpen(const Napi::CallbackInfo& info) {
           if (m && bpf_map__set_map_flags(m, flags)) {
             bpf_object__close(obj);
             fail(EINVAL, "bpf set map flags " + name, "");
+          }
+        }
+        for (const auto& [name, size] : mapSizes) {
+          bpf_map* m = bpf_object__find_map_by_name(obj, name.c_str());
+          if (m && bpf_map__set_max_entries(m, size)) {
+            bpf_object__close(obj);
+            fail(EINVAL, "bpf set max entries " + name, "");
           }
         }
         int err = bpf_object__load(obj);

@@ -33,19 +33,45 @@ export const MAP = {
 } as const;
 
 const BPF_F_NO_PREALLOC = 1;
-/** fl_peer_stats' size per CPU: FL_MAX_PEERS (65536, bpf/flannel.h) x struct fl_peer_stats (32 bytes) */
-const PEER_STATS_BYTES_PER_CPU = 65536 * 32;
+/** FL_MAX_PEERS (bpf/flannel.h): what the peer maps are declared with, and the most they are sized to */
+export const FL_MAX_PEERS = 65536;
+/** struct fl_peer_stats, per CPU */
+const PEER_STATS_BYTES = 32;
+
+/** The maps with an entry per peer: sized by the number of peers the network can hold. */
+export const PEER_MAPS = [MAP.subnets, MAP.routes, MAP.vteps, MAP.members, MAP.peerStats, MAP.routes6, MAP.peerStats6] as const;
 
 /**
- * The flags the agent loads its maps with, decided on this machine: fl_peer_stats is preallocated where
- * that costs at most 64 MiB (up to 32 possible CPUs). A preallocated per-CPU hash takes an entry in
- * ~1 µs; without preallocation each insert allocates per-CPU memory (12.8 µs here: 64 ms of 5000
- * peers' first programming). Beyond 32 CPUs preallocation would cost 2 MiB a CPU, so the declared
- * BPF_F_NO_PREALLOC stays. Every object the agent loads into one pin root gets the same flags.
+ * How many peers a network can hold: one per subnet of SubnetLen in Network (a lease outside
+ * SubnetMin-SubnetMax, a reservation, is still a peer), the IPv6 network's count for an IPv6-only
+ * network; a dual-stack lease needs one subnet of each, so the smaller count. Never more than
+ * FL_MAX_PEERS, never less than 16 (a /30 network of /32 subnets still gets maps that work).
  */
-export function mapFlags(possibleCpus: number): Record<string, number> {
-  return possibleCpus * PEER_STATS_BYTES_PER_CPU <= 64 << 20 ? { [MAP.peerStats]: 0 } : { [MAP.peerStats]: BPF_F_NO_PREALLOC };
+export function peerCapacity(c: { enableIPv4: boolean; network: { len: number }; subnetLen: number; ipv6?: { network: { len: number }; subnetLen: number } }): number {
+  const count = (bits: number) => (bits >= 17 ? FL_MAX_PEERS : 2 ** Math.max(0, bits));
+  const counts = [...(c.enableIPv4 ? [count(c.subnetLen - c.network.len)] : []), ...(c.ipv6 ? [count(c.ipv6.subnetLen - c.ipv6.network.len)] : [])];
+  return Math.max(16, Math.min(FL_MAX_PEERS, ...counts));
 }
+
+/** What the agent loads its maps with: flags and max_entries by map name (every object sharing a pin root gets the same). */
+export interface MapLayout {
+  flags: Record<string, number>;
+  sizes: Record<string, number>;
+}
+
+/**
+ * The layout on this machine for peer maps of `sizes`: fl_peer_stats is preallocated where that
+ * costs at most 64 MiB (entries x 32 bytes x possible CPUs). A preallocated per-CPU hash takes an
+ * entry in ~1 µs; without preallocation each insert allocates per-CPU memory (12.8 µs here: 64 ms of
+ * 5000 peers' first programming). Larger, the declared BPF_F_NO_PREALLOC stays.
+ */
+export function mapLayout(possibleCpus: number, sizes: Record<string, number> = {}): MapLayout {
+  const statsBytes = (sizes[MAP.peerStats] ?? FL_MAX_PEERS) * PEER_STATS_BYTES * possibleCpus;
+  return { flags: { [MAP.peerStats]: statsBytes <= 64 << 20 ? 0 : BPF_F_NO_PREALLOC }, sizes };
+}
+
+/** mapLayout's flags alone, for maps of the declared size */
+export const mapFlags = (possibleCpus: number): Record<string, number> => mapLayout(possibleCpus).flags;
 
 /** Every program, by its C name (what bpftool and tc show, cut to 15 characters by the kernel). */
 export const PROGRAM = {

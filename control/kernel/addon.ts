@@ -26,7 +26,7 @@ export interface NativeAddon {
   netlinkRouteGet(dst: string): Promise<unknown>;
   /** one datagram to systemd's NOTIFY_SOCKET (a path, or @name for the abstract namespace) */
   sdNotify(socketPath: string, message: string): void;
-  bpfObjectOpen(path: string, pinRoot: string, mapFlags?: Record<string, number>): Promise<{ id: number; programs: BpfProgramDesc[]; maps: BpfMapDesc[] }>;
+  bpfObjectOpen(path: string, pinRoot: string, mapFlags?: Record<string, number>, mapSizes?: Record<string, number>): Promise<{ id: number; programs: BpfProgramDesc[]; maps: BpfMapDesc[] }>;
   bpfObjectClose(id: number): void;
   bpfMapUpdate(fd: number, key: Buffer, value: Buffer, flags?: number): void;
   bpfMapUpdateMany(fd: number, keys: Buffer, values: Buffer, keySize: number, valueSize: number): Int32Array;

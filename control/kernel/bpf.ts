@@ -193,12 +193,19 @@ export class BpfObject {
    * Loads an object whose maps are pinned by name under pinRoot (an existing pin is reused). A pin of
    * another shape makes libbpf refuse the whole load; if every such pin is one of `replaceable` (maps
    * of counters), those pins are removed and the load tried once more. `mapFlags` replaces the flags
-   * a map is declared with (every object sharing a pin root must pass the same).
+   * a map is declared with, `mapSizes` its max_entries (every object sharing a pin root must pass the same).
    */
-  static async open(path: string, pinRoot: string, log?: Logger, replaceable: readonly string[] = [], mapFlags: Record<string, number> = {}): Promise<BpfObject> {
+  static async open(
+    path: string,
+    pinRoot: string,
+    log?: Logger,
+    replaceable: readonly string[] = [],
+    mapFlags: Record<string, number> = {},
+    mapSizes: Record<string, number> = {},
+  ): Promise<BpfObject> {
     for (let retried = false; ; retried = true) {
       try {
-        const o = await addon().bpfObjectOpen(path, pinRoot, mapFlags);
+        const o = await addon().bpfObjectOpen(path, pinRoot, mapFlags, mapSizes);
         drainLibbpfLog(log);
         return new BpfObject(o.id, path, new Map(o.programs.map((p) => [p.name, p])), new Map(o.maps.map((m) => [m.name, new BpfMap(m)])));
       } catch (e) {

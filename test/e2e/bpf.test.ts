@@ -9,7 +9,7 @@ import { TestLab, packetsByVerdict, type LabNode } from '../helpers/lab.ts';
 import { inNs, json, sh, until } from '../helpers/netns.ts';
 import { formatIp4, type Subnet } from '../../control/subnet/ip4.ts';
 import { BpfObject } from '../../control/kernel/bpf.ts';
-import { MAP, objectPath } from '../../control/datapath/objects.ts';
+import { MAP, PEER_MAPS, objectPath } from '../../control/datapath/objects.ts';
 import * as L from '../../control/datapath/layout.ts';
 
 const SEND = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'send-vxlan.ts');
@@ -81,6 +81,11 @@ describe('BPF vxlan, three nodes', { timeout: 300_000 }, () => {
       const vteps = await bpftool(join(n.pinRoot, 'fl_vteps'));
       assert.deepEqual(vteps.map((e) => (e.value.remote_ip as number[]).join('.')).sort(), peers.map(([, v]) => v.PublicIP).sort());
       assert.equal((await bpftool(join(n.pinRoot, 'fl_members'))).length, 2);
+      // sized by the network (a /16 of /24s holds 256 subnets), not FL_MAX_PEERS
+      for (const m of ['fl_subnets', 'fl_routes', 'fl_vteps', 'fl_members', 'fl_peer_stats']) {
+        const show = JSON.parse(await sh('bpftool', ['-j', 'map', 'show', 'pinned', join(n.pinRoot, m)])) as { max_entries: number };
+        assert.equal(show.max_entries, 256, `${n.ns} ${m}`);
+      }
     }
   });
 
@@ -154,8 +159,10 @@ describe('BPF vxlan, three nodes', { timeout: 300_000 }, () => {
   test('an upgrade that must replace fl_peer_stats (another layout or flags) loses no packet: the members keep their entries', async () => {
     const [n1, n2] = lab.nodes as [LabNode, LabNode];
     await lab.stopAgent(n1);
-    // what an older version left: fl_peer_stats with other flags (without preallocation), empty
-    const old = await BpfObject.open(objectPath('egress'), n1.pinRoot, undefined, L.REPLACEABLE_MAPS, { [MAP.peerStats]: 1 });
+    // what an older version left: fl_peer_stats with other flags (without preallocation), empty; the
+    // other maps as they are pinned (sized for this /16 network)
+    const sizes = Object.fromEntries(PEER_MAPS.map((m) => [m, 256]));
+    const old = await BpfObject.open(objectPath('egress'), n1.pinRoot, undefined, L.REPLACEABLE_MAPS, { [MAP.peerStats]: 1 }, sizes);
     old.close();
     const spoofed = packetsByVerdict(n1).spoofed;
     const ping = inNs(n2.pods[0]!.ns, 'ping', '-c', '100', '-i', '0.02', '-W', '1', n1.pods[0]!.ip);

@@ -9,7 +9,8 @@ import { formatIp4 } from '../../subnet/ip4.js';
 import { exec, getLink, type Link } from '../../kernel/netlink.js';
 import { BpfMap, BpfObject, ensureBpffs, untrustedPins } from '../../kernel/bpf.js';
 import * as L from '../../datapath/layout.js';
-import { MAP, PROGRAM, mapFlags, objectPath } from '../../datapath/objects.js';
+import { MAP, PROGRAM, mapLayout, objectPath, peerCapacity } from '../../datapath/objects.js';
+import { sizePeerMaps } from './map-sizes.js';
 import { addon } from '../../kernel/addon.js';
 import { PeerProgrammer } from '../peer-programmer.js';
 import type { Backend, BackendContext, BackendDescription, HealthCheck, TrafficView } from '../types.js';
@@ -68,9 +69,11 @@ export class BpfVxlanBackend implements Backend {
     ensureBpffs(this.bpf.pinRoot);
     const bad = untrustedPins(this.bpf.pinRoot);
     if (bad.length) throw new Error(`refusing to reuse pinned maps that are not root's alone: ${bad.join(', ')}`);
-    const flags = mapFlags(addon().numPossibleCpus);
-    for (const name of ['egress', 'ingress', 'guard'] as const) this.objects.push(await BpfObject.open(objectPath(name), this.bpf.pinRoot, log, L.REPLACEABLE_MAPS, flags));
+    const sized = sizePeerMaps(this.bpf.pinRoot, peerCapacity(this.ctx.cfg), log);
+    const layout = mapLayout(addon().numPossibleCpus, sized.sizes);
+    for (const name of ['egress', 'ingress', 'guard'] as const) this.objects.push(await BpfObject.open(objectPath(name), this.bpf.pinRoot, log, L.REPLACEABLE_MAPS, layout.flags, layout.sizes));
     const [egress, ingress, guard] = this.objects as [BpfObject, BpfObject, BpfObject];
+    sized.restore((name) => egress.map(name));
     this.maps = {
       fl_subnets: egress.map(MAP.subnets),
       fl_vteps: egress.map(MAP.vteps),
@@ -109,7 +112,7 @@ export class BpfVxlanBackend implements Backend {
     // bypass encapsulates over the IPv4 underlay only: on an IPv6-only network it would never engage
     const noBypass = this.ctx.cfg.enableIPv4 ? undefined : 'an IPv6-only network: bypass encapsulates over the IPv4 underlay only';
     this.fast = new FastPath(this.bpf.fastPath ?? 'auto', this.bpf.pinRoot, this.fastMaps, log, this.bpf.bypass ?? 'off', noBypass);
-    await this.fast.load(objectPath('fastPath'));
+    await this.fast.load(objectPath('fastPath'), layout);
     this.hooks = new BpfHooks(
       ext,
       this.bpf.underlayHook,

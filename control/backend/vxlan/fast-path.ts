@@ -11,7 +11,7 @@ import { addon, errnoName } from '../../kernel/addon.js';
 import { listLinks } from '../../kernel/netlink.js';
 import * as L from '../../datapath/layout.js';
 import { countersByIndex } from '../../datapath/inspect.js';
-import { PROGRAM, mapFlags } from '../../datapath/objects.js';
+import { PROGRAM, mapLayout, type MapLayout } from '../../datapath/objects.js';
 import { POD_PROGRAM_PIN, attachPodProgramFd, detachPodProgram, listPods, podProgramOn } from '../../datapath/local-pods.js';
 import type { BackendDescription, HealthCheck } from '../types.js';
 
@@ -67,8 +67,9 @@ export class FastPath {
    * the conntrack kfuncs (bpf_skb_ct_lookup), bpf_redirect_peer or BTF. --fast-path=on makes a refusal
    * fatal; the default turns the fast path off and says why.
    */
-  async load(path: string): Promise<void> {
-    await this.loadFastPath(path);
+  /** `layout`: the maps' flags and sizes, as the other objects of this pin root were loaded with */
+  async load(path: string, layout: MapLayout = mapLayout(addon().numPossibleCpus)): Promise<void> {
+    await this.loadFastPath(path, layout);
     if (this.bypassMode === 'off') {
       this.bypassReason = 'disabled with --vxlan-bypass=off';
       return;
@@ -91,14 +92,14 @@ export class FastPath {
     this.log.warn({ reason: why }, 'vxlan bypass off: flannel.1 encapsulates');
   }
 
-  private async loadFastPath(path: string): Promise<void> {
+  private async loadFastPath(path: string, layout: MapLayout): Promise<void> {
     if (this.mode === 'off') {
       this.reason = 'disabled with --fast-path=off';
       return;
     }
     let why: string | undefined;
     try {
-      this.obj = await BpfObject.open(path, this.pinRoot, this.log, L.REPLACEABLE_MAPS, mapFlags(addon().numPossibleCpus));
+      this.obj = await BpfObject.open(path, this.pinRoot, this.log, L.REPLACEABLE_MAPS, layout.flags, layout.sizes);
       // the verifier accepting the programs does not prove the conntrack lookup works as we call it
       // (a kernel may refuse our options at run time): ask it once, so that "on" means it can engage
       const errno = (await testRun(this.obj.program(PROGRAM.ctProbe).fd, PROBE_PACKET)).retval;
