@@ -97,20 +97,25 @@ const programs = Object.fromEntries(Object.keys(progRuns[0]!.programs).map((k) =
 const parts = Object.fromEntries(Object.keys(progRuns[0]!.parts).map((k) => [k, stat(progRuns.map((x) => x.parts[k]!))]));
 
 // 3. control plane: programming N peers at start and memory, interleaved BPF / classic
-const su: Record<string, { programMs: number[]; readyMs: number[]; rssMB: number[]; heapMB: number[]; reconcileMs: number[] }> = {};
+const su: Record<string, { programMs: number[]; warmProgramMs: number[]; readyMs: number[]; rssMB: number[]; heapMB: number[]; reconcileMs: number[] }> = {};
 for (let r = 1; r <= P.rounds; r++) {
   for (const n of P.peers) {
     for (const m of modes) {
       const x = await measureStartup(m, n);
       const k = `${m} ${n}`;
-      su[k] ??= { programMs: [], readyMs: [], rssMB: [], heapMB: [], reconcileMs: [] };
-      for (const f of ['programMs', 'readyMs', 'rssMB', 'heapMB', 'reconcileMs'] as const) su[k][f].push(x[f]);
-      log(`startup round ${r} ${k} peers: program ${x.programMs.toFixed(1)} ms, ready ${x.readyMs} ms, RSS ${x.rssMB.toFixed(0)} MB, periodic reconcile ${x.reconcileMs.toFixed(1)} ms`);
+      su[k] ??= { programMs: [], warmProgramMs: [], readyMs: [], rssMB: [], heapMB: [], reconcileMs: [] };
+      for (const f of ['programMs', 'warmProgramMs', 'readyMs', 'rssMB', 'heapMB', 'reconcileMs'] as const) su[k][f].push(x[f]);
+      log(
+        `startup round ${r} ${k} peers: program ${x.programMs.toFixed(1)} ms (warm ${x.warmProgramMs.toFixed(1)}), ready ${x.readyMs} ms, RSS ${x.rssMB.toFixed(0)} MB, periodic reconcile ${x.reconcileMs.toFixed(1)} ms`,
+      );
     }
   }
 }
 const startup = Object.fromEntries(
-  Object.entries(su).map(([k, v]) => [k, { programMs: stat(v.programMs), readyMs: stat(v.readyMs), rssMB: stat(v.rssMB), heapMB: stat(v.heapMB), reconcileMs: stat(v.reconcileMs) }]),
+  Object.entries(su).map(([k, v]) => [
+    k,
+    { programMs: stat(v.programMs), warmProgramMs: stat(v.warmProgramMs), readyMs: stat(v.readyMs), rssMB: stat(v.rssMB), heapMB: stat(v.heapMB), reconcileMs: stat(v.reconcileMs) },
+  ]),
 );
 
 // convergence and churn
@@ -198,7 +203,10 @@ const targets = [
   // issue targets: 5000 peers in 50 ms, 10000 in 100 ms (cold: empty maps, as at a node's first start)
   ...P.peers
     .filter((n) => n >= 5000 || n === maxPeers)
-    .map((n) => ({ target: `${n} peers programmed in BPF mode (cold) <= ${n / 100} ms`, measured: startup[`bpf ${n}`]!.programMs.median, goal: n / 100, higher: false })),
+    .flatMap((n) => [
+      { target: `${n} peers programmed in BPF mode (cold) <= ${n / 100} ms`, measured: startup[`bpf ${n}`]!.programMs.median, goal: n / 100, higher: false },
+      { target: `${n} peers programmed in BPF mode (warm: a restart) <= ${n / 100} ms`, measured: startup[`bpf ${n}`]!.warmProgramMs.median, goal: n / 100, higher: false },
+    ]),
   { target: `${maxPeers} peers, BPF vs classic programming time`, measured: startup[`bpf ${maxPeers}`]!.programMs.median / startup[`classic ${maxPeers}`]!.programMs.median, goal: NaN, higher: false },
   { target: 'convergence p99 < 100 ms (BPF)', measured: convergence.bpf!.addP99, goal: 100, higher: false },
   { target: 'convergence p99 < 100 ms (classic)', measured: convergence.classic!.addP99, goal: 100, higher: false },
@@ -257,15 +265,15 @@ md.push('', "Where the egress program's time goes (the same maps and packet; ben
 for (const [k, v] of Object.entries(parts)) md.push(`| ${k} | ${sp(v, 0)} |`);
 md.push(
   '',
-  '**Programming N peers at start** (time from the lease listing to every peer in the kernel, maps empty: cold; agent resident memory once ready; a periodic reconcile with nothing to correct: the steady cost of checking every peer)',
+  "**Programming N peers at start** (the agent's first reconcile, from the lease listing in its cache to every peer in the kernel; cold: maps or routes empty, a node's first start; warm: the same agent restarted, everything already in the kernel; agent resident memory once ready; a periodic reconcile with nothing to correct: the steady cost of checking every peer)",
   '',
-  '| peers | BPF ms | classic ms | BPF / classic | BPF RSS MB | classic RSS MB | start to ready ms (BPF / classic) | periodic reconcile ms (BPF / classic) |',
-  '|---|---|---|---|---|---|---|---|',
+  '| peers | BPF cold ms | BPF warm ms | classic cold ms | classic warm ms | BPF / classic (cold) | BPF RSS MB | classic RSS MB | start to ready ms (BPF / classic) | periodic reconcile ms (BPF / classic) |',
+  '|---|---|---|---|---|---|---|---|---|---|',
 );
 for (const n of P.peers) {
   const [b, c] = [startup[`bpf ${n}`]!, startup[`classic ${n}`]!];
   md.push(
-    `| ${n} | ${sp(b.programMs, 1)} | ${sp(c.programMs, 1)} | ${f(b.programMs.median / c.programMs.median)}x | ${sp(b.rssMB, 0)} | ${sp(c.rssMB, 0)} | ${f(b.readyMs.median, 0)} / ${f(c.readyMs.median, 0)} | ${f(b.reconcileMs.median, 1)} / ${f(c.reconcileMs.median, 1)} |`,
+    `| ${n} | ${sp(b.programMs, 1)} | ${sp(b.warmProgramMs, 1)} | ${sp(c.programMs, 1)} | ${sp(c.warmProgramMs, 1)} | ${f(b.programMs.median / c.programMs.median)}x | ${sp(b.rssMB, 0)} | ${sp(c.rssMB, 0)} | ${f(b.readyMs.median, 0)} / ${f(c.readyMs.median, 0)} | ${f(b.reconcileMs.median, 1)} / ${f(c.reconcileMs.median, 1)} |`,
   );
 }
 md.push(
