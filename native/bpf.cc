@@ -81,6 +81,19 @@ struct ProgDesc { std::string name, section; int fd; uint32_t type; };
 struct MapDesc { std::string name; int fd; uint32_t type, keySize, valueSize, maxEntries; };
 struct Loaded { uint32_t id; std::vector<ProgDesc> progs; std::vector<MapDesc> maps; };
 
+// An optional { mapName: number } argument, as (name, value) pairs.
+static std::vector<std::pair<std::string, uint32_t>> perMap(const Napi::CallbackInfo& info, size_t i) {
+  std::vector<std::pair<std::string, uint32_t>> out;
+  if (info.Length() <= i || !info[i].IsObject()) return out;
+  Napi::Object o = info[i].As<Napi::Object>();
+  Napi::Array names = o.GetPropertyNames();
+  for (uint32_t k = 0; k < names.Length(); k++) {
+    std::string name = names.Get(k).As<Napi::String>().Utf8Value();
+    out.emplace_back(name, o.Get(name).As<Napi::Number>().Uint32Value());
+  }
+  return out;
+}
+
 Napi::Value ObjectOpen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsString() || !info[1].IsString())
@@ -88,25 +101,9 @@ Napi::Value ObjectOpen(const Napi::CallbackInfo& info) {
   std::string path = info[0].As<Napi::String>().Utf8Value();
   std::string pinRoot = info[1].As<Napi::String>().Utf8Value();
   // mapFlags: { mapName: flags } set before the load (BPF_F_NO_PREALLOC decided at run time)
-  std::vector<std::pair<std::string, uint32_t>> mapFlags;
-  if (info.Length() > 2 && info[2].IsObject()) {
-    Napi::Object o = info[2].As<Napi::Object>();
-    Napi::Array names = o.GetPropertyNames();
-    for (uint32_t i = 0; i < names.Length(); i++) {
-      std::string name = names.Get(i).As<Napi::String>().Utf8Value();
-      mapFlags.emplace_back(name, o.Get(name).As<Napi::Number>().Uint32Value());
-    }
-  }
+  auto mapFlags = perMap(info, 2);
   // mapSizes: { mapName: maxEntries } set before the load (peer maps sized from the network config)
-  std::vector<std::pair<std::string, uint32_t>> mapSizes;
-  if (info.Length() > 3 && info[3].IsObject()) {
-    Napi::Object o = info[3].As<Napi::Object>();
-    Napi::Array names = o.GetPropertyNames();
-    for (uint32_t i = 0; i < names.Length(); i++) {
-      std::string name = names.Get(i).As<Napi::String>().Utf8Value();
-      mapSizes.emplace_back(name, o.Get(name).As<Napi::Number>().Uint32Value());
-    }
-  }
+  auto mapSizes = perMap(info, 3);
   return PromiseWorker<Loaded>::Run(
       env,
       [path, pinRoot, mapFlags, mapSizes]() {

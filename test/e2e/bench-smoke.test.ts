@@ -47,7 +47,8 @@ test('bench/run.ts --quick: all sections measured, JSON + Markdown + SVG written
       for (const [k, v] of Object.entries(d)) assert.ok(Number.isFinite(v.median) && (k.endsWith('SecPerGbit') && k !== 'cpuSecPerGbit' ? v.median >= 0 : v.median > 0), `${mode} ${k} = ${v.median}`);
     assert.equal(Object.keys(res.programs).length, 8);
     for (const v of Object.values<{ median: number }>(res.programs)) assert.ok(v.median > 0);
-    for (const k of ['bpf 100', 'classic 100', 'bpf 1000', 'classic 1000']) assert.ok(res.startup[k]!.programMs.median > 0 && res.startup[k]!.warmProgramMs.median > 0 && res.startup[k]!.rssMB.median > 30, k);
+    for (const k of ['bpf 100', 'classic 100', 'bpf 1000', 'classic 1000'])
+      assert.ok(res.startup[k]!.programMs.median > 0 && res.startup[k]!.warmProgramMs.median > 0 && res.startup[k]!.rssMB.median > 30, k);
     for (const m of ['bpf', 'classic']) assert.ok(res.convergence[m]!.addP99 > 0 && res.convergence[m]!.churn.events === 200, m);
     // the leak test ran its loop and sampled the agent throughout
     assert.ok(res.soak.cycles > 0 && res.soak.events === res.soak.cycles * 100, `soak ${res.soak.cycles} cycles, ${res.soak.events} events`);

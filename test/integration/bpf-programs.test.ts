@@ -16,6 +16,7 @@ import { objectPath } from '../../control/datapath/objects.ts';
 import { countersByIndex } from '../../control/datapath/inspect.ts';
 import { eth, ipv4, ipv6, udp, vxlan, icmpEcho, mac, ETH_P_IP, ETH_P_ARP, ETH_P_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_UDP } from '../helpers/packets.ts';
 import { inNs, ip } from '../helpers/netns.ts';
+import { withBpffs } from '../helpers/bpffs.ts';
 
 // accepted or not ours: TC_ACT_UNSPEC lets the filters after ours run; TC_ACT_OK would end the chain
 const TC_ACT_UNSPEC = -1,
@@ -614,21 +615,6 @@ test('per-peer counters are not preallocated (bpftool shows the flag); the fast-
   assert.equal(show.flags & 1, 1, 'BPF_F_NO_PREALLOC: entries are allocated per peer, not 65536 x CPUs up front');
   assert.equal((await testRun(fastObj.program('fl_ct_probe').fd, podPacket('10.244.5.7'))).retval, 2);
 });
-
-/** A fresh bpffs of the test's own for fn, unmounted and removed afterwards. */
-async function withBpffs(fn: (root: string) => Promise<void>): Promise<void> {
-  const root = mkdtempSync('/run/flannel-test-bpffs-');
-  try {
-    ensureBpffs(root);
-    await fn(root);
-  } finally {
-    try {
-      execFileSync('umount', [root]);
-    } finally {
-      rmdirSync(root);
-    }
-  }
-}
 
 test('upgrade: a pinned counter map of an older layout is replaced; a data map of another shape still refuses the load', async () => {
   await withBpffs(async (root) => {

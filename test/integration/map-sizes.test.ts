@@ -5,28 +5,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { BpfMap, BpfObject, ensureBpffs } from '../../control/kernel/bpf.ts';
+import { BpfMap, BpfObject } from '../../control/kernel/bpf.ts';
 import { addon } from '../../control/kernel/addon.ts';
 import * as L from '../../control/datapath/layout.ts';
 import { MAP, PEER_MAPS, mapLayout, objectPath } from '../../control/datapath/objects.ts';
 import { sizePeerMaps } from '../../control/backend/vxlan/map-sizes.ts';
 import { silentLogger } from '../../control/log.ts';
-
-async function withBpffs(fn: (root: string) => Promise<void>): Promise<void> {
-  const root = mkdtempSync('/run/flannel-test-sizes-');
-  try {
-    ensureBpffs(root);
-    await fn(root);
-  } finally {
-    try {
-      execFileSync('umount', [root]);
-    } finally {
-      rmdirSync(root);
-    }
-  }
-}
+import { withBpffs } from '../helpers/bpffs.ts';
 
 /** what the agent does in BPF mode's prepare(): size, load every object, copy what was replaced */
 async function load(root: string, capacity: number): Promise<BpfObject[]> {
