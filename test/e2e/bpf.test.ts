@@ -46,6 +46,9 @@ describe('BPF vxlan, three nodes', { timeout: 300_000 }, () => {
       );
       const lease = (await lab.leases()).get(`${formatIp4(subnets.get(n)!.ip)}-24`)!;
       assert.equal(lease.BackendData!.VtepMAC, dev!.address);
+      // the agent chose the MAC (NET_ADDR_SET = 3), not the kernel at random (1): systemd-udevd's
+      // MACAddressPolicy=persistent rewrites a random one after the lease has published it
+      assert.equal((await inNs(n.ns, 'cat', '/sys/class/net/flannel.1/addr_assign_type')).trim(), '3', 'flannel.1 MAC set by the agent at creation');
     }
   });
 

@@ -1,5 +1,6 @@
 // flannel.<VNI>: created as flannel creates it, reused when compatible, recreated when not (a stale
 // device with another VNI, port or local address would silently blackhole traffic).
+import { randomBytes } from 'node:crypto';
 import type { Logger } from '../../log.js';
 import { IFF_UP, exec, getLink, type Link, type VxlanSpec } from '../../kernel/netlink.js';
 
@@ -28,6 +29,20 @@ function compatible(l: Link, s: VxlanDeviceSpec): string | undefined {
   return undefined;
 }
 
+/**
+ * A random locally administered unicast MAC for a new VTEP. Left to the kernel, a new device's MAC is
+ * random (addr_assign_type NET_ADDR_RANDOM), and systemd-udevd's default MACAddressPolicy=persistent
+ * (Debian 12) replaces it moments later: after the agent has read it and published it in its lease,
+ * so every peer sends to a MAC flannel.1 no longer has (seen booting the Vagrant lab: no overlay
+ * ping). udev leaves an address given at creation alone (NET_ADDR_SET), which is why flannel sets the
+ * VTEP MAC itself too.
+ */
+export function newVtepMac(): string {
+  const b = randomBytes(6);
+  b[0] = (b[0]! & 0xfe) | 0x02;
+  return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
+}
+
 export async function ensureVxlanDevice(s: VxlanDeviceSpec, log: Logger): Promise<Link> {
   const existing = await getLink(s.name);
   if (existing) {
@@ -46,7 +61,7 @@ export async function ensureVxlanDevice(s: VxlanDeviceSpec, log: Logger): Promis
   if (s.local) vxlan.local = s.local;
   if (s.link) vxlan.link = s.link;
   if (!s.external) vxlan.vni = s.vni;
-  await exec({ type: 'link', action: 'add', name: s.name, kind: 'vxlan', mtu: s.mtu, vxlan, ...(s.mac ? { mac: s.mac } : {}) });
+  await exec({ type: 'link', action: 'add', name: s.name, kind: 'vxlan', mtu: s.mtu, vxlan, mac: s.mac ?? newVtepMac() });
   const link = await getLink(s.name);
   if (!link) throw new Error(`created ${s.name} but cannot find it`);
   await exec({ type: 'link', action: 'set', index: link.index, up: true });
