@@ -37,5 +37,10 @@ if [ ! -f "$addon" ] || [ -n "$(find native binding.gyp -newer "$addon" 2>/dev/n
   npm run --silent build:native
 fi
 make -s -C bpf
-npx tsc -p tsconfig.json
+# the stamp is written only after tsc succeeds: a failed build is never taken for a fresh one
+stamp=dist/.built
+if [ ! -f "$stamp" ] || [ -n "$(find control tsconfig.json package-lock.json -newer "$stamp" 2>/dev/null | head -1)" ]; then
+  npx tsc -p tsconfig.json
+  touch "$stamp"
+fi
 echo "setup: done"
