@@ -27,6 +27,7 @@ fi
 need=()
 for p in debootstrap qemu-utils e2fsprogs extlinux fdisk; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p"); done
 if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
