@@ -34,6 +34,21 @@ test('the Vagrantfile validates (vagrant validate), and a broken one does not', 
   assert.notEqual(bad.status, 0);
 });
 
+test('the tree the Vagrantfile syncs into a VM keeps node_modules/.bin working (provisioning runs tsc when a source is newer than dist)', () => {
+  // Vagrant's rsync arguments when the Vagrantfile sets none (its docs); --copy-links turns the
+  // relative .bin/tsc link into a copy of typescript/bin/tsc, whose require('../lib/tsc.js') then fails
+  const VAGRANT_DEFAULT = ['--verbose', '--archive', '--delete', '-z', '--copy-links'];
+  const set = /rsync__args: \[([^\]]*)\]/.exec(readFileSync(join(VAGRANT_DIR, 'Vagrantfile'), 'utf8'));
+  const args = set ? [...set[1]!.matchAll(/"([^"]+)"/g)].map((m) => m[1]!) : VAGRANT_DEFAULT;
+  const dest = join(tmp, 'synced');
+  mkdirSync(join(dest, 'node_modules'), { recursive: true });
+  const r = spawnSync('rsync', [...args, join(ROOT, 'node_modules', '.bin'), join(ROOT, 'node_modules', 'typescript'), join(dest, 'node_modules') + '/']);
+  assert.equal(r.status, 0, r.stderr.toString());
+  const tsc = spawnSync(process.execPath, [join(dest, 'node_modules', '.bin', 'tsc'), '--version']);
+  assert.equal(tsc.status, 0, `rsync ${args.join(' ')}: ${tsc.stderr.toString()}`);
+  assert.match(tsc.stdout.toString(), /^Version \d/);
+});
+
 function provision(n: LabNode, role: string[]): string {
   const root = join(tmp, `root-n${n.index}`);
   const r = spawnSync('bash', [join(VAGRANT_DIR, 'provision.sh'), n.ip, UNDERLAY_GW, ...role], {
