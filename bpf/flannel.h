@@ -76,6 +76,13 @@ struct fl_config {
 	__u16 pad;
 };
 
+/* skb->mark with which the underlay's tc guard hands flannel.1's ingress a packet it has judged: from a
+ * member, VNI ours, already counted for that member. flannel.1's ingress then skips its tunnel-key read
+ * and member lookup, and restores the mark to 0. A whole-value match, set only on a packet that carried
+ * no mark: bits that kube-proxy (0x4000, 0x8000) or Cilium (0x0f00) test are all clear, and a rule that
+ * ORs bits in or restores a connmark makes it no match, so flannel.1 checks that packet in full. */
+#define FL_MARK_MEMBER 0x0f1a0000
+
 enum fl_reason {
 	FL_FORWARDED = 0,	/* egress: encapsulated towards a peer */
 	FL_NO_ROUTE,		/* egress: destination in no peer subnet */

@@ -502,7 +502,7 @@ static __always_inline int fl_mac_eq(const __u8 *a, const __u8 *b)
 
 /* Bypass receive, for VXLAN from a member: a packet for a local pod whose flow conntrack has seen
  * both ways goes into the pod; anything else goes on to the vxlan socket and flannel.1, unchanged. */
-static __always_inline int fl_bypass_rx(struct __sk_buff *skb, const struct fl_fast_cfg *fc)
+static __always_inline int fl_bypass_rx(struct __sk_buff *skb, const struct fl_fast_cfg *fc, struct fl_peer_stats *peer)
 {
 	/* A GRO aggregate of VXLAN segments: this kernel's bpf_skb_adjust_room() cannot clear its
 	 * UDP-tunnel GSO state (no BPF_F_ADJ_ROOM_DECAP_L4_UDP before 6.19), and left stale that state
@@ -531,9 +531,6 @@ static __always_inline int fl_bypass_rx(struct __sk_buff *skb, const struct fl_f
 
 	if (!pod)
 		return fl_pass(skb, reason);
-	__u8 remote[4];
-
-	__builtin_memcpy(remote, &h->ip.saddr, 4);
 	if (bpf_skb_adjust_room(skb, -FL_ENCAP_LEN, BPF_ADJ_ROOM_MAC, 0))
 		return fl_pass(skb, FL_PASS_OTHER);
 	/* The outer UDP datagram was one checksum level of a CHECKSUM_UNNECESSARY packet: the UDP layer
@@ -550,29 +547,33 @@ static __always_inline int fl_bypass_rx(struct __sk_buff *skb, const struct fl_f
 	__u32 ifindex = pod->ifindex;
 
 	fl_ttl_dec(skb, ip, ETH_HLEN);
-	struct fl_peer_stats *peer = fl_peer(remote);
-
-	if (peer) {
-		peer->rx_packets++;
-		peer->rx_bytes += skb->len;
-	}
+	peer->rx_packets++;
+	peer->rx_bytes += skb->len;
 	fl_count_fast(FL_BYPASS_RX, skb->len);
 	return bpf_redirect_peer(ifindex, 0);
 }
 
 /* tc ingress on the underlay in bypass mode, in place of fl_guard_tc (hence the name, which tells
- * operators and the agent what runs there): the guard's verdict first. */
+ * operators and the agent what runs there): the guard's verdict first, and what bypass leaves to
+ * flannel.1 is handed over as fl_guard_tc hands it. */
 SEC("tc")
 int fl_guard_bypass(struct __sk_buff *skb)
 {
-	enum verdict v = guard((void *)(long)skb->data, (void *)(long)skb->data_end, skb->len);
+	struct fl_seen seen = {};
+	enum verdict v = guard((void *)(long)skb->data, (void *)(long)skb->data_end, skb->len, &seen);
 	struct fl_fast_cfg *fc;
 
 	if (v == DROP)
 		return TC_ACT_SHOT;
-	if (v != MEMBER || !(fc = fl_fast()) || (fc->flags & (FL_FAST_ON | FL_FAST_BYPASS)) != (FL_FAST_ON | FL_FAST_BYPASS))
-		return TC_ACT_UNSPEC;
-	return fl_bypass_rx(skb, fc);
+	if (v == MEMBER && seen.peer && (fc = fl_fast()) &&
+	    (fc->flags & (FL_FAST_ON | FL_FAST_BYPASS)) == (FL_FAST_ON | FL_FAST_BYPASS)) {
+		int r = fl_bypass_rx(skb, fc, seen.peer);
+
+		if (r != TC_ACT_UNSPEC)
+			return r;	/* delivered into the pod */
+	}
+	fl_guard_handoff(skb, &seen);
+	return TC_ACT_UNSPEC;
 }
 
 /* Load-time probe, run once by the agent through BPF_PROG_TEST_RUN: a conntrack lookup with our

@@ -10,16 +10,14 @@
 SEC("tc")
 int fl_guard_tc(struct __sk_buff *skb)
 {
-	/* a pass is "not ours to stop": TC_ACT_UNSPEC lets the NIC's other filters (a host firewall, a
-	 * policer) run; TC_ACT_OK would end the chain in direct-action mode and skip them */
-	return guard((void *)(long)skb->data, (void *)(long)skb->data_end, skb->len) == DROP ? TC_ACT_SHOT : TC_ACT_UNSPEC;
+	return fl_guard_skb(skb);
 }
 
 SEC("xdp")
 int fl_guard_xdp(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
-	return guard(data, data_end, data_end - data) == DROP ? XDP_DROP : XDP_PASS;
+	return guard(data, data_end, data_end - data, 0) == DROP ? XDP_DROP : XDP_PASS;
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -16,6 +16,7 @@
 #include <linux/udp.h>
 #include <bpf/bpf_endian.h>
 #include "maps.h"
+#include "underlay_guard.h"
 
 #define FL_AF_INET 2
 
@@ -29,7 +30,6 @@ struct fl_vxlan_hdrs {
 };
 #define FL_ENCAP_LEN 50
 _Static_assert(__builtin_offsetof(struct fl_vxlan_hdrs, eth) + sizeof(struct ethhdr) == FL_ENCAP_LEN, "VXLAN overhead");
-#define FL_VXLAN_I bpf_htonl(0x08000000)	/* "VNI valid", the only flag flannel.1 sets or accepts */
 /* room for outer IPv4 + UDP + VXLAN + inner Ethernet, marked so that GSO segments it as a UDP tunnel */
 #define FL_VXLAN_ROOM_FLAGS                                                                                   \
 	(BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2_ETH | BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN))

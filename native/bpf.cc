@@ -538,20 +538,23 @@ Napi::Value XdpQuery(const Napi::CallbackInfo& info) {
   return r;
 }
 
-struct TestRun { int retval; uint32_t duration; std::vector<uint8_t> out; };
+struct TestRun { int retval; uint32_t duration; std::vector<uint8_t> out; uint32_t mark; };
 
 Napi::Value ProgTestRun(const Napi::CallbackInfo& info) {
   int fd = fdArg(info, 0, "bpfProgTestRun");
   auto in = bufArg(info, 1, "data");
   uint32_t repeat = u32Arg(info, 2, "repeat");
   auto data = std::make_shared<std::vector<uint8_t>>(in.Data(), in.Data() + in.Length());
-  // optional skb context: GSO fields, so that a test can hand a program a super-packet
+  // optional skb context (tc programs only): GSO fields, so that a test can hand a program a
+  // super-packet, and the mark, which comes back as the program left it
   auto ctx = std::make_shared<__sk_buff>();
   bool withCtx = false;
   if (info.Length() > 3 && info[3].IsObject()) {
     Napi::Object c = info[3].As<Napi::Object>();
-    if (c.Has("gsoSize")) ctx->gso_size = c.Get("gsoSize").As<Napi::Number>().Uint32Value(), withCtx = true;
-    if (c.Has("gsoSegs")) ctx->gso_segs = c.Get("gsoSegs").As<Napi::Number>().Uint32Value(), withCtx = true;
+    withCtx = true;
+    if (c.Has("gsoSize")) ctx->gso_size = c.Get("gsoSize").As<Napi::Number>().Uint32Value();
+    if (c.Has("gsoSegs")) ctx->gso_segs = c.Get("gsoSegs").As<Napi::Number>().Uint32Value();
+    if (c.Has("mark")) ctx->mark = c.Get("mark").As<Napi::Number>().Uint32Value();
   }
   return PromiseWorker<TestRun>::Run(
       info.Env(),
@@ -560,9 +563,12 @@ Napi::Value ProgTestRun(const Napi::CallbackInfo& info) {
         r.out.resize(data->size() + 256);
         LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = data->data(), .data_out = r.out.data(),
                     .data_size_in = static_cast<uint32_t>(data->size()), .data_size_out = static_cast<uint32_t>(r.out.size()));
+        __sk_buff ctxOut{};
         if (withCtx) {
           o.ctx_in = ctx.get();
           o.ctx_size_in = sizeof(__sk_buff);
+          o.ctx_out = &ctxOut;
+          o.ctx_size_out = sizeof(__sk_buff);
         }
         o.repeat = repeat ? static_cast<int>(repeat) : 1;
         int err = bpf_prog_test_run_opts(fd, &o);
@@ -570,6 +576,7 @@ Napi::Value ProgTestRun(const Napi::CallbackInfo& info) {
         r.retval = static_cast<int>(o.retval);
         r.duration = o.duration;
         r.out.resize(o.data_size_out);
+        r.mark = ctxOut.mark;
         return r;
       },
       [](Napi::Env env, TestRun& r) -> Napi::Value {
@@ -577,6 +584,7 @@ Napi::Value ProgTestRun(const Napi::CallbackInfo& info) {
         o.Set("retval", r.retval);
         o.Set("durationNs", r.duration);
         o.Set("data", Napi::Buffer<uint8_t>::Copy(env, r.out.data(), r.out.size()));
+        o.Set("mark", r.mark);
         return o;
       });
 }

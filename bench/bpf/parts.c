@@ -7,6 +7,8 @@
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_endian.h>
 #include "maps.h"
+#include "underlay_guard.h"
+#include "vtep_ingress.h"
 
 SEC("tc")
 int part_empty(struct __sk_buff *skb)
@@ -79,6 +81,23 @@ int part_count(struct __sk_buff *skb)
 {
 	fl_count(FL_FORWARDED, skb->len);
 	return TC_ACT_OK;
+}
+
+/* The receive side's two programs with the mark each packet really arrives with. A test run repeats the
+ * program on one skb, so the real programs would see their own mark from the second run on: the guard
+ * would skip its hand-over, flannel.1's ingress its marked path. */
+SEC("tc")
+int part_guard_tc(struct __sk_buff *skb)
+{
+	skb->mark = 0;
+	return fl_guard_skb(skb);
+}
+
+SEC("tc")
+int part_ingress_handed_over(struct __sk_buff *skb)
+{
+	skb->mark = FL_MARK_MEMBER;
+	return fl_vtep_accept(skb);
 }
 
 char LICENSE[] SEC("license") = "GPL";

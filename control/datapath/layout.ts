@@ -5,6 +5,8 @@ import { formatIp6, parseIp6 } from '../subnet/ip6.js';
 export const REASONS = ['forwarded', 'no_route', 'unknown_vtep', 'spoofed', 'wrong_vni', 'malformed', 'not_ipv4', 'received', 'guard_passed'] as const;
 export type Reason = (typeof REASONS)[number];
 export const CFG_KEEP_UDP_CSUM = 1;
+/** FL_MARK_MEMBER: the skb mark with which the underlay's tc guard hands flannel.1's ingress a packet it has judged */
+export const MARK_MEMBER = 0x0f1a0000;
 
 /**
  * Every struct of bpf/flannel.h this file encodes or decodes: its size, and each field's [offset, size]

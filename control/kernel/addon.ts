@@ -46,7 +46,7 @@ export interface NativeAddon {
   xdpAttach(ifindex: number, progFd: number, mode: 'native' | 'generic', replaceId?: number): void;
   xdpDetach(ifindex: number, mode: 'native' | 'generic'): void;
   xdpQuery(ifindex: number): { attachMode: number; progId: number; driverProgId: number; genericProgId: number };
-  bpfProgTestRun(fd: number, data: Buffer, repeat: number, ctx?: { gsoSize?: number; gsoSegs?: number }): Promise<{ retval: number; durationNs: number; data: Buffer }>;
+  bpfProgTestRun(fd: number, data: Buffer, repeat: number, ctx?: TestRunCtx): Promise<{ retval: number; durationNs: number; data: Buffer; mark: number }>;
   libbpfDrainLog(): string[];
   // the udp backend's pump (native/udp.cc; see udp-pump.ts)
   udpOpen(o: { tun: string; bindIp: string; port: number }): { id: number; ifindex: number; name: string };
@@ -55,6 +55,13 @@ export interface NativeAddon {
   udpDump(id: number): { routes: PumpRoute[]; counters: PumpCounters; ifindex: number; name: string; stoppedErrno: number };
   numPossibleCpus: number;
   constants: Record<'AF_UNSPEC' | 'AF_INET' | 'AF_INET6' | 'AF_BRIDGE' | 'NUD_PERMANENT' | 'NTF_SELF', number>;
+}
+
+/** BPF_PROG_TEST_RUN's skb context for a tc program: GSO fields for a super-packet, the mark it starts with */
+export interface TestRunCtx {
+  gsoSize?: number;
+  gsoSegs?: number;
+  mark?: number;
 }
 
 export interface BpfProgramDesc {

@@ -5,7 +5,7 @@ import { basename, join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { resolve } from 'node:path';
 import type { Logger } from '../log.js';
-import { addon, type BpfMapDesc, type BpfProgramDesc } from './addon.js';
+import { addon, type BpfMapDesc, type BpfProgramDesc, type TestRunCtx } from './addon.js';
 
 const BPF_FS_MAGIC = 0xcafe4a11;
 export const BPF_MAP_TYPE_PERCPU_HASH = 5;
@@ -260,4 +260,5 @@ export const xdpDetach = (ifindex: number, mode: 'native' | 'generic') => addon(
 export const xdpQuery = (ifindex: number) => addon().xdpQuery(ifindex);
 export const progInfo = (fd: number) => addon().bpfProgInfo(fd);
 export const progInfoById = (id: number) => addon().bpfProgInfoById(id);
-export const testRun = (progFd: number, data: Buffer, repeat = 1, ctx?: { gsoSize?: number; gsoSegs?: number }) => addon().bpfProgTestRun(progFd, data, repeat, ctx);
+/** ctx: tc programs only (an XDP program's context is another struct); the mark comes back as the program left it */
+export const testRun = (progFd: number, data: Buffer, repeat = 1, ctx?: TestRunCtx) => addon().bpfProgTestRun(progFd, data, repeat, ctx);
