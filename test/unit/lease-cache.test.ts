@@ -3,6 +3,8 @@
 // store loss. The real-etcd behaviour stays in test/integration/subnet-manager.test.ts.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { setFlagsFromString } from 'node:v8';
+import { runInThisContext } from 'node:vm';
 import { LeaseCache, type CacheOutcome } from '../../control/subnet/lease-cache.ts';
 import { parseConfig } from '../../control/subnet/config.ts';
 import { parseCidr, formatCidr } from '../../control/subnet/ip4.ts';
@@ -202,4 +204,15 @@ test('IPv6-only: keys "0.0.0.0-0&<v6>-<len>", PublicIP 0.0.0.0 for everyone; IPv
     rejected.every((r) => /is IPv4, and the network is IPv6-only/.test(r)),
     'an IPv4 lease and a dual-stack lease',
   );
+});
+
+test('every lease the cache builds shares one hidden class (an object spread gave nearly each its own: memory and megamorphic reads at 10,000 peers)', () => {
+  // V8's own answer, through a natives-syntax function made after the flag is set
+  setFlagsFromString('--allow-natives-syntax');
+  const sameShape = runInThisContext('(a, b) => %HaveSameMap(a, b)') as (a: object, b: object) => boolean;
+  const { c } = mk();
+  c.list([ownEntry, ...Array.from({ length: 200 }, (_, i) => lease(i + 2))]);
+  const peers = c.peers();
+  assert.equal(peers.length, 200);
+  assert.equal(peers.filter((p) => !sameShape(p, peers[0]!)).length, 0);
 });
