@@ -41,7 +41,7 @@ async function programs(nodes: string[]): Promise<Map<string, ProgRun>> {
     const atts = [...(net?.xdp ?? []).map((a) => ({ ...a, hook: 'xdp' })), ...(net?.tc ?? []).map((a) => ({ ...a, hook: a.kind.replace('clsact/', 'tc ') }))];
     for (const a of atts) {
       const p = JSON.parse(await sh('bpftool', ['prog', 'show', 'id', String(a.id), '-j'])) as { name: string; run_cnt?: number; run_time_ns?: number };
-      out.set(`node ${i + 1} ${a.devname.replace(/^fl[0-9a-f]+/, 'pod veth ')} ${a.hook} ${p.name}`, { runs: p.run_cnt ?? 0, ns: p.run_time_ns ?? 0 });
+      out.set(`node ${i + 1} ${a.devname.replace(/^veth[0-9a-f]+$/, 'pod veth')} ${a.hook} ${p.name}`, { runs: p.run_cnt ?? 0, ns: p.run_time_ns ?? 0 });
     }
   }
   return out;
