@@ -55,3 +55,19 @@ export async function server(ns: string, cmd: string[], settleMs = 300): Promise
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export const log = (s: string) => process.stderr.write(s + '\n');
+
+/** The vxlan data planes the tools under bench/tools/ compare, by the names they print. */
+export const TOOL_MODES = [
+  { name: 'classic vxlan', args: ['--ip-masq', '--no-bpf'] },
+  { name: 'BPF without the fast path (tc key)', args: ['--ip-masq', '--fast-path=off'] },
+  { name: 'tc key (fast path, flannel.1 encapsulates)', args: ['--ip-masq', '--fast-path=on', '--vxlan-bypass=off'] },
+  { name: 'bypass (default)', args: ['--ip-masq', '--fast-path=on', '--vxlan-bypass=on'] },
+];
+
+/** A tool's --modes: the named ones of `from` (comma-separated), or all of them. */
+export function pickModes(from: typeof TOOL_MODES, csv: string | undefined): typeof TOOL_MODES {
+  const wanted = csv?.split(',').map((x) => x.trim());
+  const picked = wanted ? from.filter((m) => wanted.includes(m.name)) : from;
+  if (!picked.length) throw new Error(`--modes: none of ${csv}; modes: ${from.map((m) => m.name).join(', ')}`);
+  return picked;
+}

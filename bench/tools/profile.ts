@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { Command } from 'commander';
 import { TestLab, type Underlay } from '../../test/helpers/lab.ts';
 import { inNs, sh } from '../../test/helpers/netns.ts';
-import { machineCpu, server } from '../lib.ts';
+import { machineCpu, pickModes, server, TOOL_MODES } from '../lib.ts';
 
 const o = new Command('profile')
   .option('--seconds <s>', 'length of each profiled stream', (v) => Number(v), 4)
@@ -24,15 +24,7 @@ const o = new Command('profile')
   .parse()
   .opts<{ seconds: number; rounds: number; underlay: Underlay; modes?: string; top: number }>();
 
-const ALL_MODES = [
-  { name: 'classic vxlan', args: ['--ip-masq', '--no-bpf'] },
-  { name: 'BPF without the fast path (tc key)', args: ['--ip-masq', '--fast-path=off'] },
-  { name: 'tc key (fast path, flannel.1 encapsulates)', args: ['--ip-masq', '--fast-path=on', '--vxlan-bypass=off'] },
-  { name: 'bypass (default)', args: ['--ip-masq', '--fast-path=on', '--vxlan-bypass=on'] },
-];
-const wanted = o.modes?.split(',').map((x) => x.trim());
-const MODES = wanted ? ALL_MODES.filter((m) => wanted.includes(m.name)) : ALL_MODES;
-if (!MODES.length) throw new Error(`--modes: none of ${o.modes}; modes: ${ALL_MODES.map((m) => m.name).join(', ')}`);
+const MODES = pickModes(TOOL_MODES, o.modes);
 
 // first match wins: the order puts the specific stages before the generic ones
 const STAGES: [string, RegExp][] = [

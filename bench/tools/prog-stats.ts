@@ -9,7 +9,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { TestLab, type Underlay } from '../../test/helpers/lab.ts';
 import { inNs, sh } from '../../test/helpers/netns.ts';
-import { median, server } from '../lib.ts';
+import { median, pickModes, server, TOOL_MODES } from '../lib.ts';
 
 const o = new Command('prog-stats')
   .option('--seconds <s>', 'length of each stream', (v) => Number(v), 4)
@@ -19,14 +19,11 @@ const o = new Command('prog-stats')
   .parse()
   .opts<{ seconds: number; rounds: number; underlay: Underlay; modes?: string }>();
 
-const ALL_MODES = [
-  { name: 'BPF without the fast path (tc key)', args: ['--ip-masq', '--fast-path=off'] },
-  { name: 'tc key (fast path, flannel.1 encapsulates)', args: ['--ip-masq', '--fast-path=on', '--vxlan-bypass=off'] },
-  { name: 'bypass (default)', args: ['--ip-masq', '--fast-path=on', '--vxlan-bypass=on'] },
-];
-const wanted = o.modes?.split(',').map((x) => x.trim());
-const MODES = wanted ? ALL_MODES.filter((m) => wanted.includes(m.name)) : ALL_MODES;
-if (!MODES.length) throw new Error(`--modes: none of ${o.modes}; modes: ${ALL_MODES.map((m) => m.name).join(', ')}`);
+// BPF mode's three data planes (classic runs no program)
+const MODES = pickModes(
+  TOOL_MODES.filter((m) => !m.args.includes('--no-bpf')),
+  o.modes,
+);
 
 interface ProgRun {
   runs: number;
