@@ -59,8 +59,9 @@ struct {
 
 /* Per member (public IP): its traffic counters. The agent creates the entry when the member joins and
  * removes it when it goes, so its presence also says "member": the tc guard (or, without it,
- * flannel.1's ingress) proves membership and counts in this one lookup. Not preallocated: a preallocated per-CPU hash reserves max_entries x value x possible
- * CPUs up front (65536 x 32 B x 256 CPUs = 512 MiB of kernel memory on a large host). */
+ * flannel.1's ingress) proves membership and counts in this one lookup. Not preallocated: a
+ * preallocated per-CPU hash reserves max_entries x value x possible CPUs up front (65536 x 32 B x 256
+ * CPUs = 512 MiB of kernel memory on a large host). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, FL_MAX_PEERS);

@@ -13,15 +13,15 @@
 
 static __always_inline int fl_vtep_accept(struct __sk_buff *skb)
 {
-	struct fl_config *cfg = fl_cfg();
-	struct bpf_tunnel_key key = {};
-
 	/* judged and counted by the underlay's tc guard (fl_guard_handoff): a member, VNI ours */
 	if (skb->mark == FL_MARK_MEMBER) {
 		skb->mark = 0;
 		fl_count(FL_RECEIVED, skb->len);
 		return TC_ACT_UNSPEC;
 	}
+	struct fl_config *cfg = fl_cfg();
+	struct bpf_tunnel_key key = {};
+
 	if (!cfg) {
 		fl_count(FL_MALFORMED, skb->len);
 		return TC_ACT_SHOT;
