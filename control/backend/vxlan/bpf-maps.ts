@@ -23,9 +23,10 @@ export type PeerMaps = Record<PeerMapName, BpfMap>;
 export type MapOp = { map: PeerMapName; action: 'update' | 'delete'; key: string; value?: string | Buffer };
 
 // A peer's counters first (their presence is what the tc guard and flannel.1's ingress accept), then
-// the XDP guard's member entry, the VTEP and the subnet, and last the route the egress program reads; deletes the
-// other way round. So no program ever finds a half-programmed peer. A peer's IPv6 half (a dual-stack
-// network) follows the same rule: its counters (its membership over IPv6) before its IPv6 route.
+// the XDP guard's member entry, the VTEP and the subnet, and last the route the egress program reads;
+// deletes the other way round. So no program ever finds a half-programmed peer. A peer's IPv6 half (a
+// dual-stack network) follows the same rule: its counters (its membership over IPv6) before its IPv6
+// route.
 const UPDATE_ORDER: PeerMapName[] = ['fl_peer_stats', 'fl_peer_stats6', 'fl_members', 'fl_vteps', 'fl_subnets', 'fl_routes', 'fl_routes6'];
 const DELETE_ORDER: PeerMapName[] = ['fl_routes6', 'fl_routes', 'fl_subnets', 'fl_vteps', 'fl_members', 'fl_peer_stats6', 'fl_peer_stats'];
 
