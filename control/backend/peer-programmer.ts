@@ -2,14 +2,26 @@
 // (routes, neighbours and FDB entries, or BPF map entries), what the kernel holds now, and how to
 // apply a list of operations; this turns lease events and periodic reconciles into one batch, and
 // rolls a peer back when any of its entries fails, so a peer is either fully programmed or not at all.
+// A driver whose state is tables of fixed-size entries (BPF maps) may do a reconcile itself
+// (reconcileAll: packed rows, no object per entry); the bookkeeping, logs and counters stay here.
 import type { Logger } from '../log.js';
 import { isNetlinkError } from '../kernel/netlink.js';
-import { leaseName } from '../subnet/lease-key.js';
+import { hasIPv4, leaseName } from '../subnet/lease-key.js';
 import type { Lease } from '../subnet/lease.js';
 import type { LeaseEvent } from '../subnet/lease.js';
 import type { ReconcileResult } from './types.js';
 
-type Tagged<Op> = { op: Op; peer: string; kind: 'add' | 'del'; entry: Entry<Op> };
+/**
+ * A peer's identity here: its IPv4 subnet's address as an int32 (the lease cache lets no two cached
+ * leases share one), or an IPv6-only lease's name. Not a formatted name per lease: at 10,000 peers
+ * those strings were a tenth of a reconcile.
+ */
+type PeerKey = number | string;
+const peerKey = (l: Lease): PeerKey => (hasIPv4(l) ? l.subnet.ip | 0 : leaseName(l));
+/** the peer of a stale entry: no lease wants it */
+const STALE = '(stale)';
+
+type Tagged<Op> = { op: Op; peer: PeerKey; kind: 'add' | 'del'; entry: Entry<Op> };
 
 export interface Entry<Op = unknown> {
   /** the kernel's identity of the entry: what a delete matches (e.g. "route 10.244.3.0/24") */
@@ -18,6 +30,20 @@ export interface Entry<Op = unknown> {
   value: string;
   add: Op;
   del: Op;
+}
+
+/** What a driver's own reconcile of the whole peer set did (PeerDriver.reconcileAll). */
+export interface BulkReconcile {
+  added: number;
+  removed: number;
+  /** peers with an entry the kernel refused, and its error: the driver took back what it wrote of them */
+  failed: Map<Lease, Error>;
+  /** leases the backend cannot use (entriesFor() would throw), and why */
+  rejected: Map<Lease, string>;
+  /** stale entries the kernel would not remove */
+  notRemoved: Error[];
+  /** leases that need no entry at all (the entry path does not count them as programmed either) */
+  empty: Set<Lease>;
 }
 
 export interface PeerDriver<Op> {
@@ -37,20 +63,29 @@ export interface PeerDriver<Op> {
    * changed). Without it, a lease's entries depend on the lease alone.
    */
   version?(): number;
+  /**
+   * The whole reconcile, done by the driver on its own tables (BPF maps: one buffer per map, compared
+   * with the kernel's dump), with the same outcome as the entry path: deletes first, the same order,
+   * a failed peer taken back. Only when its entries depend on the lease alone (the same as entriesFor()
+   * gives). Undefined: the entry path runs.
+   */
+  reconcileAll?(peers: Lease[]): Promise<BulkReconcile | undefined>;
 }
 
-const gone = (e: unknown) => isNetlinkError(e, 'ENOENT') || isNetlinkError(e, 'ESRCH') || isNetlinkError(e, 'EADDRNOTAVAIL');
+/** A delete whose entry is not there (any more): what it asked for is done. */
+export const gone = (e: unknown) => isNetlinkError(e, 'ENOENT') || isNetlinkError(e, 'ESRCH') || isNetlinkError(e, 'EADDRNOTAVAIL');
 
 export class PeerProgrammer<Op> {
-  /** subnet -> the entries programmed for it */
-  private readonly programmed = new Map<string, Entry<Op>[]>();
+  /**
+   * subnet -> what is programmed for it: its entries, or after a driver's own reconcile its lease (the
+   * entries derive from it: at 10,000 peers that keeps no 50,000 entry objects alive)
+   */
+  private readonly programmed = new Map<PeerKey, Entry<Op>[] | Lease>();
   /**
    * entriesFor() per lease object: the watch hands the same object until the lease changes, so a
    * reconcile of 5000 unchanged peers encodes nothing (it cost 40-80 ms a pass)
    */
   private readonly desiredCache = new WeakMap<Lease, { version: number; entries: Entry<Op>[] | undefined }>();
-  /** leaseName() per lease object, for the same reason */
-  private readonly names = new WeakMap<Lease, string>();
   readonly stats = { reconciles: 0, corrections: 0, failures: 0, rejected: 0 };
 
   constructor(
@@ -62,12 +97,6 @@ export class PeerProgrammer<Op> {
     return this.programmed.size;
   }
 
-  private peerName(lease: Lease): string {
-    let name = this.names.get(lease);
-    if (name === undefined) this.names.set(lease, (name = leaseName(lease)));
-    return name;
-  }
-
   private desired(lease: Lease): Entry<Op>[] | undefined {
     const version = this.driver.version?.() ?? 0;
     const hit = this.desiredCache.get(lease);
@@ -76,25 +105,36 @@ export class PeerProgrammer<Op> {
     try {
       entries = this.driver.entriesFor(lease);
     } catch (e) {
-      this.stats.rejected++;
-      this.log.warn({ subnet: leaseName(lease), publicIP: lease.attrs.publicIP, reason: (e as Error).message }, 'ignoring a lease this backend cannot use');
+      this.reject(lease, (e as Error).message);
     }
     this.desiredCache.set(lease, { version, entries });
     return entries;
   }
 
+  private reject(lease: Lease, reason: string): void {
+    this.stats.rejected++;
+    this.log.warn({ subnet: leaseName(lease), publicIP: lease.attrs.publicIP, reason }, 'ignoring a lease this backend cannot use');
+  }
+
+  /** What is programmed for a peer, as entries. */
+  private entriesOf(peer: PeerKey): Entry<Op>[] {
+    const p = this.programmed.get(peer);
+    if (p === undefined) return [];
+    return Array.isArray(p) ? p : (this.desired(p) ?? []);
+  }
+
   async handle(events: LeaseEvent[]): Promise<void> {
     // coalesce: only the last state of each subnet in this batch matters
-    const target = new Map<string, Lease | null>();
-    for (const e of events) target.set(this.peerName(e.lease), e.type === 'added' ? e.lease : null);
+    const target = new Map<PeerKey, Lease | null>();
+    for (const e of events) target.set(peerKey(e.lease), e.type === 'added' ? e.lease : null);
     await this.driver.prepare?.(
       [...target.values()].filter((l) => l !== null),
       false,
     );
     const ops: Tagged<Op>[] = [];
-    const next = new Map<string, Entry<Op>[]>();
+    const next = new Map<PeerKey, Entry<Op>[]>();
     for (const [peer, lease] of target) {
-      const old = this.programmed.get(peer) ?? [];
+      const old = this.entriesOf(peer);
       const want = lease ? (this.desired(lease) ?? []) : [];
       next.set(peer, want);
       const wantKeys = new Map(want.map((e) => [e.key, e]));
@@ -103,19 +143,21 @@ export class PeerProgrammer<Op> {
       const oldByKey = new Map(old.map((e) => [e.key, e.value]));
       for (const w of want) if (oldByKey.get(w.key) !== w.value) ops.push({ op: w.add, peer, kind: 'add', entry: w });
     }
-    await this.run(ops, next);
+    await this.run(ops, next, () => events.map((e) => e.lease));
   }
 
   async reconcile(peers: Lease[]): Promise<ReconcileResult> {
     this.stats.reconciles++;
     await this.driver.prepare?.(peers, true);
+    const bulk = await this.driver.reconcileAll?.(peers);
+    if (bulk) return this.afterBulk(peers, bulk);
     // At 10,000 peers a pass compares 50,000 entries with as many in the kernel: one map entry per
     // entry, no wrapper object, and an array only where the kernel holds one key twice (classic routes)
     const want = new Map<string, Entry<Op>>();
-    const next = new Map<string, Entry<Op>[]>();
+    const next = new Map<PeerKey, Entry<Op>[]>();
     for (const lease of peers) {
       const entries = this.desired(lease) ?? [];
-      next.set(this.peerName(lease), entries);
+      next.set(peerKey(lease), entries);
       for (const entry of entries) want.set(entry.key, entry);
     }
     const current = await this.driver.currentEntries();
@@ -128,19 +170,19 @@ export class PeerProgrammer<Op> {
     }
     const dels: Tagged<Op>[] = [];
     const adds: Tagged<Op>[] = [];
-    let owner: Map<Entry<Op>, string> | undefined;
+    let owner: Map<Entry<Op>, PeerKey> | undefined;
     const peerOf = (e: Entry<Op>) => {
       owner ??= new Map([...next].flatMap(([peer, es]) => es.map((x) => [x, peer] as const)));
-      return owner.get(e) ?? '(stale)';
+      return owner.get(e) ?? STALE;
     };
     for (const [key, had] of have) {
       const w = want.get(key);
       if (!Array.isArray(had)) {
-        if (!w) dels.push({ op: had.del, peer: '(stale)', kind: 'del', entry: had });
+        if (!w) dels.push({ op: had.del, peer: STALE, kind: 'del', entry: had });
         continue;
       }
       for (const c of had) {
-        if (!w) dels.push({ op: c.del, peer: '(stale)', kind: 'del', entry: c });
+        if (!w) dels.push({ op: c.del, peer: STALE, kind: 'del', entry: c });
         else if (c.value !== w.value) dels.push({ op: c.del, peer: peerOf(w), kind: 'del', entry: c });
       }
     }
@@ -153,15 +195,44 @@ export class PeerProgrammer<Op> {
     }
     // deletes first; the kernel wants a peer's entries in order (neighbour before route): peers stay together
     this.programmed.clear();
-    const result = await this.run(dels.length ? [...dels, ...adds] : adds, next);
+    const result = await this.run(dels.length ? [...dels, ...adds] : adds, next, () => peers);
     if (result.added || result.removed) this.log.info(result, 'reconcile corrected the kernel state');
     this.stats.corrections += result.added + result.removed;
     return result;
   }
 
-  private async run(ops: Tagged<Op>[], next: Map<string, Entry<Op>[]>): Promise<ReconcileResult> {
+  /** A driver's own reconcile: the same bookkeeping, logs and counters as the entry path's. */
+  private afterBulk(peers: Lease[], r: BulkReconcile): ReconcileResult {
+    const version = this.driver.version?.() ?? 0;
+    this.programmed.clear();
+    const clean = !r.rejected.size && !r.failed.size && !r.empty.size;
+    for (const lease of peers) {
+      if (clean) {
+        this.programmed.set(peerKey(lease), lease);
+        continue;
+      }
+      const why = r.rejected.get(lease);
+      if (why !== undefined) {
+        // logged and counted once per lease, as desired() does
+        if (this.desiredCache.get(lease)?.version !== version) this.reject(lease, why);
+        this.desiredCache.set(lease, { version, entries: undefined });
+      } else if (!r.failed.has(lease) && !r.empty.has(lease)) this.programmed.set(peerKey(lease), lease);
+    }
+    for (const err of r.notRemoved) this.log.warn({ err: err.message }, 'could not remove a kernel entry');
+    for (const [lease, err] of r.failed) {
+      this.stats.failures++;
+      this.log.error({ peer: leaseName(lease), err: err.message }, 'failed to program a peer; rolled it back, the next reconcile retries');
+    }
+    const result = { added: r.added, removed: r.removed };
+    if (result.added || result.removed) this.log.info(result, 'reconcile corrected the kernel state');
+    this.stats.corrections += result.added + result.removed;
+    return result;
+  }
+
+  /** `leases`: where the failure log finds a failed peer's name */
+  private async run(ops: Tagged<Op>[], next: Map<PeerKey, Entry<Op>[]>, leases: () => Lease[]): Promise<ReconcileResult> {
     const res = await this.driver.apply(ops.map((o) => o.op));
-    const failedPeers = new Map<string, Error>();
+    const failedPeers = new Map<PeerKey, Error>();
     let added = 0;
     let removed = 0;
     res.forEach((err, i) => {
@@ -183,7 +254,8 @@ export class PeerProgrammer<Op> {
       for (const [peer, err] of failedPeers) {
         this.stats.failures++;
         this.programmed.delete(peer);
-        this.log.error({ peer, err: err.message }, 'failed to program a peer; rolled it back, the next reconcile retries');
+        const lease = leases().find((l) => peerKey(l) === peer);
+        this.log.error({ peer: lease ? leaseName(lease) : peer, err: err.message }, 'failed to program a peer; rolled it back, the next reconcile retries');
       }
       added -= rollback.length;
     }

@@ -5,9 +5,9 @@ import assert from 'node:assert/strict';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { existsSync } from 'node:fs';
-import { TestLab, packetsByVerdict, type LabNode } from '../helpers/lab.ts';
-import { inNs, json, sh, until } from '../helpers/netns.ts';
-import { formatIp4, type Subnet } from '../../control/subnet/ip4.ts';
+import { TestLab, UNDERLAY_GW, packetsByVerdict, type LabNode } from '../helpers/lab.ts';
+import { inNs, ip, json, sh, until } from '../helpers/netns.ts';
+import { formatCidr, formatIp4, type Subnet } from '../../control/subnet/ip4.ts';
 import { BpfObject } from '../../control/kernel/bpf.ts';
 import { MAP, PEER_MAPS, objectPath } from '../../control/datapath/objects.ts';
 import * as L from '../../control/datapath/layout.ts';
@@ -54,6 +54,15 @@ describe('BPF vxlan, three nodes', { timeout: 300_000 }, () => {
 
   test('every pod pings every pod on the other nodes', async () => {
     await until('all pods reachable', async () => (await lab.pingAll()).length === 0 || undefined, 15_000, 500).catch(() => undefined);
+    assert.deepEqual(await lab.pingAll(), []);
+  });
+
+  test("plain routes to pod subnets (a host-gw run's leftovers: a peer's, and one nobody leases) go at the next reconcile", async () => {
+    const [n1, n2] = lab.nodes as [LabNode, LabNode];
+    const peer = formatCidr(subnets.get(n2)!);
+    await ip('-n', n1.ns, 'route', 'add', peer, 'via', n2.ip, 'dev', 'eth0');
+    await ip('-n', n1.ns, 'route', 'add', '10.244.250.0/24', 'via', UNDERLAY_GW, 'dev', 'eth0');
+    for (const dst of [peer, '10.244.250.0/24']) await until(`${dst} removed`, async () => (await inNs(n1.ns, 'ip', 'route', 'show', dst)).trim() === '' || undefined, 10_000);
     assert.deepEqual(await lab.pingAll(), []);
   });
 

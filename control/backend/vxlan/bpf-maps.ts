@@ -1,24 +1,25 @@
 // BPF mode's map driver for the peer programmer: what a peer's lease becomes in the pinned maps (its
 // counters, its member entry, its VTEP, its subnet, and the route the egress program reads), what the
 // maps hold now, and the order writes go in so no program ever meets a half-programmed peer. This is
-// where a lease event becomes a map entry.
+// where a lease event becomes a map entry: writeRows() writes a lease's rows, for one lease event
+// (entriesFor) and for a whole reconcile (reconcileAll) alike.
 import { LeaseFormatError, decodeVxlanData, type Lease } from '../../subnet/lease.js';
 import { parseIp4 } from '../../subnet/ip4.js';
-import { formatIp6 } from '../../subnet/ip6.js';
+import { parseIp6 } from '../../subnet/ip6.js';
 import { hasIPv4 } from '../../subnet/lease-key.js';
 import { errnoName } from '../../kernel/addon.js';
 import type { BpfMap } from '../../kernel/bpf.js';
 import * as L from '../../datapath/layout.js';
 import type { MAP } from '../../datapath/objects.js';
-import type { Entry, PeerDriver } from '../peer-programmer.js';
+import type { BulkReconcile, Entry, PeerDriver } from '../peer-programmer.js';
 
 /** the maps a peer has entries in (their names are checked against MAP by the compiler) */
 export type PeerMapName = (typeof MAP)['subnets' | 'vteps' | 'members' | 'routes' | 'peerStats' | 'routes6' | 'peerStats6'];
 export type PeerMaps = Record<PeerMapName, BpfMap>;
 /**
- * Keys and values travel as latin1 strings, one character a byte: an entry is then two short strings
- * (its identity and its value, what a reconcile compares) instead of Buffers, objects and formatted
- * text; at 10,000 peers a reconcile compares 50,000 of them. A shared value (the zero counters) is a Buffer.
+ * A lease event's entries carry keys and values as latin1 strings, one character a byte: two short
+ * strings (its identity and its value, what the programmer compares) instead of Buffers and formatted
+ * text. A shared value (the zero counters) is a Buffer.
  */
 export type MapOp = { map: PeerMapName; action: 'update' | 'delete'; key: string; value?: string | Buffer };
 
@@ -37,12 +38,10 @@ const DELETE_RANK = rankOf(DELETE_ORDER);
 /** One character per map, the first of an entry's identity: keys of two maps never meet. */
 const TAG: Record<PeerMapName, string> = { fl_peer_stats: 'c', fl_peer_stats6: 'C', fl_members: 'm', fl_vteps: 'v', fl_subnets: 's', fl_routes: 'r', fl_routes6: 'R' };
 /**
- * Maps whose value a reconcile compares. A member's value is always the same, and a peer's counters
- * are only ever created or removed here (rewriting them would zero them).
+ * Maps whose value a reconcile compares. A member's value is always zero, and a peer's counters are
+ * only ever created (zero) or removed here (rewriting them would zero them).
  */
 const COMPARED: ReadonlySet<PeerMapName> = new Set(['fl_vteps', 'fl_subnets', 'fl_routes', 'fl_routes6']);
-
-const latin1 = (b: Buffer) => b.toString('latin1');
 
 /** One map entry as the peer programmer sees it; its operations are made when the programmer asks for them. */
 class MapEntry implements Entry<MapOp> {
@@ -63,13 +62,65 @@ class MapEntry implements Entry<MapOp> {
   }
 }
 
-function mapEntry(map: PeerMapName, key: Buffer, value: Buffer): MapEntry {
-  const v = COMPARED.has(map) ? latin1(value) : '';
-  return new MapEntry(map, TAG[map] + latin1(key), v, v || value);
+/** A lease's addresses as the peer maps hold them, read once: numbers, a MAC as its 48-bit value. */
+interface PeerAddrs {
+  v4?: { ip: number; mac: number; subnet: number; len: number };
+  v6?: { ip: bigint; mac: number; subnet: bigint; len: number };
 }
 
-/** An entry whose key and value are already latin1 strings (layout.ts P), its value compared. */
-const packedEntry = (map: PeerMapName, key: string, value: string) => new MapEntry(map, TAG[map] + key, value, value);
+/**
+ * One peer map's wanted rows, laid end to end as the kernel's batch calls take them, and the peer each
+ * row belongs to. A map whose value is never compared (COMPARED) holds zeros in every row: its values
+ * are made when they are written, not kept here.
+ */
+class Rows {
+  readonly keys: Buffer;
+  readonly values: Buffer;
+  readonly peer: Int32Array;
+  n = 0;
+  constructor(
+    readonly ks: number,
+    readonly vs: number,
+    capacity: number,
+  ) {
+    this.keys = Buffer.alloc(capacity * ks);
+    this.values = Buffer.alloc(capacity * vs);
+    this.peer = new Int32Array(capacity);
+  }
+  next(peer: number): number {
+    this.peer[this.n] = peer;
+    return this.n++;
+  }
+}
+type Tables = Record<PeerMapName, Rows>;
+
+/**
+ * A key a JS Map can hold without a string per row: a 4-byte key is its int32; an 8-byte key whose
+ * first or last word is small (an LPM key starts with its prefix length, a VTEP key ends with a MAC's
+ * last two bytes and the pad) is an exact integer, in two disjoint ranges; anything else its bytes.
+ */
+function rowKey(b: Buffer, off: number, ks: number): number | string {
+  // byte reads, not readInt32LE(): this runs for every row of every map on a restart, before V8 has
+  // optimized anything
+  const lo = b[off]! | (b[off + 1]! << 8) | (b[off + 2]! << 16) | (b[off + 3]! << 24);
+  if (ks === 4) return lo;
+  if (ks === 8) {
+    const hi = (b[off + 4]! | (b[off + 5]! << 8) | (b[off + 6]! << 16) | (b[off + 7]! << 24)) >>> 0;
+    if (lo >>> 0 < 2 ** 21) return lo * 2 ** 32 + hi;
+    if (hi < 2 ** 21) return -(hi * 2 ** 32 + (lo >>> 0)) - 1;
+  }
+  return b.toString('latin1', off, off + ks);
+}
+
+function sameBytes(a: Buffer, ao: number, b: Buffer, bo: number, n: number): boolean {
+  for (let i = 0; i < n; i++) if (a[ao + i] !== b[bo + i]) return false;
+  return true;
+}
+
+const errnoError = (map: PeerMapName, action: 'update' | 'delete', key: Buffer, e: number) =>
+  Object.assign(new Error(`bpf map ${action} ${describeEntry(map, key)}: errno ${e}`), { errno: e, code: errnoName(e) ?? `E${e}`, syscall: `bpf map ${action}` });
+
+const ENOENT = 2;
 
 /** An entry in words, for errors and logs (only ever made for those). */
 export function describeEntry(map: PeerMapName, key: Buffer): string {
@@ -95,11 +146,11 @@ export function describeEntry(map: PeerMapName, key: Buffer): string {
 }
 
 export class BpfMapDriver implements PeerDriver<MapOp> {
-  // A new peer's counters start at zero and are never rewritten while it stays: one zero value serves
-  // every peer (it is only ever read), not a buffer each
-  private readonly zeroStats: Buffer;
-  private readonly zeroStats6: Buffer;
-  private readonly memberVal = L.memberVal();
+  // A new peer's counters and member entry start at zero and are never rewritten while it stays: one
+  // zero value serves every peer's entry (it is only ever read), not a buffer each
+  private readonly zeros: Record<PeerMapName, Buffer>;
+  /** entriesFor()'s tables: one row per map, reused */
+  private readonly one: Tables;
 
   constructor(
     private readonly maps: PeerMaps,
@@ -107,40 +158,200 @@ export class BpfMapDriver implements PeerDriver<MapOp> {
     /** the network runs IPv6 too: peers' IPv6 halves go into fl_routes6 and fl_peer_stats6 */
     private readonly ipv6 = false,
   ) {
-    this.zeroStats = Buffer.alloc(maps.fl_peer_stats.lookupSize);
-    this.zeroStats6 = Buffer.alloc(maps.fl_peer_stats6.lookupSize);
+    this.zeros = Object.fromEntries(UPDATE_ORDER.map((m) => [m, Buffer.alloc(maps[m].lookupSize)])) as Record<PeerMapName, Buffer>;
+    this.one = this.tables(1);
+  }
+
+  private tables(capacity: number): Tables {
+    return Object.fromEntries(UPDATE_ORDER.map((m) => [m, new Rows(this.maps[m].desc.keySize, COMPARED.has(m) ? this.maps[m].lookupSize : 0, capacity)])) as Tables;
+  }
+
+  /** What this backend makes of a lease; throws (LeaseFormatError) when it cannot use it. */
+  private addrsOf(lease: Lease): PeerAddrs {
+    if (lease.attrs.backendType !== 'vxlan') throw new LeaseFormatError(`peer runs backend ${JSON.stringify(lease.attrs.backendType)}, not vxlan`);
+    const out: PeerAddrs = {};
+    // an IPv6-only peer has no IPv4 half
+    if (hasIPv4(lease)) {
+      const { vni, vtepMAC } = decodeVxlanData(lease.attrs);
+      if (vni !== this.vni) throw new LeaseFormatError(`peer uses VNI ${vni}, this network uses ${this.vni}`);
+      const ip = parseIp4(lease.attrs.publicIP);
+      if (ip === undefined) throw new LeaseFormatError(`peer's PublicIP is not an IPv4 address: ${JSON.stringify(lease.attrs.publicIP)}`);
+      out.v4 = { ip, mac: L.macValue(vtepMAC), subnet: lease.subnet.ip, len: lease.subnet.len };
+    }
+    // an IPv4-only peer in a dual-stack network has no IPv6 half, as in flannel; flannel-v6.1 would
+    // reach the IPv6 half at the peer's IPv6 VTEP (BackendV6Data) at its PublicIPv6
+    if (this.ipv6 && lease.ipv6Subnet) {
+      const { vni, vtepMAC } = decodeVxlanData(lease.attrs, 6);
+      if (vni !== this.vni) throw new LeaseFormatError(`peer's IPv6 VTEP uses VNI ${vni}, this network uses ${this.vni}`);
+      const ip6 = lease.attrs.publicIPv6;
+      if (!ip6) throw new LeaseFormatError('peer has an IPv6 subnet but no PublicIPv6');
+      const ip = parseIp6(ip6);
+      if (ip === undefined) throw new LeaseFormatError(`peer's PublicIPv6 is not an IPv6 address: ${JSON.stringify(ip6)}`);
+      out.v6 = { ip, mac: L.macValue(vtepMAC), subnet: lease.ipv6Subnet.ip, len: lease.ipv6Subnet.len };
+    }
+    return out;
+  }
+
+  /** A peer's rows: its counters and member entry, its VTEP, its subnet and its route; its IPv6 half's. */
+  private writeRows(a: PeerAddrs, t: Tables, peer: number): void {
+    let r: Rows;
+    if (a.v4) {
+      const { ip, mac, subnet, len } = a.v4;
+      r = t.fl_peer_stats;
+      L.W.memberKey(r.keys, r.next(peer) * r.ks, ip);
+      r = t.fl_members;
+      L.W.memberKey(r.keys, r.next(peer) * r.ks, ip);
+      r = t.fl_vteps;
+      let i = r.next(peer);
+      L.W.vtepKey(r.keys, i * r.ks, mac);
+      L.W.vtepVal(r.values, i * r.vs, ip);
+      r = t.fl_subnets;
+      i = r.next(peer);
+      L.W.subnetKey(r.keys, i * r.ks, subnet, len);
+      L.W.subnetVal(r.values, i * r.vs, mac);
+      r = t.fl_routes;
+      i = r.next(peer);
+      L.W.subnetKey(r.keys, i * r.ks, subnet, len);
+      L.W.routeVal(r.values, i * r.vs, mac, ip);
+    }
+    if (a.v6) {
+      const { ip, mac, subnet, len } = a.v6;
+      r = t.fl_peer_stats6;
+      L.W.member6Key(r.keys, r.next(peer) * r.ks, ip);
+      r = t.fl_routes6;
+      const i = r.next(peer);
+      L.W.subnet6Key(r.keys, i * r.ks, subnet, len);
+      L.W.route6Val(r.values, i * r.vs, mac, ip);
+    }
   }
 
   entriesFor(lease: Lease): Entry<MapOp>[] {
-    if (lease.attrs.backendType !== 'vxlan') throw new LeaseFormatError(`peer runs backend ${JSON.stringify(lease.attrs.backendType)}, not vxlan`);
-    // an IPv6-only peer has no IPv4 half
-    if (!hasIPv4(lease)) return this.entries6For(lease);
-    const { vni, vtepMAC } = decodeVxlanData(lease.attrs);
-    if (vni !== this.vni) throw new LeaseFormatError(`peer uses VNI ${vni}, this network uses ${this.vni}`);
-    const ip = parseIp4(lease.attrs.publicIP)!;
-    const mac = L.packedMac(vtepMAC);
-    const subnetKey = L.P.subnetKey(lease.subnet.ip, lease.subnet.len);
-    const memberKey = L.P.memberKey(ip);
+    const t = this.one;
+    for (const m of UPDATE_ORDER) {
+      t[m].keys.fill(0);
+      t[m].values.fill(0);
+      t[m].n = 0;
+    }
+    this.writeRows(this.addrsOf(lease), t, 0);
     // apply() writes them in UPDATE_ORDER: no program ever finds a route without its member
-    return [
-      new MapEntry('fl_peer_stats', TAG.fl_peer_stats + memberKey, '', this.zeroStats),
-      new MapEntry('fl_members', TAG.fl_members + memberKey, '', this.memberVal),
-      packedEntry('fl_vteps', L.P.vtepKey(mac), L.P.vtepVal(ip)),
-      packedEntry('fl_subnets', subnetKey, L.P.subnetVal(mac)),
-      packedEntry('fl_routes', subnetKey, L.P.routeVal(mac, ip)),
-      ...this.entries6For(lease),
-    ];
+    const out: Entry<MapOp>[] = [];
+    for (const m of UPDATE_ORDER) {
+      const r = t[m];
+      if (!r.n) continue;
+      const key = TAG[m] + r.keys.toString('latin1', 0, r.ks);
+      if (!r.vs) out.push(new MapEntry(m, key, '', this.zeros[m]));
+      else {
+        const v = r.values.toString('latin1', 0, r.vs);
+        out.push(new MapEntry(m, key, v, v));
+      }
+    }
+    return out;
   }
 
-  /** A peer's IPv6 half, as flannel-v6.1 would reach it: its IPv6 VTEP (BackendV6Data) at its PublicIPv6. */
-  private entries6For(lease: Lease): Entry<MapOp>[] {
-    // an IPv4-only peer in a dual-stack network has no IPv6 half, as in flannel
-    if (!this.ipv6 || !lease.ipv6Subnet) return [];
-    const { vni, vtepMAC } = decodeVxlanData(lease.attrs, 6);
-    if (vni !== this.vni) throw new LeaseFormatError(`peer's IPv6 VTEP uses VNI ${vni}, this network uses ${this.vni}`);
-    const ip6 = lease.attrs.publicIPv6;
-    if (!ip6) throw new LeaseFormatError('peer has an IPv6 subnet but no PublicIPv6');
-    return [mapEntry('fl_peer_stats6', L.member6Key(ip6), this.zeroStats6), mapEntry('fl_routes6', L.subnet6Key(formatIp6(lease.ipv6Subnet.ip), lease.ipv6Subnet.len), L.route6Val(vtepMAC, ip6))];
+  /**
+   * A reconcile by tables (PeerDriver.reconcileAll): every peer's rows written into one buffer per
+   * map, compared with the kernel's batch dump of that map, and only what differs written, in the
+   * order apply() keeps. At 10,000 peers that is 50,000 entries with no object, string or Buffer
+   * each; a cold start writes each map's buffer as it is.
+   */
+  reconcileAll(peers: Lease[]): Promise<BulkReconcile> {
+    return Promise.resolve(this.reconcileNow(peers));
+  }
+
+  private reconcileNow(peers: Lease[]): BulkReconcile {
+    const t = this.tables(peers.length);
+    const rejected = new Map<Lease, string>();
+    const empty = new Set<Lease>();
+    for (let i = 0; i < peers.length; i++) {
+      let a: PeerAddrs;
+      try {
+        a = this.addrsOf(peers[i]!);
+      } catch (e) {
+        rejected.set(peers[i]!, (e as Error).message);
+        continue;
+      }
+      if (!a.v4 && !a.v6) empty.add(peers[i]!);
+      this.writeRows(a, t, i);
+    }
+    const plan = Object.fromEntries(UPDATE_ORDER.map((m) => [m, this.compare(m, t[m])])) as Record<PeerMapName, { missing: number[] | null; stale: Buffer }>;
+    let removed = 0;
+    const notRemoved: Error[] = [];
+    for (const m of DELETE_ORDER) {
+      const { stale } = plan[m];
+      const ks = t[m].ks;
+      this.maps[m].deletePacked(stale).forEach((e, k) => {
+        if (!e || e === ENOENT) removed++;
+        else notRemoved.push(errnoError(m, 'delete', stale.subarray(k * ks, (k + 1) * ks), e));
+      });
+    }
+    let added = 0;
+    const failed = new Map<number, Error>();
+    const written = {} as Record<PeerMapName, number[]>;
+    for (const m of UPDATE_ORDER) {
+      const r = t[m];
+      const rows = plan[m].missing;
+      const count = rows ? rows.length : r.n;
+      written[m] = [];
+      if (!count) continue;
+      let keys: Buffer;
+      let values: Buffer;
+      const vs = this.maps[m].lookupSize;
+      if (!rows) {
+        keys = r.keys.subarray(0, r.n * r.ks);
+        values = r.vs ? r.values.subarray(0, r.n * r.vs) : Buffer.alloc(r.n * vs);
+      } else {
+        keys = Buffer.allocUnsafe(count * r.ks);
+        values = Buffer.alloc(count * vs);
+        rows.forEach((row, j) => {
+          r.keys.copy(keys, j * r.ks, row * r.ks, (row + 1) * r.ks);
+          if (r.vs) r.values.copy(values, j * vs, row * r.vs, (row + 1) * r.vs);
+        });
+      }
+      const errnos = this.maps[m].updatePacked(keys, values);
+      for (let j = 0; j < count; j++) {
+        const row = rows ? rows[j]! : j;
+        const e = errnos[j];
+        if (!e) {
+          added++;
+          written[m].push(row);
+        } else if (!failed.has(r.peer[row]!)) failed.set(r.peer[row]!, errnoError(m, 'update', keys.subarray(j * r.ks, (j + 1) * r.ks), e));
+      }
+    }
+    // a peer with any entry refused loses what this pass wrote of it: none is left half-programmed
+    if (failed.size)
+      for (const m of DELETE_ORDER) {
+        const r = t[m];
+        const back = written[m].filter((row) => failed.has(r.peer[row]!));
+        const keys = Buffer.allocUnsafe(back.length * r.ks);
+        back.forEach((row, j) => r.keys.copy(keys, j * r.ks, row * r.ks, (row + 1) * r.ks));
+        added -= back.length;
+        this.maps[m].deletePacked(keys);
+      }
+    return { added, removed, failed: new Map([...failed].map(([i, e]) => [peers[i]!, e])), rejected, notRemoved, empty };
+  }
+
+  /** Which rows the kernel lacks or holds with another value (null: all, the map is empty), and the keys it holds that no row has. */
+  private compare(m: PeerMapName, r: Rows): { missing: number[] | null; stale: Buffer } {
+    const map = this.maps[m];
+    const { keys, values, count } = map.packedEntries();
+    if (!count) return { missing: null, stale: keys };
+    const ks = r.ks;
+    const vs = map.lookupSize;
+    const have = new Map<number | string, number>();
+    for (let i = 0; i < count; i++) have.set(rowKey(keys, i * ks, ks), i);
+    const wanted = new Uint8Array(count);
+    const missing: number[] = [];
+    for (let row = 0; row < r.n; row++) {
+      const i = have.get(rowKey(r.keys, row * ks, ks));
+      if (i === undefined) missing.push(row);
+      else {
+        wanted[i] = 1;
+        if (r.vs && !sameBytes(r.values, row * r.vs, values, i * vs, r.vs)) missing.push(row);
+      }
+    }
+    const stale = Buffer.allocUnsafe((count - wanted.reduce((a, b) => a + b, 0)) * ks);
+    for (let i = 0, j = 0; i < count; i++) if (!wanted[i]) keys.copy(stale, j++ * ks, i * ks, (i + 1) * ks);
+    return { missing, stale };
   }
 
   currentEntries(): Promise<Entry<MapOp>[]> {
@@ -212,8 +423,7 @@ export class BpfMapDriver implements PeerDriver<MapOp> {
       errnos.forEach((e, k) => {
         if (!e) return;
         const o = ops[idx[k]!]!;
-        const what = describeEntry(o.map, Buffer.from(o.key, 'latin1'));
-        res[idx[k]!] = Object.assign(new Error(`bpf map ${o.action} ${what}: errno ${e}`), { errno: e, code: errnoName(e) ?? `E${e}`, syscall: `bpf map ${o.action}` });
+        res[idx[k]!] = errnoError(o.map, o.action, Buffer.from(o.key, 'latin1'), e);
       });
       i = j;
     }

@@ -24,7 +24,7 @@ import { formatCidr, formatIp4, type Subnet } from '../../subnet/ip4.js';
 import { formatCidr6, formatIp6, type Subnet6 } from '../../subnet/ip6.js';
 import { hasIPv4 } from '../../subnet/lease-key.js';
 import type { Lease } from '../../subnet/lease.js';
-import type { Entry, PeerDriver } from '../peer-programmer.js';
+import { gone, type BulkReconcile, type Entry, type PeerDriver } from '../peer-programmer.js';
 import { peerRoute6Entries, peerRouteEntries } from '../peer-routes.js';
 
 /**
@@ -127,17 +127,39 @@ export class DirectRoutingDriver<Op> implements PeerDriver<DirectOp<Op>> {
     ];
   }
 
+  /**
+   * Without DirectRouting no peer wants a direct route: the inner driver reconciles its own tables
+   * (BPF maps), then every route a host-gw or DirectRouting run left goes. With it, a peer's entries
+   * depend on its route lookup, and the entry path decides entry by entry.
+   */
+  async reconcileAll(peers: Lease[]): Promise<BulkReconcile | undefined> {
+    if (this.o.enabled || !this.inner.reconcileAll) return undefined;
+    const r = await this.inner.reconcileAll(peers);
+    if (!r) return undefined;
+    const stale = await this.ownRoutes();
+    (await execBatch(stale.map((e) => (e.del as DirectRouteOp).direct))).forEach((err) => {
+      if (!err || gone(err)) r.removed++;
+      else r.notRemoved.push(err);
+    });
+    return r;
+  }
+
   async currentEntries(): Promise<Entry<DirectOp<Op>>[]> {
+    const [inner, own] = await Promise.all([this.inner.currentEntries(), this.ownRoutes()]);
+    return own.length ? [...inner, ...own] : inner;
+  }
+
+  /** The routes of this family that look like a peer's on any device but the vxlan one. */
+  private async ownRoutes(): Promise<Entry<DirectOp<Op>>[]> {
     const sc = this.o.scope;
-    const [inner, routes] = await Promise.all([this.inner.currentEntries(), listRoutes(sc.family === 6 ? AF_INET6 : AF_INET)]);
+    const routes = await listRoutes(sc.family === 6 ? AF_INET6 : AF_INET);
     const vx = this.o.vxlanDev();
     const others = routes.filter((r) => r.dev !== vx);
     // without an IPv6 network (IPv4 only) no IPv6 route is ours
     const plain =
       sc.family === 4 ? peerRouteEntries(others, sc.network, sc.subnetLen, sc.own(), 'direct-route') : sc.network ? peerRoute6Entries(others, sc.network, sc.subnetLen, sc.own(), 'direct-route') : [];
     const family = sc.family;
-    const own: Entry<DirectOp<Op>>[] = plain.map((e) => ({ key: e.key, value: e.value, add: { direct: e.add, family }, del: { direct: e.del, family } }));
-    return own.length ? [...inner, ...own] : inner;
+    return plain.map((e) => ({ key: e.key, value: e.value, add: { direct: e.add, family }, del: { direct: e.del, family } }));
   }
 
   /** The inner driver's operations in its own order, then the routes: one result per operation, in order. */
