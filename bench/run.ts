@@ -97,16 +97,16 @@ const programs = Object.fromEntries(Object.keys(progRuns[0]!.programs).map((k) =
 const parts = Object.fromEntries(Object.keys(progRuns[0]!.parts).map((k) => [k, stat(progRuns.map((x) => x.parts[k]!))]));
 
 // 3. control plane: programming N peers at start and memory, interleaved BPF / classic
-const su: Record<string, { programMs: number[]; warmProgramMs: number[]; readyMs: number[]; rssMB: number[]; heapMB: number[]; reconcileMs: number[] }> = {};
+const su: Record<string, { programMs: number[]; warmProgramMs: number[]; readyMs: number[]; rssMB: number[]; steadyRssMB: number[]; heapMB: number[]; reconcileMs: number[] }> = {};
 for (let r = 1; r <= P.rounds; r++) {
   for (const n of P.peers) {
     for (const m of modes) {
       const x = await measureStartup(m, n);
       const k = `${m} ${n}`;
-      su[k] ??= { programMs: [], warmProgramMs: [], readyMs: [], rssMB: [], heapMB: [], reconcileMs: [] };
-      for (const f of ['programMs', 'warmProgramMs', 'readyMs', 'rssMB', 'heapMB', 'reconcileMs'] as const) su[k][f].push(x[f]);
+      su[k] ??= { programMs: [], warmProgramMs: [], readyMs: [], rssMB: [], steadyRssMB: [], heapMB: [], reconcileMs: [] };
+      for (const f of ['programMs', 'warmProgramMs', 'readyMs', 'rssMB', 'steadyRssMB', 'heapMB', 'reconcileMs'] as const) su[k][f].push(x[f]);
       log(
-        `startup round ${r} ${k} peers: program ${x.programMs.toFixed(1)} ms (warm ${x.warmProgramMs.toFixed(1)}), ready ${x.readyMs} ms, RSS ${x.rssMB.toFixed(0)} MB, periodic reconcile ${x.reconcileMs.toFixed(1)} ms`,
+        `startup round ${r} ${k} peers: program ${x.programMs.toFixed(1)} ms (warm ${x.warmProgramMs.toFixed(1)}), ready ${x.readyMs} ms, RSS ${x.rssMB.toFixed(0)} MB (then ${x.steadyRssMB.toFixed(0)}), periodic reconcile ${x.reconcileMs.toFixed(1)} ms`,
       );
     }
   }
@@ -114,7 +114,15 @@ for (let r = 1; r <= P.rounds; r++) {
 const startup = Object.fromEntries(
   Object.entries(su).map(([k, v]) => [
     k,
-    { programMs: stat(v.programMs), warmProgramMs: stat(v.warmProgramMs), readyMs: stat(v.readyMs), rssMB: stat(v.rssMB), heapMB: stat(v.heapMB), reconcileMs: stat(v.reconcileMs) },
+    {
+      programMs: stat(v.programMs),
+      warmProgramMs: stat(v.warmProgramMs),
+      readyMs: stat(v.readyMs),
+      rssMB: stat(v.rssMB),
+      steadyRssMB: stat(v.steadyRssMB),
+      heapMB: stat(v.heapMB),
+      reconcileMs: stat(v.reconcileMs),
+    },
   ]),
 );
 
@@ -210,7 +218,8 @@ const targets = [
   { target: `${maxPeers} peers, BPF vs classic programming time`, measured: startup[`bpf ${maxPeers}`]!.programMs.median / startup[`classic ${maxPeers}`]!.programMs.median, goal: NaN, higher: false },
   { target: 'convergence p99 < 100 ms (BPF)', measured: convergence.bpf!.addP99, goal: 100, higher: false },
   { target: 'convergence p99 < 100 ms (classic)', measured: convergence.classic!.addP99, goal: 100, higher: false },
-  { target: `agent memory < 100 MB at ${maxPeers} peers (BPF, RSS)`, measured: startup[`bpf ${maxPeers}`]!.rssMB.median, goal: 100, higher: false },
+  { target: `agent memory < 100 MB at ${maxPeers} peers (BPF, RSS once ready)`, measured: startup[`bpf ${maxPeers}`]!.rssMB.median, goal: 100, higher: false },
+  { target: `agent memory < 100 MB at ${maxPeers} peers (BPF, RSS over the next 5 s of reconciles)`, measured: startup[`bpf ${maxPeers}`]!.steadyRssMB.median, goal: 100, higher: false },
   // "no growth beyond noise": the agent's RSS moves by a few MB between garbage collections
   { target: `agent RSS growth over ${P.soak.seconds} s of lease churn at ${P.soak.peers} peers <= 5 MB (BPF)`, measured: soak.rssGrowthMB, goal: 5, higher: false },
   {
@@ -265,15 +274,15 @@ md.push('', "Where the egress program's time goes (the same maps and packet; ben
 for (const [k, v] of Object.entries(parts)) md.push(`| ${k} | ${sp(v, 0)} |`);
 md.push(
   '',
-  "**Programming N peers at start** (the agent's first reconcile, from the lease listing in its cache to every peer in the kernel; cold: maps or routes empty, a node's first start; warm: the same agent restarted, everything already in the kernel; agent resident memory once ready; a periodic reconcile with nothing to correct: the steady cost of checking every peer)",
+  "**Programming N peers at start** (the agent's first reconcile, from the lease listing in its cache to every peer in the kernel; cold: maps or routes empty, a node's first start; warm: the same agent restarted, everything already in the kernel; agent resident memory once ready, read from /proc before any status request, then the median over the next 5 s of periodic reconciles; a periodic reconcile with nothing to correct: the steady cost of checking every peer)",
   '',
-  '| peers | BPF cold ms | BPF warm ms | classic cold ms | classic warm ms | BPF / classic (cold) | BPF RSS MB | classic RSS MB | start to ready ms (BPF / classic) | periodic reconcile ms (BPF / classic) |',
+  '| peers | BPF cold ms | BPF warm ms | classic cold ms | classic warm ms | BPF / classic (cold) | BPF RSS MB (ready / next 5 s) | classic RSS MB (ready / next 5 s) | start to ready ms (BPF / classic) | periodic reconcile ms (BPF / classic) |',
   '|---|---|---|---|---|---|---|---|---|---|',
 );
 for (const n of P.peers) {
   const [b, c] = [startup[`bpf ${n}`]!, startup[`classic ${n}`]!];
   md.push(
-    `| ${n} | ${sp(b.programMs, 1)} | ${sp(b.warmProgramMs, 1)} | ${sp(c.programMs, 1)} | ${sp(c.warmProgramMs, 1)} | ${f(b.programMs.median / c.programMs.median)}x | ${sp(b.rssMB, 0)} | ${sp(c.rssMB, 0)} | ${f(b.readyMs.median, 0)} / ${f(c.readyMs.median, 0)} | ${f(b.reconcileMs.median, 1)} / ${f(c.reconcileMs.median, 1)} |`,
+    `| ${n} | ${sp(b.programMs, 1)} | ${sp(b.warmProgramMs, 1)} | ${sp(c.programMs, 1)} | ${sp(c.warmProgramMs, 1)} | ${f(b.programMs.median / c.programMs.median)}x | ${sp(b.rssMB, 0)} / ${f(b.steadyRssMB.median, 0)} | ${sp(c.rssMB, 0)} / ${f(c.steadyRssMB.median, 0)} | ${f(b.readyMs.median, 0)} / ${f(c.readyMs.median, 0)} | ${f(b.reconcileMs.median, 1)} / ${f(c.reconcileMs.median, 1)} |`,
   );
 }
 md.push(
