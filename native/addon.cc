@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <malloc.h>
 #include <unistd.h>
 
 #include <cstddef>
@@ -184,7 +185,12 @@ Napi::Value Neighs(const Napi::CallbackInfo& info) {
       });
 }
 
+// mallocTrim() -> whether glibc gave memory back: the free pages of malloc's arenas (where Buffers and
+// the kernel calls' batches live) are returned to the kernel after a burst, not kept resident.
+Napi::Value MallocTrim(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), malloc_trim(0) == 1); }
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("mallocTrim", Napi::Function::New(env, MallocTrim));
   exports.Set("netlinkExec", Napi::Function::New(env, NetlinkExec));
   exports.Set("netlinkLinks", Napi::Function::New(env, Links));
   exports.Set("netlinkAddrs", Napi::Function::New(env, Addrs));

@@ -1,9 +1,10 @@
 // The agent's memory after a burst. V8 grows its heap to a burst's working set (the lease listing, the
-// first programming of every peer; a reconcile of 10,000 peers builds 50,000 short-lived strings) and
-// keeps those pages long after: at 10,000 peers a heap snapshot found 29 MB live while the process
-// held 190 MB.
+// first programming of every peer) and keeps those pages long after: at 10,000 peers a heap snapshot
+// found 29 MB live while the process held 190 MB. glibc does the same with the Buffers a reconcile's
+// tables and map dumps take outside V8's heap.
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
+import { addon } from '../kernel/addon.js';
 
 /**
  * Node's flags for the agent's process (the lab and the Vagrant unit start it with them). V8's young
@@ -27,4 +28,8 @@ export function releaseMemory(): void {
     collect = runInNewContext('gc') as () => void;
   }
   collect();
+  // what the collection freed outside V8's heap (the tables and dumps of a reconcile) goes back too:
+  // glibc keeps freed arena pages resident; at 10,000 peers this took the agent's resident set once
+  // ready from 97-101 MB to 85-93 (bench/control-plane.ts startup)
+  addon().mallocTrim();
 }

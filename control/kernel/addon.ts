@@ -26,6 +26,8 @@ export interface NativeAddon {
   netlinkRouteGet(dst: string): Promise<unknown>;
   /** one datagram to systemd's NOTIFY_SOCKET (a path, or @name for the abstract namespace) */
   sdNotify(socketPath: string, message: string): void;
+  /** glibc's malloc_trim(0): malloc's free pages back to the kernel; whether any were */
+  mallocTrim(): boolean;
   bpfObjectOpen(path: string, pinRoot: string, mapFlags?: Record<string, number>, mapSizes?: Record<string, number>): Promise<{ id: number; programs: BpfProgramDesc[]; maps: BpfMapDesc[] }>;
   bpfObjectClose(id: number): void;
   bpfMapUpdate(fd: number, key: Buffer, value: Buffer, flags?: number): void;
