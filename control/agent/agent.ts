@@ -209,17 +209,29 @@ export class Agent {
     this.firewall.start();
   }
 
+  /** What /readyz answers from: the data plane's checks once ready, not the status's list of every peer. */
+  async readiness(): Promise<Pick<AgentStatus, 'ready' | 'checks'>> {
+    const checks: AgentStatus['checks'] = [];
+    if (this.ready && this.backend) {
+      try {
+        checks.push(...((await this.backend.checks?.()) ?? []));
+      } catch (e) {
+        checks.push({ name: 'data plane readable', ok: false, detail: (e as Error).message });
+      }
+    }
+    return { ready: this.ready, checks };
+  }
+
   async status(): Promise<AgentStatus> {
     const b = this.backend;
     const d = b?.describe();
     const ws = this.watch?.stats;
     const exp = this.lease?.expiration;
+    const { checks } = await this.readiness();
     let traffic: AgentStatus['traffic'] = null;
-    let checks: AgentStatus['checks'] = [];
     if (this.ready && b) {
       // a status request must answer even when the data plane is broken: that is when it is needed
       try {
-        checks = (await b.checks?.()) ?? [];
         traffic = b.traffic?.() ?? null;
       } catch (e) {
         checks.push({ name: 'data plane readable', ok: false, detail: (e as Error).message });

@@ -25,7 +25,7 @@ export interface AgentStatus {
 }
 
 /** Ready means: subnet file written, backend programmed, and every data plane check passing. */
-export const isReady = (s: AgentStatus) => s.ready && s.checks.every((c) => c.ok);
+export const isReady = (s: Pick<AgentStatus, 'ready' | 'checks'>) => s.ready && s.checks.every((c) => c.ok);
 
 const dur = (s: number) =>
   s >= 3600

@@ -349,6 +349,7 @@ async function main(): Promise<void> {
   });
   const health = new HealthServer({
     status: () => agent.status(),
+    readiness: () => agent.readiness(),
     tcp: f.healthzPort ? { host: f.healthzIp, port: f.healthzPort } : undefined,
     metrics: f.metricsPort ? { host: f.metricsIp, port: f.metricsPort } : undefined,
     socketPath: f.statusSocket || undefined,

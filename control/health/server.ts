@@ -13,6 +13,8 @@ import { AgentMetrics } from './metrics.js';
 
 export interface HealthOptions {
   status: () => Promise<AgentStatus>;
+  /** what /readyz needs, without the status's list of every peer and their counters (probes run every few seconds) */
+  readiness: () => Promise<Pick<AgentStatus, 'ready' | 'checks'>>;
   /** --healthz-ip/--healthz-port: /healthz and /readyz */
   tcp?: { host: string; port: number };
   /** --metrics-ip/--metrics-port: /metrics (and /healthz) */
@@ -57,15 +59,19 @@ export class HealthServer {
       if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, 'text/plain', 'method not allowed\n');
       if (!serves.includes(path as Path)) return send(404, 'text/plain', `not found: ${serves.join(' ')}\n`);
       if (path === '/healthz') return send(200, 'text/plain', 'ok\n');
-      this.o
-        .status()
-        .then(async (s) => {
-          if (path === '/readyz') {
+      if (path === '/readyz')
+        return void this.o
+          .readiness()
+          .then((s) => {
             const failing = s.checks.filter((c) => !c.ok).map((c) => `${c.name}: ${c.detail}`);
             return isReady(s)
               ? send(200, 'text/plain', 'ready\n')
               : send(503, 'text/plain', s.ready ? `not ready: ${failing.join('; ')}\n` : 'not ready: subnet file not written or backend not programmed yet\n');
-          }
+          })
+          .catch((e: Error) => send(500, 'text/plain', `${e.message}\n`));
+      this.o
+        .status()
+        .then(async (s) => {
           if (path === '/metrics') return send(200, this.metrics.registry.contentType, await this.metrics.render(s));
           send(200, 'application/json', JSON.stringify(s, null, 2) + '\n');
         })

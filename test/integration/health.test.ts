@@ -78,7 +78,7 @@ function get(port: number, path: string): Promise<number> {
 }
 
 async function serve(o: Partial<ConstructorParameters<typeof HealthServer>[0]>): Promise<HealthServer> {
-  const s = new HealthServer({ status: () => Promise.resolve(status()), log: silentLogger, ...o });
+  const s = new HealthServer({ status: () => Promise.resolve(status()), readiness: () => Promise.resolve(status()), log: silentLogger, ...o });
   await s.start();
   servers.push(s);
   return s;
@@ -99,10 +99,28 @@ test('--healthz-port serves /healthz and /readyz only; /metrics only on --metric
   assert.equal(await get(mport, '/status'), 404);
 });
 
+test("/readyz asks for readiness only, never the status: at 10,000 peers a status lists every peer and reads every peer's counters", async () => {
+  let statuses = 0;
+  let checks = [{ name: 'programs attached', ok: true, detail: '' }];
+  const port = await freePort();
+  await serve({
+    tcp: { host: '127.0.0.1', port },
+    status: () => {
+      statuses++;
+      return Promise.resolve(status());
+    },
+    readiness: () => Promise.resolve({ ready: true, checks }),
+  });
+  for (let i = 0; i < 3; i++) assert.equal(await get(port, '/readyz'), 200);
+  checks = [{ name: 'programs attached', ok: false, detail: 'fl_guard_tc missing on eth0' }];
+  assert.equal(await get(port, '/readyz'), 503);
+  assert.equal(statuses, 0, 'no status built for a readiness probe');
+});
+
 test('a second agent does not take over a live status socket; a stale one is replaced', async () => {
   const socketPath = join(tmp, 'b.sock');
   await serve({ socketPath });
-  const second = new HealthServer({ status: () => Promise.resolve({ ...status(), pid: 2 }), log: silentLogger, socketPath });
+  const second = new HealthServer({ status: () => Promise.resolve({ ...status(), pid: 2 }), readiness: () => Promise.resolve(status()), log: silentLogger, socketPath });
   await assert.rejects(second.start(), /b\.sock: another flanneld is running and answers on it/);
   second.close();
   const st = JSON.parse((await getFromSocket(socketPath, '/status')).body) as AgentStatus;
