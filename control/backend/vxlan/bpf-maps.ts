@@ -95,21 +95,40 @@ class Rows {
 type Tables = Record<PeerMapName, Rows>;
 
 /**
- * A key a JS Map can hold without a string per row: a 4-byte key is its int32; an 8-byte key whose
- * first or last word is small (an LPM key starts with its prefix length, a VTEP key ends with a MAC's
- * last two bytes and the pad) is an exact integer, in two disjoint ranges; anything else its bytes.
+ * The rows of a map dump, found by key: an open-addressing table of row numbers over the dump's own
+ * bytes, no object, number or string per row (a JS Map of 50,000 keys was most of a restart's compare).
  */
-function rowKey(b: Buffer, off: number, ks: number): number | string {
-  // byte reads, not readInt32LE(): this runs for every row of every map on a restart, before V8 has
-  // optimized anything
-  const lo = b[off]! | (b[off + 1]! << 8) | (b[off + 2]! << 16) | (b[off + 3]! << 24);
-  if (ks === 4) return lo;
-  if (ks === 8) {
-    const hi = (b[off + 4]! | (b[off + 5]! << 8) | (b[off + 6]! << 16) | (b[off + 7]! << 24)) >>> 0;
-    if (lo >>> 0 < 2 ** 21) return lo * 2 ** 32 + hi;
-    if (hi < 2 ** 21) return -(hi * 2 ** 32 + (lo >>> 0)) - 1;
+class KeyIndex {
+  private readonly slots: Int32Array;
+  private readonly mask: number;
+  constructor(
+    private readonly keys: Buffer,
+    private readonly ks: number,
+    count: number,
+  ) {
+    let size = 16;
+    while (size < count * 2) size *= 2;
+    this.slots = new Int32Array(size).fill(-1);
+    this.mask = size - 1;
+    for (let i = 0; i < count; i++) {
+      let h = hashKey(keys, i * ks, ks) & this.mask;
+      while (this.slots[h] !== -1) h = (h + 1) & this.mask;
+      this.slots[h] = i;
+    }
   }
-  return b.toString('latin1', off, off + ks);
+  /** the dump's row holding this key, or -1 */
+  find(b: Buffer, off: number): number {
+    for (let h = hashKey(b, off, this.ks) & this.mask; ; h = (h + 1) & this.mask) {
+      const i = this.slots[h]!;
+      if (i === -1 || sameBytes(b, off, this.keys, i * this.ks, this.ks)) return i;
+    }
+  }
+}
+
+function hashKey(b: Buffer, off: number, ks: number): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < ks; i++) h = Math.imul(h ^ b[off + i]!, 0x01000193);
+  return (h ^ (h >>> 15)) >>> 0;
 }
 
 function sameBytes(a: Buffer, ao: number, b: Buffer, bo: number, n: number): boolean {
@@ -337,13 +356,12 @@ export class BpfMapDriver implements PeerDriver<MapOp> {
     if (!count) return { missing: null, stale: keys };
     const ks = r.ks;
     const vs = map.lookupSize;
-    const have = new Map<number | string, number>();
-    for (let i = 0; i < count; i++) have.set(rowKey(keys, i * ks, ks), i);
+    const have = new KeyIndex(keys, ks, count);
     const wanted = new Uint8Array(count);
     const missing: number[] = [];
     for (let row = 0; row < r.n; row++) {
-      const i = have.get(rowKey(r.keys, row * ks, ks));
-      if (i === undefined) missing.push(row);
+      const i = have.find(r.keys, row * ks);
+      if (i < 0) missing.push(row);
       else {
         wanted[i] = 1;
         if (r.vs && !sameBytes(r.values, row * r.vs, values, i * vs, r.vs)) missing.push(row);
