@@ -31,54 +31,22 @@ test('row writers equal the Buffer encoders byte for byte', () => {
     const mac = i % 2 ? rndMac() : rndMac().toUpperCase();
     const m = L.macValue(mac);
     const s = formatIp4(ip);
-    assert.deepEqual(
-      row(8, (b, o) => L.W.subnetKey(b, o, ip, len)),
-      L.subnetKey(s, len),
-      `subnet key ${s}/${len}`,
-    );
-    assert.deepEqual(
-      row(8, (b, o) => L.W.subnetVal(b, o, m)),
-      L.subnetVal(mac),
-      `subnet value ${mac}`,
-    );
-    assert.deepEqual(
-      row(12, (b, o) => L.W.routeVal(b, o, m, ip)),
-      L.routeVal(mac, s),
-      `route ${mac} ${s}`,
-    );
-    assert.deepEqual(
-      row(8, (b, o) => L.W.vtepKey(b, o, m)),
-      L.vtepKey(mac),
-      `vtep key ${mac}`,
-    );
-    assert.deepEqual(
-      row(8, (b, o) => L.W.vtepVal(b, o, ip)),
-      L.vtepVal(s),
-      `vtep value ${s}`,
-    );
-    assert.deepEqual(
-      row(4, (b, o) => L.W.memberKey(b, o, ip)),
-      L.memberKey(s),
-      `member ${s}`,
-    );
     const ip6 = rnd128();
     const s6 = formatIp6(ip6);
     const len6 = i % 129;
-    assert.deepEqual(
-      row(20, (b, o) => L.W.subnet6Key(b, o, ip6, len6)),
-      L.subnet6Key(s6, len6),
-      `subnet6 key ${s6}/${len6}`,
-    );
-    assert.deepEqual(
-      row(24, (b, o) => L.W.route6Val(b, o, m, ip6)),
-      L.route6Val(mac, s6),
-      `route6 ${mac} ${s6}`,
-    );
-    assert.deepEqual(
-      row(16, (b, o) => L.W.member6Key(b, o, ip6)),
-      L.member6Key(s6),
-      `member6 ${s6}`,
-    );
+    // [what, struct size, row writer, Buffer encoder]
+    const cases: [string, number, (b: Buffer, o: number) => void, () => Buffer][] = [
+      [`subnet key ${s}/${len}`, 8, (b, o) => L.W.subnetKey(b, o, ip, len), () => L.subnetKey(s, len)],
+      [`subnet value ${mac}`, 8, (b, o) => L.W.subnetVal(b, o, m), () => L.subnetVal(mac)],
+      [`route ${mac} ${s}`, 12, (b, o) => L.W.routeVal(b, o, m, ip), () => L.routeVal(mac, s)],
+      [`vtep key ${mac}`, 8, (b, o) => L.W.vtepKey(b, o, m), () => L.vtepKey(mac)],
+      [`vtep value ${s}`, 8, (b, o) => L.W.vtepVal(b, o, ip), () => L.vtepVal(s)],
+      [`member ${s}`, 4, (b, o) => L.W.memberKey(b, o, ip), () => L.memberKey(s)],
+      [`subnet6 key ${s6}/${len6}`, 20, (b, o) => L.W.subnet6Key(b, o, ip6, len6), () => L.subnet6Key(s6, len6)],
+      [`route6 ${mac} ${s6}`, 24, (b, o) => L.W.route6Val(b, o, m, ip6), () => L.route6Val(mac, s6)],
+      [`member6 ${s6}`, 16, (b, o) => L.W.member6Key(b, o, ip6), () => L.member6Key(s6)],
+    ];
+    for (const [what, size, write, encode] of cases) assert.deepEqual(row(size, write), encode(), what);
   }
 });
 
