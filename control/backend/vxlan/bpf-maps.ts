@@ -1,7 +1,7 @@
 // BPF mode's map driver for the peer programmer: what a peer's lease becomes in the pinned maps (its
 // counters, its member entry, its VTEP, its subnet, and the route the egress program reads), what the
 // maps hold now, and the order writes go in so no program ever meets a half-programmed peer. This is
-// where a lease event becomes a map entry: writeRows() writes a lease's rows, for one lease event
+// where a lease event becomes a map entry: writePeer() writes a lease's rows, for one lease event
 // (entriesFor) and for a whole reconcile (reconcileAll) alike.
 import { LeaseFormatError, decodeVxlanData, type Lease } from '../../subnet/lease.js';
 import { parseIp4 } from '../../subnet/ip4.js';
@@ -60,12 +60,6 @@ class MapEntry implements Entry<MapOp> {
   get del(): MapOp {
     return { map: this.map, action: 'delete', key: this.key.slice(1) };
   }
-}
-
-/** A lease's addresses as the peer maps hold them, read once: numbers, a MAC as its 48-bit value. */
-interface PeerAddrs {
-  v4?: { ip: number; mac: number; subnet: number; len: number };
-  v6?: { ip: bigint; mac: number; subnet: bigint; len: number };
 }
 
 /**
@@ -185,43 +179,50 @@ export class BpfMapDriver implements PeerDriver<MapOp> {
     return Object.fromEntries(UPDATE_ORDER.map((m) => [m, new Rows(this.maps[m].desc.keySize, COMPARED.has(m) ? this.maps[m].lookupSize : 0, capacity)])) as Tables;
   }
 
-  /** What this backend makes of a lease; throws (LeaseFormatError) when it cannot use it. */
-  private addrsOf(lease: Lease): PeerAddrs {
+  /**
+   * A peer's rows: its counters and member entry, its VTEP, its subnet and its route; its IPv6 half's.
+   * Everything is read and checked before the first row is written: a lease this backend cannot use
+   * throws (LeaseFormatError) and leaves no row. Returns whether the lease has any row at all.
+   */
+  private writePeer(lease: Lease, t: Tables, peer: number): boolean {
     if (lease.attrs.backendType !== 'vxlan') throw new LeaseFormatError(`peer runs backend ${JSON.stringify(lease.attrs.backendType)}, not vxlan`);
-    const out: PeerAddrs = {};
     // an IPv6-only peer has no IPv4 half
-    if (hasIPv4(lease)) {
-      const { vni, vtepMAC } = decodeVxlanData(lease.attrs);
-      if (vni !== this.vni) throw new LeaseFormatError(`peer uses VNI ${vni}, this network uses ${this.vni}`);
-      const ip = parseIp4(lease.attrs.publicIP);
-      if (ip === undefined) throw new LeaseFormatError(`peer's PublicIP is not an IPv4 address: ${JSON.stringify(lease.attrs.publicIP)}`);
-      out.v4 = { ip, mac: L.macValue(vtepMAC), subnet: lease.subnet.ip, len: lease.subnet.len };
+    const v4 = hasIPv4(lease);
+    let ip = 0;
+    let mac = 0;
+    if (v4) {
+      const d = decodeVxlanData(lease.attrs);
+      if (d.vni !== this.vni) throw new LeaseFormatError(`peer uses VNI ${d.vni}, this network uses ${this.vni}`);
+      const a = parseIp4(lease.attrs.publicIP);
+      if (a === undefined) throw new LeaseFormatError(`peer's PublicIP is not an IPv4 address: ${JSON.stringify(lease.attrs.publicIP)}`);
+      ip = a;
+      mac = L.macValue(d.vtepMAC);
     }
     // an IPv4-only peer in a dual-stack network has no IPv6 half, as in flannel; flannel-v6.1 would
     // reach the IPv6 half at the peer's IPv6 VTEP (BackendV6Data) at its PublicIPv6
-    if (this.ipv6 && lease.ipv6Subnet) {
-      const { vni, vtepMAC } = decodeVxlanData(lease.attrs, 6);
-      if (vni !== this.vni) throw new LeaseFormatError(`peer's IPv6 VTEP uses VNI ${vni}, this network uses ${this.vni}`);
-      const ip6 = lease.attrs.publicIPv6;
-      if (!ip6) throw new LeaseFormatError('peer has an IPv6 subnet but no PublicIPv6');
-      const ip = parseIp6(ip6);
-      if (ip === undefined) throw new LeaseFormatError(`peer's PublicIPv6 is not an IPv6 address: ${JSON.stringify(ip6)}`);
-      out.v6 = { ip, mac: L.macValue(vtepMAC), subnet: lease.ipv6Subnet.ip, len: lease.ipv6Subnet.len };
+    const v6 = this.ipv6 && lease.ipv6Subnet !== undefined;
+    let ip6 = 0n;
+    let mac6 = 0;
+    if (v6) {
+      const d = decodeVxlanData(lease.attrs, 6);
+      if (d.vni !== this.vni) throw new LeaseFormatError(`peer's IPv6 VTEP uses VNI ${d.vni}, this network uses ${this.vni}`);
+      const a = lease.attrs.publicIPv6;
+      if (!a) throw new LeaseFormatError('peer has an IPv6 subnet but no PublicIPv6');
+      const parsed = parseIp6(a);
+      if (parsed === undefined) throw new LeaseFormatError(`peer's PublicIPv6 is not an IPv6 address: ${JSON.stringify(a)}`);
+      ip6 = parsed;
+      mac6 = L.macValue(d.vtepMAC);
     }
-    return out;
-  }
-
-  /** A peer's rows: its counters and member entry, its VTEP, its subnet and its route; its IPv6 half's. */
-  private writeRows(a: PeerAddrs, t: Tables, peer: number): void {
     let r: Rows;
-    if (a.v4) {
-      const { ip, mac, subnet, len } = a.v4;
+    let i: number;
+    if (v4) {
+      const { ip: subnet, len } = lease.subnet;
       r = t.fl_peer_stats;
       L.W.memberKey(r.keys, r.next(peer) * r.ks, ip);
       r = t.fl_members;
       L.W.memberKey(r.keys, r.next(peer) * r.ks, ip);
       r = t.fl_vteps;
-      let i = r.next(peer);
+      i = r.next(peer);
       L.W.vtepKey(r.keys, i * r.ks, mac);
       L.W.vtepVal(r.values, i * r.vs, ip);
       r = t.fl_subnets;
@@ -233,15 +234,16 @@ export class BpfMapDriver implements PeerDriver<MapOp> {
       L.W.subnetKey(r.keys, i * r.ks, subnet, len);
       L.W.routeVal(r.values, i * r.vs, mac, ip);
     }
-    if (a.v6) {
-      const { ip, mac, subnet, len } = a.v6;
+    if (v6) {
+      const { ip: subnet, len } = lease.ipv6Subnet!;
       r = t.fl_peer_stats6;
-      L.W.member6Key(r.keys, r.next(peer) * r.ks, ip);
+      L.W.member6Key(r.keys, r.next(peer) * r.ks, ip6);
       r = t.fl_routes6;
-      const i = r.next(peer);
+      i = r.next(peer);
       L.W.subnet6Key(r.keys, i * r.ks, subnet, len);
-      L.W.route6Val(r.values, i * r.vs, mac, ip);
+      L.W.route6Val(r.values, i * r.vs, mac6, ip6);
     }
+    return v4 || v6;
   }
 
   entriesFor(lease: Lease): Entry<MapOp>[] {
@@ -251,7 +253,7 @@ export class BpfMapDriver implements PeerDriver<MapOp> {
       t[m].values.fill(0);
       t[m].n = 0;
     }
-    this.writeRows(this.addrsOf(lease), t, 0);
+    this.writePeer(lease, t, 0);
     // apply() writes them in UPDATE_ORDER: no program ever finds a route without its member
     const out: Entry<MapOp>[] = [];
     for (const m of UPDATE_ORDER) {
@@ -282,15 +284,11 @@ export class BpfMapDriver implements PeerDriver<MapOp> {
     const rejected = new Map<Lease, string>();
     const empty = new Set<Lease>();
     for (let i = 0; i < peers.length; i++) {
-      let a: PeerAddrs;
       try {
-        a = this.addrsOf(peers[i]!);
+        if (!this.writePeer(peers[i]!, t, i)) empty.add(peers[i]!);
       } catch (e) {
         rejected.set(peers[i]!, (e as Error).message);
-        continue;
       }
-      if (!a.v4 && !a.v6) empty.add(peers[i]!);
-      this.writeRows(a, t, i);
     }
     const plan = Object.fromEntries(UPDATE_ORDER.map((m) => [m, this.compare(m, t[m])])) as Record<PeerMapName, { missing: number[] | null; stale: Buffer }>;
     let removed = 0;
