@@ -121,8 +121,10 @@ export function measureSoak(mode: CpMode, peers: number, seconds: number, batch 
     const samples: SoakResult['samples'] = [];
     const t0 = Date.now();
     const sample = async () => {
+      // the RSS before the status request, whose answer (every peer, every counter) is a burst of its own
+      const rss = rssBytes(s.pid);
       const st = await fetchStatus(lab.node(1).statusSocket);
-      samples.push({ t: (Date.now() - t0) / 1000, rssMB: rssBytes(s.pid) / 2 ** 20, heapMB: st.memory.heapUsed! / 2 ** 20 });
+      samples.push({ t: (Date.now() - t0) / 1000, rssMB: rss / 2 ** 20, heapMB: st.memory.heapUsed! / 2 ** 20 });
     };
     await sample();
     const timer = setInterval(() => void sample().catch(() => undefined), sampleMs);
