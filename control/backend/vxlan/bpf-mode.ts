@@ -198,9 +198,16 @@ export class BpfVxlanBackend implements Backend {
   handle = (events: Parameters<Backend['handle']>[0]) => this.programmer.handle(events);
 
   async reconcile(peers: Lease[]) {
-    await this.ensureDevice();
-    this.hooks.ensurePinned(this.pinnedMaps());
-    const res = await this.programmer.reconcile(peers);
+    // the device check (a link dump on libuv's thread pool: 4-11 ms on a first start) runs while the
+    // maps are written, which do not depend on the device; both are settled before the hooks are checked
+    const programming = async () => {
+      this.hooks.ensurePinned(this.pinnedMaps());
+      return this.programmer.reconcile(peers);
+    };
+    const [device, programmed] = await Promise.allSettled([this.ensureDevice(), programming()]);
+    if (device.status === 'rejected') throw device.reason;
+    if (programmed.status === 'rejected') throw programmed.reason;
+    const res = programmed.value;
     // the guard goes on after the members map is filled, or it would drop real peers
     await this.hooks.ensureAttached(this.dev);
     await this.fast.reconcile();

@@ -134,9 +134,14 @@ export class DirectRoutingDriver<Op> implements PeerDriver<DirectOp<Op>> {
    */
   async reconcileAll(peers: Lease[]): Promise<BulkReconcile | undefined> {
     if (this.o.enabled || !this.inner.reconcileAll) return undefined;
-    const r = await this.inner.reconcileAll(peers);
+    // the route dump runs on libuv's thread pool while the inner driver writes its tables
+    const routes = this.ownRoutes();
+    const r = await this.inner.reconcileAll(peers).catch(async (e: unknown) => {
+      await routes.catch(() => undefined);
+      throw e;
+    });
+    const stale = await routes;
     if (!r) return undefined;
-    const stale = await this.ownRoutes();
     (await execBatch(stale.map((e) => (e.del as DirectRouteOp).direct))).forEach((err) => {
       if (!err || gone(err)) r.removed++;
       else r.notRemoved.push(err);
