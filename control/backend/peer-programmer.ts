@@ -195,10 +195,18 @@ export class PeerProgrammer<Op> {
     }
     // deletes first; the kernel wants a peer's entries in order (neighbour before route): peers stay together
     this.programmed.clear();
-    const result = await this.run(dels.length ? [...dels, ...adds] : adds, next, () => peers);
+    return this.corrected(await this.run(dels.length ? [...dels, ...adds] : adds, next, () => peers));
+  }
+
+  private corrected(result: ReconcileResult): ReconcileResult {
     if (result.added || result.removed) this.log.info(result, 'reconcile corrected the kernel state');
     this.stats.corrections += result.added + result.removed;
     return result;
+  }
+
+  private failedPeer(name: PeerKey, err: Error): void {
+    this.stats.failures++;
+    this.log.error({ peer: name, err: err.message }, 'failed to program a peer; rolled it back, the next reconcile retries');
   }
 
   /** A driver's own reconcile: the same bookkeeping, logs and counters as the entry path's. */
@@ -219,14 +227,8 @@ export class PeerProgrammer<Op> {
       } else if (!r.failed.has(lease) && !r.empty.has(lease)) this.programmed.set(peerKey(lease), lease);
     }
     for (const err of r.notRemoved) this.log.warn({ err: err.message }, 'could not remove a kernel entry');
-    for (const [lease, err] of r.failed) {
-      this.stats.failures++;
-      this.log.error({ peer: leaseName(lease), err: err.message }, 'failed to program a peer; rolled it back, the next reconcile retries');
-    }
-    const result = { added: r.added, removed: r.removed };
-    if (result.added || result.removed) this.log.info(result, 'reconcile corrected the kernel state');
-    this.stats.corrections += result.added + result.removed;
-    return result;
+    for (const [lease, err] of r.failed) this.failedPeer(leaseName(lease), err);
+    return this.corrected({ added: r.added, removed: r.removed });
   }
 
   /** `leases`: where the failure log finds a failed peer's name */
@@ -252,10 +254,9 @@ export class PeerProgrammer<Op> {
       const rollback = ops.filter((o, i) => o.kind === 'add' && failedPeers.has(o.peer) && res[i] === null).reverse();
       await this.driver.apply(rollback.map((o) => o.entry.del));
       for (const [peer, err] of failedPeers) {
-        this.stats.failures++;
         this.programmed.delete(peer);
         const lease = leases().find((l) => peerKey(l) === peer);
-        this.log.error({ peer: lease ? leaseName(lease) : peer, err: err.message }, 'failed to program a peer; rolled it back, the next reconcile retries');
+        this.failedPeer(lease ? leaseName(lease) : peer, err);
       }
       added -= rollback.length;
     }
