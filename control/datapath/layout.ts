@@ -52,10 +52,8 @@ function ipBytes(ip: string, size: number, off: number): Buffer {
   writeIp(ip, b, off);
   return b;
 }
-const HEX = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
 function writeMac(mac: string, b: Buffer, off: number): void {
-  if (mac.length !== 17 || !HEX.test(mac)) throw new Error(`not a MAC address: ${mac}`);
-  for (let i = 0; i < 6; i++) b[off + i] = parseInt(mac.slice(i * 3, i * 3 + 2), 16);
+  mac48(b, off, macValue(mac));
 }
 const macStr = (b: Buffer) => [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
 const macAt = (b: Buffer, off: number) => macStr(b.subarray(off, off + 6));
@@ -91,7 +89,7 @@ export const decodeRouteVal = (b: Buffer) => ({ vtepMAC: macAt(b, at('fl_route',
 function writeIp6(ip: string, b: Buffer, off: number): void {
   const v = parseIp6(ip);
   if (v === undefined) throw new Error(`not an IPv6 address: ${ip}`);
-  for (let i = 0; i < 16; i++) b[off + i] = Number((v >> BigInt(120 - 8 * i)) & 0xffn);
+  ip6Into(v, b, off);
 }
 function readIp6(b: Buffer, off: number): string {
   let v = 0n;
